@@ -1,0 +1,100 @@
+//! `RawEvent`: the one record type the programs put in the ring buffer.
+//!
+//! The same struct is the per-socket state kept in the `SOCKS` LRU map from connect() to CLOSE:
+//! the programs fill it in as facts arrive and submit a copy at ESTABLISHED and at CLOSE.
+
+/// SYN_SENT→ESTABLISHED of a tracked outbound connect.
+pub const KIND_CONNECTED: u8 = 1;
+/// →CLOSE of a tracked outbound connect: every fact gathered over its life.
+pub const KIND_CLOSED: u8 = 2;
+/// `sock:inet_sk_error_report` with a non-zero error, for any TCP socket (no socket address:
+/// userspace joins it to a connection by 4-tuple).
+pub const KIND_ERROR_REPORT: u8 = 3;
+
+/// How many SYN retransmission times are kept for the evidence timeline.
+pub const SYN_RETRANSMIT_SLOTS: usize = 8;
+
+/// Bits of `RawEvent::valid`: which struct-member reads succeeded (see `KernelOffsets`).
+pub const VALID_SK_ERR: u32 = 1 << 0;
+pub const VALID_SK_ERR_SOFT: u32 = 1 << 1;
+pub const VALID_NETNS: u32 = 1 << 2;
+pub const VALID_ICSK_RETRANSMITS: u32 = 1 << 3;
+pub const VALID_PROBES_OUT: u32 = 1 << 4;
+pub const VALID_KEEPALIVE: u32 = 1 << 5;
+pub const VALID_RST_SENT_REASON: u32 = 1 << 6;
+
+/// `rst_*_state` value when a RST happened but the socket state could not be read.
+pub const STATE_UNKNOWN: u8 = 0xff;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct RawEvent {
+    /// One of the `KIND_*` constants.
+    pub kind: u8,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    /// TCP state before the transition that emitted this record (CLOSED: the state it died in).
+    pub old_state: u8,
+    /// TCP state after the transition.
+    pub new_state: u8,
+    /// Thread-group id (the process id) of the task that called connect().
+    pub pid: u32,
+    /// Thread id of the task that called connect().
+    pub tid: u32,
+    /// Real uid of the task that called connect().
+    pub uid: u32,
+    /// Inode of the socket's network namespace (0 if unreadable).
+    pub netns: u32,
+    /// `sock.sk_err` at CLOSE (a positive errno, 0 for none).
+    pub sk_err: i32,
+    /// `sock.sk_err_soft` at CLOSE.
+    pub sk_err_soft: i32,
+    /// KIND_ERROR_REPORT: the reported errno.
+    pub error: i32,
+    /// Source port, host order.
+    pub sport: u16,
+    /// Destination port, host order.
+    pub dport: u16,
+    /// `tcp:tcp_retransmit_skb` seen in SYN_SENT.
+    pub syn_retransmits: u16,
+    /// `tcp:tcp_retransmit_skb` seen in a synchronized state.
+    pub data_retransmits: u16,
+    /// `inet_connection_sock.icsk_retransmits` at CLOSE.
+    pub icsk_retransmits: u8,
+    /// `inet_connection_sock.icsk_probes_out` at CLOSE (keepalive or zero-window probes).
+    pub probes_out: u8,
+    /// SO_KEEPALIVE set on the socket at CLOSE (0 or 1).
+    pub keepalive: u8,
+    /// State in which a RST was received (`tcp:tcp_receive_reset`), 0 for none.
+    pub rst_received_state: u8,
+    /// State in which this host sent a RST on the socket (`tcp:tcp_send_reset`), 0 for none.
+    pub rst_sent_state: u8,
+    pub _pad0: u8,
+    /// `enum sk_rst_reason` of the RST this host sent.
+    pub rst_sent_reason: u16,
+    /// `VALID_*` bits.
+    pub valid: u32,
+    pub _pad1: u32,
+    /// Monotonic time (`bpf_ktime_get_ns`) of this record.
+    pub ts_ns: u64,
+    /// Monotonic time of connect() (CLOSE→SYN_SENT).
+    pub start_ns: u64,
+    /// Monotonic time of SYN_SENT→ESTABLISHED, 0 if never.
+    pub established_ns: u64,
+    /// Kernel address of the socket: identifies the connection while it lives.
+    pub sock_id: u64,
+    /// cgroup v2 id of the task that called connect().
+    pub cgroup_id: u64,
+    /// Source address; IPv4 in the first 4 bytes. Network order.
+    pub saddr_be: [u8; 16],
+    /// Destination address; IPv4 in the first 4 bytes. Network order.
+    pub daddr_be: [u8; 16],
+    /// `comm` of the task that called connect(), NUL-padded.
+    pub comm: [u8; 16],
+    /// Time of each SYN retransmission after connect(), microseconds (first `SYN_RETRANSMIT_SLOTS`).
+    pub syn_retransmit_us: [u32; SYN_RETRANSMIT_SLOTS],
+}
+
+pub const RAW_EVENT_SIZE: usize = 176;
+const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);

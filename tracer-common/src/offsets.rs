@@ -1,0 +1,177 @@
+//! Offsets the programs cannot know at compile time, resolved by the loader at start-up and
+//! handed over in the read-only global `OFFSETS`; plus the run-time `CONFIG` global.
+//!
+//! Tracepoint field offsets come from `/sys/kernel/tracing/events/<group>/<name>/format`;
+//! struct member offsets come from the running kernel's BTF. A value that could not be resolved
+//! is `FIELD_MISSING` / `MEMBER_MISSING` and the programs skip that read.
+
+pub const FIELD_MISSING: u16 = u16::MAX;
+pub const MEMBER_MISSING: u32 = u32::MAX;
+
+/// Field offsets of `sock:inet_sock_set_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetStateFields {
+    pub skaddr: u16,
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SetStateFields>() == 24);
+
+/// Field offsets of `tcp:tcp_retransmit_skb` and `tcp:tcp_send_reset` (`reason` only there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockStateFields {
+    pub skaddr: u16,
+    pub state: u16,
+    pub reason: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockStateFields>() == 8);
+
+/// Field offsets of `sock:inet_sk_error_report`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorReportFields {
+    pub error: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    pub _pad: [u16; 3],
+}
+const _: () = assert!(core::mem::size_of::<ErrorReportFields>() == 24);
+
+/// Byte offsets of kernel struct members, from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberOffsets {
+    /// `sock.sk_err` (int).
+    pub sk_err: u32,
+    /// `sock.sk_err_soft` (int).
+    pub sk_err_soft: u32,
+    /// `sock.__sk_common.skc_net.net` (struct net *).
+    pub skc_net: u32,
+    /// `net.ns.inum` (unsigned int).
+    pub net_ns_inum: u32,
+    /// `sock.__sk_common.skc_state` (unsigned char).
+    pub skc_state: u32,
+    /// `inet_connection_sock.icsk_retransmits` (u8).
+    pub icsk_retransmits: u32,
+    /// `inet_connection_sock.icsk_probes_out` (u8).
+    pub icsk_probes_out: u32,
+    /// `sock.__sk_common.skc_flags` (`sk_flags`, unsigned long).
+    pub sk_flags: u32,
+    /// Bit number of `SOCK_KEEPOPEN` in `sk_flags` (from the BTF enum `sock_flags`).
+    pub sock_keepopen_bit: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 40);
+
+/// Everything the programs need to find their data on this kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub set_state: SetStateFields,
+    pub retransmit: SockStateFields,
+    pub send_reset: SockStateFields,
+    /// `skaddr` of `tcp:tcp_receive_reset`.
+    pub receive_reset_skaddr: u16,
+    /// `skaddr` of `tcp:tcp_destroy_sock`.
+    pub destroy_skaddr: u16,
+    pub _pad: u32,
+    pub error_report: ErrorReportFields,
+    pub members: MemberOffsets,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+
+impl KernelOffsets {
+    /// Every offset missing: what the programs see if userspace sets nothing.
+    pub const MISSING: KernelOffsets = KernelOffsets {
+        set_state: SetStateFields {
+            skaddr: FIELD_MISSING,
+            oldstate: FIELD_MISSING,
+            newstate: FIELD_MISSING,
+            sport: FIELD_MISSING,
+            dport: FIELD_MISSING,
+            family: FIELD_MISSING,
+            protocol: FIELD_MISSING,
+            saddr: FIELD_MISSING,
+            daddr: FIELD_MISSING,
+            saddr_v6: FIELD_MISSING,
+            daddr_v6: FIELD_MISSING,
+            _pad: 0,
+        },
+        retransmit: SockStateFields::MISSING,
+        send_reset: SockStateFields::MISSING,
+        receive_reset_skaddr: FIELD_MISSING,
+        destroy_skaddr: FIELD_MISSING,
+        _pad: 0,
+        error_report: ErrorReportFields {
+            error: FIELD_MISSING,
+            sport: FIELD_MISSING,
+            dport: FIELD_MISSING,
+            family: FIELD_MISSING,
+            protocol: FIELD_MISSING,
+            saddr: FIELD_MISSING,
+            daddr: FIELD_MISSING,
+            saddr_v6: FIELD_MISSING,
+            daddr_v6: FIELD_MISSING,
+            _pad: [0; 3],
+        },
+        members: MemberOffsets {
+            sk_err: MEMBER_MISSING,
+            sk_err_soft: MEMBER_MISSING,
+            skc_net: MEMBER_MISSING,
+            net_ns_inum: MEMBER_MISSING,
+            skc_state: MEMBER_MISSING,
+            icsk_retransmits: MEMBER_MISSING,
+            icsk_probes_out: MEMBER_MISSING,
+            sk_flags: MEMBER_MISSING,
+            sock_keepopen_bit: MEMBER_MISSING,
+            _pad: 0,
+        },
+    };
+}
+
+impl SockStateFields {
+    pub const MISSING: SockStateFields = SockStateFields {
+        skaddr: FIELD_MISSING,
+        state: FIELD_MISSING,
+        reason: FIELD_MISSING,
+        _pad: 0,
+    };
+}
+
+/// Run-time settings of the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Track only connects made in this network namespace (inode); 0 tracks all.
+    pub netns: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), only integer fields, explicit padding: every bit pattern is valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: repr(C), only integer fields, explicit padding: every bit pattern is valid.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: repr(C), only integer fields and byte arrays, explicit padding.
+    unsafe impl aya::Pod for super::super::RawEvent {}
+}

@@ -1,0 +1,53 @@
+//! The tracer's eBPF programs: thin readers of kernel facts on stable tracepoints.
+//!
+//! They never decide a verdict. They keep one `RawEvent` per outbound connect in the `SOCKS` LRU
+//! map (keyed by the socket's kernel address), fill it in as facts arrive, and submit it to the
+//! `EVENTS` ring buffer at ESTABLISHED and at CLOSE. Every offset they use comes from the
+//! `OFFSETS` global that the loader resolves at start-up (tracefs formats and BTF).
+#![no_std]
+#![no_main]
+
+mod destroy;
+mod emit;
+mod error_report;
+mod read;
+mod reset;
+mod retransmit;
+mod set_state;
+mod state;
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{COUNTER_COUNT, Config, KernelOffsets, RawEvent};
+
+/// Resolved by the loader; see `tracer_common::offsets`.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::MISSING;
+
+/// Run-time settings; see `tracer_common::Config`.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config { netns: 0, _pad: 0 };
+
+/// Records for userspace. The loader sets the real size.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-socket state of outbound connects, from connect() to CLOSE. The loader sets the size.
+#[map]
+static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per-CPU counters, indexed by `tracer_common::COUNTER_*`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,92 @@
+//! Reads at offsets known only at run time: tracepoint record fields and kernel struct members.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext, helpers::generated::bpf_probe_read_kernel, programs::TracePointContext,
+};
+use tracer_common::{FIELD_MISSING, MEMBER_MISSING};
+
+use crate::emit::{COUNTER_READ_ERRORS, count};
+
+/// Reads one `OFFSETS` value without letting the compiler fold the loader's value away.
+macro_rules! offset {
+    ($($path:ident).+) => {
+        // SAFETY: OFFSETS is a plain static of integers; a volatile read keeps the value the
+        // loader wrote into the object instead of the compile-time default.
+        unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$($path).+) }
+    };
+}
+pub(crate) use offset;
+
+/// Reads the `CONFIG` value likewise.
+macro_rules! config {
+    ($field:ident) => {
+        // SAFETY: as for `offset!`.
+        unsafe { core::ptr::read_volatile(&raw const crate::CONFIG.$field) }
+    };
+}
+pub(crate) use config;
+
+// The readers below never return an `Option` of the value: LLVM treats the payload of a `None`
+// as undefined and may copy that register on the merged path, which the verifier rejects
+// ("!read_ok"). They write into, or return, an always-initialised value instead.
+
+/// A tracepoint field at `offset` (from the tracefs format), or `default` if it is missing.
+#[inline(always)]
+pub fn field<T: Copy>(ctx: &TracePointContext, offset: u16, default: T) -> T {
+    if offset == FIELD_MISSING {
+        return default;
+    }
+    let mut v = default;
+    if probe_read(&mut v, ctx.as_ptr() as *const u8, offset as usize) {
+        v
+    } else {
+        default
+    }
+}
+
+/// Reads a member of a kernel struct at `base + offset` (from BTF) into `dst`; false (and
+/// `dst` unchanged) if the offset is missing or the read failed.
+#[inline(always)]
+pub fn member<T: Copy>(base: *const u8, offset: u32, dst: &mut T) -> bool {
+    if offset == MEMBER_MISSING || base.is_null() {
+        return false;
+    }
+    let mut v = *dst;
+    if probe_read(&mut v, base, offset as usize) {
+        *dst = v;
+        true
+    } else {
+        false
+    }
+}
+
+/// The inode of the network namespace a socket belongs to, 0 if unknown (no netns has inode 0).
+#[inline(always)]
+pub fn sock_netns(sk: *const u8) -> u32 {
+    let mut net: *const u8 = core::ptr::null();
+    let mut inum = 0u32;
+    if member(sk, offset!(members.skc_net), &mut net) {
+        member(net, offset!(members.net_ns_inum), &mut inum);
+    }
+    inum
+}
+
+#[inline(always)]
+fn probe_read<T>(dst: &mut T, base: *const u8, offset: usize) -> bool {
+    // SAFETY: bpf_probe_read_kernel checks the source address and fails cleanly instead of
+    // faulting; `dst` is a valid, initialised destination of exactly size_of::<T>() bytes.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            (dst as *mut T).cast::<c_void>(),
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(offset).cast::<c_void>(),
+        )
+    };
+    if ret == 0 {
+        true
+    } else {
+        count(COUNTER_READ_ERRORS);
+        false
+    }
+}

@@ -1,0 +1,50 @@
+//! `tcp:tcp_receive_reset` (a RST arrived: refused in SYN_SENT, reset when synchronized) and
+//! `tcp:tcp_send_reset` (this host sent a RST on the socket, e.g. after keepalive failure).
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::{STATE_UNKNOWN, VALID_RST_SENT_REASON};
+
+use crate::{
+    read::{field, member, offset},
+    state::tracked,
+};
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    let _ = try_receive_reset(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_receive_reset(ctx: &TracePointContext) -> Option<()> {
+    let skaddr: u64 = field(ctx, offset!(receive_reset_skaddr), 0);
+    let state = tracked(skaddr)?;
+    // The tracepoint has no state field: read it from the socket.
+    let mut tcp = STATE_UNKNOWN;
+    member(skaddr as *const u8, offset!(members.skc_state), &mut tcp);
+    state.rst_received_state = if tcp == 0 { STATE_UNKNOWN } else { tcp };
+    Some(())
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let _ = try_send_reset(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
+    let skaddr: u64 = field(ctx, offset!(send_reset.skaddr), 0);
+    if skaddr == 0 {
+        // A RST for a packet that matched no socket (inbound; later work).
+        return None;
+    }
+    let state = tracked(skaddr)?;
+    let tcp: i32 = field(ctx, offset!(send_reset.state), 0);
+    state.rst_sent_state = if tcp == 0 { STATE_UNKNOWN } else { tcp as u8 };
+    let reason: u32 = field(ctx, offset!(send_reset.reason), u32::MAX);
+    if reason != u32::MAX {
+        state.rst_sent_reason = reason as u16;
+        state.valid |= VALID_RST_SENT_REASON;
+    }
+    Some(())
+}

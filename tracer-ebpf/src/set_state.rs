@@ -1,0 +1,170 @@
+//! `sock:inet_sock_set_state`: the life of an outbound connect.
+//!
+//! CLOSE→SYN_SENT fires inside tcp_v4_connect/tcp_v6_connect in the calling task, so it is where
+//! the process identity (pid, comm, uid, cgroup) and the netns are recorded. SYN_SENT→ESTABLISHED
+//! gives the latency. →CLOSE is the end: `sk_err`, `sk_err_soft` and the TCP counters are read
+//! there, because `inet_sk_error_report` is skipped for orphaned sockets.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use tracer_common::{
+    AF_INET, AF_INET6, IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_ICSK_RETRANSMITS,
+    VALID_KEEPALIVE, VALID_NETNS, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
+};
+
+use crate::{
+    SOCKS,
+    emit::{
+        COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED, count, now_ns,
+        submit,
+    },
+    read::{config, field, member, offset, sock_netns},
+    state::tracked,
+};
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_set_state(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_set_state(ctx: &TracePointContext) -> Option<()> {
+    let protocol: u16 = field(ctx, offset!(set_state.protocol), 0);
+    if protocol != IPPROTO_TCP {
+        return None;
+    }
+    let newstate: i32 = field(ctx, offset!(set_state.newstate), 0);
+    let oldstate: i32 = field(ctx, offset!(set_state.oldstate), 0);
+    let skaddr: u64 = field(ctx, offset!(set_state.skaddr), 0);
+    if skaddr == 0 {
+        return None;
+    }
+    let (old, new) = (oldstate as u8, newstate as u8);
+
+    if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
+        return on_connect(ctx, skaddr);
+    }
+    let Some(state) = tracked(skaddr) else {
+        if new == tcp_state::CLOSE && old == tcp_state::SYN_SENT {
+            // Every SYN_SENT socket was inserted at connect(): this one was evicted (or its
+            // netns is filtered out, which `on_connect` never inserts — those never reach here
+            // unless the map was full).
+            if netns_wanted(skaddr as *const u8) {
+                count(COUNTER_EVICTED);
+            }
+        }
+        return None;
+    };
+    state.old_state = old;
+    state.new_state = new;
+    state.ts_ns = now_ns();
+    read_tuple(ctx, state);
+
+    if old == tcp_state::SYN_SENT && new == tcp_state::ESTABLISHED {
+        state.established_ns = state.ts_ns;
+        state.kind = KIND_CONNECTED;
+        submit(state);
+    } else if new == tcp_state::CLOSE {
+        read_close_facts(skaddr as *const u8, state);
+        state.kind = KIND_CLOSED;
+        submit(state);
+        if SOCKS.remove(skaddr).is_ok() {
+            count(COUNTER_UNTRACKED);
+        }
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn netns_wanted(sk: *const u8) -> bool {
+    let wanted: u32 = config!(netns);
+    wanted == 0 || sock_netns(sk) == wanted
+}
+
+/// CLOSE→SYN_SENT, in the task that called connect(): record who and where.
+#[inline(always)]
+fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
+    let sk = skaddr as *const u8;
+    let netns = sock_netns(sk);
+    let wanted: u32 = config!(netns);
+    if wanted != 0 && netns != wanted {
+        return None;
+    }
+    // SAFETY: RawEvent is integers and byte arrays only; all-zero is a valid value.
+    let mut ev: RawEvent = unsafe { core::mem::zeroed() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.uid = bpf_get_current_uid_gid() as u32;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: a helper without pointer arguments, allowed in tracepoint programs.
+    ev.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    if netns != 0 {
+        ev.netns = netns;
+        ev.valid |= VALID_NETNS;
+    }
+    ev.sock_id = skaddr;
+    ev.start_ns = now_ns();
+    ev.ts_ns = ev.start_ns;
+    ev.old_state = tcp_state::CLOSE;
+    ev.new_state = tcp_state::SYN_SENT;
+    read_tuple(ctx, &mut ev);
+    match SOCKS.insert(skaddr, ev, 0) {
+        Ok(()) => count(COUNTER_TRACKED),
+        Err(err) => {
+            count(COUNTER_INSERT_ERRORS);
+            warn!(ctx, "SOCKS insert failed: error {}", err);
+        }
+    }
+    Some(())
+}
+
+/// The 4-tuple as the tracepoint reports it now (the source port is only known after connect()
+/// has hashed the socket, so this is refreshed at every transition).
+#[inline(always)]
+fn read_tuple(ctx: &TracePointContext, ev: &mut RawEvent) {
+    let family: u16 = field(ctx, offset!(set_state.family), 0);
+    ev.family = family as u8;
+    ev.sport = field(ctx, offset!(set_state.sport), 0);
+    ev.dport = field(ctx, offset!(set_state.dport), 0);
+    if ev.family == AF_INET {
+        let s: [u8; 4] = field(ctx, offset!(set_state.saddr), [0; 4]);
+        let d: [u8; 4] = field(ctx, offset!(set_state.daddr), [0; 4]);
+        ev.saddr_be[..4].copy_from_slice(&s);
+        ev.daddr_be[..4].copy_from_slice(&d);
+    } else if ev.family == AF_INET6 {
+        ev.saddr_be = field(ctx, offset!(set_state.saddr_v6), [0; 16]);
+        ev.daddr_be = field(ctx, offset!(set_state.daddr_v6), [0; 16]);
+    }
+}
+
+/// Facts only the socket itself holds, read at the moment it closes.
+#[inline(always)]
+fn read_close_facts(sk: *const u8, ev: &mut RawEvent) {
+    if member(sk, offset!(members.sk_err), &mut ev.sk_err) {
+        ev.valid |= VALID_SK_ERR;
+    }
+    if member(sk, offset!(members.sk_err_soft), &mut ev.sk_err_soft) {
+        ev.valid |= VALID_SK_ERR_SOFT;
+    }
+    if member(
+        sk,
+        offset!(members.icsk_retransmits),
+        &mut ev.icsk_retransmits,
+    ) {
+        ev.valid |= VALID_ICSK_RETRANSMITS;
+    }
+    if member(sk, offset!(members.icsk_probes_out), &mut ev.probes_out) {
+        ev.valid |= VALID_PROBES_OUT;
+    }
+    let bit: u32 = offset!(members.sock_keepopen_bit);
+    let mut flags = 0u64;
+    if bit < 64 && member(sk, offset!(members.sk_flags), &mut flags) {
+        ev.keepalive = ((flags >> bit) & 1) as u8;
+        ev.valid |= VALID_KEEPALIVE;
+    }
+}

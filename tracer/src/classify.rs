@@ -1,0 +1,334 @@
+//! The classifier: a pure function of the facts the kernel gathered about one connection.
+//!
+//! Input is a decoded `RawEvent`; output is an `Outcome` with a label from ARCHITECTURE §4 and
+//! the evidence behind it. Time comes only from the events themselves (kernel monotonic ns), so
+//! tests drive it with synthetic sequences and their own clock. No aya, no tokio, no I/O.
+use std::{
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use libc::{ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
+use tracer_common::{
+    AF_INET, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, RawEvent, SYN_RETRANSMIT_SLOTS,
+    VALID_KEEPALIVE, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Label {
+    Refused,
+    SynTimeout,
+    DroppedKeepalive,
+    Unreachable,
+    Reset,
+    RtoTimeout,
+    Cancelled,
+    Connected,
+}
+
+impl Label {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Label::Refused => "refused",
+            Label::SynTimeout => "syn_timeout",
+            Label::DroppedKeepalive => "dropped_keepalive",
+            Label::Unreachable => "unreachable",
+            Label::Reset => "reset",
+            Label::RtoTimeout => "rto_timeout",
+            Label::Cancelled => "cancelled",
+            Label::Connected => "connected",
+        }
+    }
+
+    /// Labels that are failures (printed as `failure` records).
+    pub const fn is_failure(self) -> bool {
+        !matches!(self, Label::Cancelled | Label::Connected)
+    }
+}
+
+/// How a refusal reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A RST answered the SYN.
+    Rst,
+    /// An ICMP port-unreachable (no RST seen), typically a firewall REJECT rule.
+    Icmp,
+}
+
+/// Who gave up on an unanswered SYN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GaveUp {
+    /// The kernel, after `tcp_syn_retries` (ETIMEDOUT).
+    Kernel,
+    /// The application closed the socket while still in SYN_SENT.
+    Application,
+}
+
+/// Who made the connection and where it went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub comm: [u8; 16],
+    pub cgroup_id: u64,
+    /// `None` when the kernel's netns could not be read.
+    pub netns: Option<u32>,
+    pub sock_id: u64,
+}
+
+/// The facts behind a label.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Evidence {
+    pub via: Option<Via>,
+    pub gave_up: Option<GaveUp>,
+    pub syn_retransmits: u16,
+    /// Time of each SYN retransmission after connect(), ms (the first few).
+    pub syn_retransmit_ms: Vec<f64>,
+    /// From connect() to the outcome, ms.
+    pub elapsed_ms: f64,
+    /// From ESTABLISHED to the failure, ms (established connections only).
+    pub connection_age_ms: Option<f64>,
+    pub data_retransmits: u16,
+    /// Keepalive (or zero-window) probes sent without answer.
+    pub probes_sent: Option<u8>,
+    pub keepalive_enabled: Option<bool>,
+    pub rst_received: bool,
+    pub rst_sent: bool,
+    /// `sk_err_soft` at close (e.g. an ICMP error met while retrying), if any.
+    pub soft_errno: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub label: Label,
+    pub conn: Connection,
+    /// Kernel monotonic time of the outcome.
+    pub at_ns: u64,
+    /// The socket error (`sk_err`, or the joined error report), if any.
+    pub errno: Option<i32>,
+    pub evidence: Evidence,
+}
+
+/// (family, src, dst) as the tracepoints report them: joins error reports to connections.
+type TupleKey = (u8, [u8; 16], u16, [u8; 16], u16);
+
+/// How long an error report waits for its connection's CLOSE.
+const REPORT_TTL_NS: u64 = 30_000_000_000;
+/// How many unjoined error reports are kept at most.
+const REPORT_CAPACITY: usize = 4096;
+
+/// Counts of what the classifier saw that produced no printed failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassifierCounts {
+    pub cancelled: u64,
+    /// An established connection closed with an errno no label covers.
+    pub unclassified: u64,
+    pub error_reports_dropped: u64,
+}
+
+#[derive(Default)]
+pub struct Classifier {
+    reports: HashMap<TupleKey, (i32, u64)>,
+    report_order: VecDeque<(TupleKey, u64)>,
+    pub counts: ClassifierCounts,
+}
+
+impl Classifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one decoded event; returns an outcome when the event ends (or establishes) a
+    /// connection. A normal close of an established connection returns `None`.
+    pub fn observe(&mut self, ev: &RawEvent) -> Option<Outcome> {
+        match ev.kind {
+            KIND_ERROR_REPORT => {
+                self.remember_report(ev);
+                None
+            }
+            KIND_CONNECTED => Some(connected(ev)),
+            KIND_CLOSED => {
+                let reported = self.take_report(ev);
+                let outcome = closed(ev, reported);
+                match outcome.as_ref().map(|o| o.label) {
+                    Some(Label::Cancelled) => self.counts.cancelled += 1,
+                    None if errno_of(ev, reported).is_some() => self.counts.unclassified += 1,
+                    _ => {}
+                }
+                outcome
+            }
+            _ => None,
+        }
+    }
+
+    fn remember_report(&mut self, ev: &RawEvent) {
+        self.expire(ev.ts_ns);
+        if self.reports.len() >= REPORT_CAPACITY
+            && let Some((old, ts)) = self.report_order.pop_front()
+        {
+            if self.reports.get(&old).is_some_and(|&(_, t)| t == ts) {
+                self.reports.remove(&old);
+            }
+            self.counts.error_reports_dropped += 1;
+        }
+        let key = tuple_key(ev);
+        self.reports.insert(key, (ev.error, ev.ts_ns));
+        self.report_order.push_back((key, ev.ts_ns));
+    }
+
+    fn take_report(&mut self, ev: &RawEvent) -> Option<i32> {
+        self.expire(ev.ts_ns);
+        self.reports.remove(&tuple_key(ev)).map(|(errno, _)| errno)
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        while let Some(&(key, ts)) = self.report_order.front() {
+            if now_ns.saturating_sub(ts) <= REPORT_TTL_NS {
+                break;
+            }
+            self.report_order.pop_front();
+            if self.reports.get(&key).is_some_and(|&(_, t)| t == ts) {
+                self.reports.remove(&key);
+            }
+        }
+    }
+
+    /// Error reports waiting for their connection (bounded by `REPORT_CAPACITY`).
+    pub fn pending_reports(&self) -> usize {
+        self.reports.len()
+    }
+}
+
+fn tuple_key(ev: &RawEvent) -> TupleKey {
+    (ev.family, ev.saddr_be, ev.sport, ev.daddr_be, ev.dport)
+}
+
+fn errno_of(ev: &RawEvent, reported: Option<i32>) -> Option<i32> {
+    let sk_err = (ev.valid & VALID_SK_ERR != 0 && ev.sk_err > 0).then_some(ev.sk_err);
+    sk_err.or(reported.filter(|e| *e > 0))
+}
+
+fn connected(ev: &RawEvent) -> Outcome {
+    let mut evidence = base_evidence(ev);
+    evidence.elapsed_ms = ms(ev.established_ns.saturating_sub(ev.start_ns));
+    Outcome {
+        label: Label::Connected,
+        conn: connection(ev),
+        at_ns: ev.ts_ns,
+        errno: None,
+        evidence,
+    }
+}
+
+/// The decision table of ARCHITECTURE §4.
+fn closed(ev: &RawEvent, reported: Option<i32>) -> Option<Outcome> {
+    let errno = errno_of(ev, reported);
+    let mut evidence = base_evidence(ev);
+    let was_established = ev.established_ns != 0 || ev.old_state != tcp_state::SYN_SENT;
+    let label = if !was_established {
+        match errno {
+            Some(ECONNREFUSED) => {
+                evidence.via = Some(if ev.rst_received_state != 0 {
+                    Via::Rst
+                } else {
+                    Via::Icmp
+                });
+                Label::Refused
+            }
+            Some(ETIMEDOUT) => {
+                evidence.gave_up = Some(GaveUp::Kernel);
+                Label::SynTimeout
+            }
+            // EHOSTUNREACH, ENETUNREACH, or another ICMP-borne error (errno says which).
+            Some(_) => Label::Unreachable,
+            None if ev.syn_retransmits > 0 => {
+                evidence.gave_up = Some(GaveUp::Application);
+                Label::SynTimeout
+            }
+            None => Label::Cancelled,
+        }
+    } else {
+        evidence.connection_age_ms =
+            (ev.established_ns != 0).then(|| ms(ev.ts_ns.saturating_sub(ev.established_ns)));
+        if ev.rst_received_state != 0 || errno == Some(ECONNRESET) {
+            Label::Reset
+        } else {
+            match errno {
+                Some(ETIMEDOUT) => {
+                    let probed = ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0;
+                    if probed && ev.data_retransmits == 0 {
+                        Label::DroppedKeepalive
+                    } else {
+                        Label::RtoTimeout
+                    }
+                }
+                Some(EHOSTUNREACH | ENETUNREACH) => Label::Unreachable,
+                _ => return None,
+            }
+        }
+    };
+    if label == Label::DroppedKeepalive {
+        evidence.probes_sent = Some(ev.probes_out);
+    }
+    evidence.elapsed_ms = ms(ev.ts_ns.saturating_sub(ev.start_ns));
+    Some(Outcome {
+        label,
+        conn: connection(ev),
+        at_ns: ev.ts_ns,
+        errno,
+        evidence,
+    })
+}
+
+fn base_evidence(ev: &RawEvent) -> Evidence {
+    let kept = (ev.syn_retransmits as usize).min(SYN_RETRANSMIT_SLOTS);
+    Evidence {
+        syn_retransmits: ev.syn_retransmits,
+        syn_retransmit_ms: ev.syn_retransmit_us[..kept]
+            .iter()
+            .map(|&us| us as f64 / 1000.0)
+            .collect(),
+        data_retransmits: ev.data_retransmits,
+        keepalive_enabled: (ev.valid & VALID_KEEPALIVE != 0).then_some(ev.keepalive != 0),
+        rst_received: ev.rst_received_state != 0,
+        rst_sent: ev.rst_sent_state != 0,
+        soft_errno: (ev.valid & VALID_SK_ERR_SOFT != 0 && ev.sk_err_soft > 0)
+            .then_some(ev.sk_err_soft),
+        ..Evidence::default()
+    }
+}
+
+/// Nanoseconds → milliseconds, kept to the microsecond.
+fn ms(ns: u64) -> f64 {
+    (ns / 1_000) as f64 / 1_000.0
+}
+
+fn connection(ev: &RawEvent) -> Connection {
+    Connection {
+        src: SocketAddr::new(ip(ev.family, &ev.saddr_be), ev.sport),
+        dst: SocketAddr::new(ip(ev.family, &ev.daddr_be), ev.dport),
+        pid: ev.pid,
+        tid: ev.tid,
+        uid: ev.uid,
+        comm: ev.comm,
+        cgroup_id: ev.cgroup_id,
+        netns: (ev.valid & tracer_common::VALID_NETNS != 0).then_some(ev.netns),
+        sock_id: ev.sock_id,
+    }
+}
+
+/// An address from the tracepoint's bytes; IPv4-mapped IPv6 addresses are shown as IPv4.
+pub fn ip(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        Ipv6Addr::from(*bytes).to_canonical()
+    }
+}
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod tests;

@@ -1,0 +1,288 @@
+//! Synthetic event sequences through the classifier, with their own clock.
+use super::*;
+use bytemuck::Zeroable;
+use tracer_common::{AF_INET6, STATE_UNKNOWN};
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_000 * MS;
+
+/// A connect from 10.0.0.1:40000 to 10.0.0.2:5432 by pid 42 "psql" at T0.
+fn connect() -> RawEvent {
+    let mut ev = RawEvent::zeroed();
+    ev.family = AF_INET;
+    ev.saddr_be[..4].copy_from_slice(&[10, 0, 0, 1]);
+    ev.daddr_be[..4].copy_from_slice(&[10, 0, 0, 2]);
+    ev.sport = 40_000;
+    ev.dport = 5432;
+    ev.pid = 42;
+    ev.tid = 43;
+    ev.uid = 1000;
+    ev.comm[..4].copy_from_slice(b"psql");
+    ev.netns = 4026531840;
+    ev.valid = tracer_common::VALID_NETNS
+        | VALID_SK_ERR
+        | VALID_SK_ERR_SOFT
+        | VALID_PROBES_OUT
+        | VALID_KEEPALIVE;
+    ev.start_ns = T0;
+    ev.ts_ns = T0;
+    ev.old_state = tcp_state::CLOSE;
+    ev.new_state = tcp_state::SYN_SENT;
+    ev
+}
+
+fn syn_retransmit(ev: &mut RawEvent, at_ms: u64) {
+    ev.syn_retransmit_us[ev.syn_retransmits as usize] = (at_ms * 1000) as u32;
+    ev.syn_retransmits += 1;
+}
+
+fn established(ev: &mut RawEvent, at_ms: u64) -> RawEvent {
+    ev.established_ns = T0 + at_ms * MS;
+    let mut c = *ev;
+    c.kind = KIND_CONNECTED;
+    c.old_state = tcp_state::SYN_SENT;
+    c.new_state = tcp_state::ESTABLISHED;
+    c.ts_ns = ev.established_ns;
+    c
+}
+
+fn close(ev: &RawEvent, from: u8, at_ms: u64, sk_err: i32) -> RawEvent {
+    let mut c = *ev;
+    c.kind = KIND_CLOSED;
+    c.old_state = from;
+    c.new_state = tcp_state::CLOSE;
+    c.ts_ns = T0 + at_ms * MS;
+    c.sk_err = sk_err;
+    c
+}
+
+fn report(ev: &RawEvent, at_ms: u64, errno: i32) -> RawEvent {
+    let mut r = RawEvent::zeroed();
+    r.kind = KIND_ERROR_REPORT;
+    r.family = ev.family;
+    r.saddr_be = ev.saddr_be;
+    r.daddr_be = ev.daddr_be;
+    r.sport = ev.sport;
+    r.dport = ev.dport;
+    r.error = errno;
+    r.ts_ns = T0 + at_ms * MS;
+    r
+}
+
+fn run(events: &[RawEvent]) -> (Vec<Outcome>, ClassifierCounts) {
+    let mut c = Classifier::new();
+    let out = events.iter().filter_map(|e| c.observe(e)).collect();
+    (out, c.counts)
+}
+
+fn one(events: &[RawEvent]) -> Outcome {
+    let (out, _) = run(events);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    out.into_iter().next().unwrap()
+}
+
+#[test]
+fn refused_by_rst() {
+    let mut ev = connect();
+    ev.rst_received_state = tcp_state::SYN_SENT;
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 1, ECONNREFUSED)]);
+    assert_eq!(o.label, Label::Refused);
+    assert_eq!(o.evidence.via, Some(Via::Rst));
+    assert_eq!(o.errno, Some(ECONNREFUSED));
+    assert_eq!(o.evidence.elapsed_ms, 1.0);
+    assert_eq!(o.conn.dst, "10.0.0.2:5432".parse().unwrap());
+    assert_eq!(o.conn.src, "10.0.0.1:40000".parse().unwrap());
+    assert_eq!((o.conn.pid, o.conn.tid, o.conn.uid), (42, 43, 1000));
+    assert_eq!(&o.conn.comm[..5], b"psql\0");
+    assert_eq!(o.conn.netns, Some(4026531840));
+}
+
+#[test]
+fn refused_by_icmp_has_no_rst_and_a_retransmit() {
+    let mut ev = connect();
+    syn_retransmit(&mut ev, 1000);
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 1003, ECONNREFUSED)]);
+    assert_eq!(o.label, Label::Refused);
+    assert_eq!(o.evidence.via, Some(Via::Icmp));
+    assert_eq!(o.evidence.syn_retransmits, 1);
+}
+
+#[test]
+fn syn_timeout_kernel_gave_up_with_timeline() {
+    let mut ev = connect();
+    for at in [1000, 3000] {
+        syn_retransmit(&mut ev, at);
+    }
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 7000, ETIMEDOUT)]);
+    assert_eq!(o.label, Label::SynTimeout);
+    assert_eq!(o.evidence.gave_up, Some(GaveUp::Kernel));
+    assert_eq!(o.evidence.syn_retransmits, 2);
+    assert_eq!(o.evidence.syn_retransmit_ms, vec![1000.0, 3000.0]);
+    assert_eq!(o.evidence.elapsed_ms, 7000.0);
+}
+
+#[test]
+fn syn_timeout_application_gave_up_after_a_retransmit() {
+    let mut ev = connect();
+    syn_retransmit(&mut ev, 1000);
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 1500, 0)]);
+    assert_eq!(o.label, Label::SynTimeout);
+    assert_eq!(o.evidence.gave_up, Some(GaveUp::Application));
+    assert_eq!(o.errno, None);
+}
+
+#[test]
+fn closed_in_syn_sent_before_any_retransmit_is_cancelled_and_counted() {
+    let ev = connect();
+    let (out, counts) = run(&[close(&ev, tcp_state::SYN_SENT, 50, 0)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].label, Label::Cancelled);
+    assert!(!out[0].label.is_failure());
+    assert_eq!(counts.cancelled, 1);
+}
+
+#[test]
+fn dropped_keepalive_probes_without_data_retransmits() {
+    let mut ev = connect();
+    let c = established(&mut ev, 1);
+    ev.probes_out = 2;
+    ev.keepalive = 1;
+    ev.rst_sent_state = tcp_state::ESTABLISHED;
+    let (out, _) = run(&[c, close(&ev, tcp_state::ESTABLISHED, 3001, ETIMEDOUT)]);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].label, Label::Connected);
+    assert_eq!(out[0].evidence.elapsed_ms, 1.0);
+    let o = &out[1];
+    assert_eq!(o.label, Label::DroppedKeepalive);
+    assert_eq!(o.evidence.probes_sent, Some(2));
+    assert_eq!(o.evidence.keepalive_enabled, Some(true));
+    assert_eq!(o.evidence.connection_age_ms, Some(3000.0));
+    assert!(o.evidence.rst_sent);
+}
+
+#[test]
+fn etimedout_with_data_retransmits_is_rto_not_keepalive() {
+    let mut ev = connect();
+    established(&mut ev, 1);
+    ev.data_retransmits = 4;
+    ev.probes_out = 1;
+    let o = one(&[close(&ev, tcp_state::ESTABLISHED, 2500, ETIMEDOUT)]);
+    assert_eq!(o.label, Label::RtoTimeout);
+    assert_eq!(o.evidence.probes_sent, None);
+}
+
+#[test]
+fn reset_on_established() {
+    let mut ev = connect();
+    established(&mut ev, 1);
+    ev.rst_received_state = tcp_state::ESTABLISHED;
+    let o = one(&[close(&ev, tcp_state::ESTABLISHED, 100, ECONNRESET)]);
+    assert_eq!(o.label, Label::Reset);
+    assert_eq!(o.evidence.connection_age_ms, Some(99.0));
+}
+
+#[test]
+fn unreachable_during_connect_and_established() {
+    let ev = connect();
+    assert_eq!(
+        one(&[close(&ev, tcp_state::SYN_SENT, 3000, EHOSTUNREACH)]).label,
+        Label::Unreachable
+    );
+    let mut ev = connect();
+    established(&mut ev, 1);
+    assert_eq!(
+        one(&[close(&ev, tcp_state::ESTABLISHED, 9, ENETUNREACH)]).label,
+        Label::Unreachable
+    );
+}
+
+#[test]
+fn normal_close_of_an_established_connection_is_silent() {
+    let mut ev = connect();
+    let c = established(&mut ev, 1);
+    let (out, counts) = run(&[c, close(&ev, tcp_state::FIN_WAIT2, 50, 0)]);
+    assert_eq!(
+        out.iter().map(|o| o.label).collect::<Vec<_>>(),
+        vec![Label::Connected]
+    );
+    assert_eq!(counts, ClassifierCounts::default());
+}
+
+#[test]
+fn error_report_with_error_zero_changes_nothing() {
+    let ev = connect();
+    let o = one(&[report(&ev, 10, 0), close(&ev, tcp_state::SYN_SENT, 50, 0)]);
+    assert_eq!(o.label, Label::Cancelled);
+}
+
+#[test]
+fn error_report_supplies_the_errno_when_sk_err_is_unreadable() {
+    let mut ev = connect();
+    ev.valid &= !VALID_SK_ERR;
+    let o = one(&[
+        report(&ev, 5, ECONNREFUSED),
+        close(&ev, tcp_state::SYN_SENT, 5, 999),
+    ]);
+    assert_eq!(o.label, Label::Refused);
+    assert_eq!(o.errno, Some(ECONNREFUSED));
+}
+
+#[test]
+fn a_stale_or_foreign_error_report_is_not_joined() {
+    let ev = connect();
+    let mut other = connect();
+    other.sport = 40_001;
+    // Another connection's report, then this one's from long ago.
+    let mut old = report(&ev, 0, ETIMEDOUT);
+    old.ts_ns = T0;
+    let events = [
+        report(&other, 1, ECONNREFUSED),
+        old,
+        close(&ev, tcp_state::SYN_SENT, 40_000, 0),
+    ];
+    let o = one(&events);
+    assert_eq!(
+        o.label,
+        Label::Cancelled,
+        "the 40 s old report must have expired"
+    );
+}
+
+#[test]
+fn close_without_a_connect_record_does_not_panic() {
+    // A CLOSED whose connect was never seen: no start time, no process.
+    let mut ev = RawEvent::zeroed();
+    ev.kind = KIND_CLOSED;
+    ev.family = AF_INET6;
+    ev.old_state = tcp_state::SYN_SENT;
+    ev.ts_ns = 5;
+    ev.sk_err = ECONNREFUSED;
+    ev.valid = VALID_SK_ERR;
+    ev.rst_received_state = STATE_UNKNOWN;
+    let o = one(&[ev]);
+    assert_eq!(o.label, Label::Refused);
+    assert_eq!(o.conn.netns, None);
+    assert_eq!(o.conn.dst, "[::]:0".parse().unwrap());
+}
+
+#[test]
+fn error_reports_are_bounded() {
+    let mut c = Classifier::new();
+    let ev = connect();
+    for i in 0..(REPORT_CAPACITY as u16 + 10) {
+        let mut r = report(&ev, 1, ECONNREFUSED);
+        r.sport = i;
+        c.observe(&r);
+    }
+    assert_eq!(c.pending_reports(), REPORT_CAPACITY);
+    assert_eq!(c.counts.error_reports_dropped, 10);
+}
+
+#[test]
+fn ipv4_mapped_ipv6_is_shown_as_ipv4() {
+    let mut b = [0u8; 16];
+    b[10] = 0xff;
+    b[11] = 0xff;
+    b[12..].copy_from_slice(&[127, 0, 0, 1]);
+    assert_eq!(ip(AF_INET6, &b), "127.0.0.1".parse::<IpAddr>().unwrap());
+}

@@ -1,0 +1,106 @@
+//! Command-line interface (clap).
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Kernel-level TCP connection tracer: says why outbound connections fail.",
+    long_about = "Watches every outbound TCP connect on this host with eBPF tracepoints and prints \
+                  one JSON line (NDJSON) per failed connection on stdout: refused, syn_timeout, \
+                  dropped_keepalive, unreachable, reset, rto_timeout, with the evidence and the \
+                  process that made it. Logs go to stderr. Without a subcommand, runs `tracer run`.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Stream failure records to stdout until SIGINT/SIGTERM (the default).
+    Run(RunArgs),
+    /// Check privileges, tracefs, BTF, every tracepoint and struct field; exit 0 only if all are ok.
+    Check(EnvArgs),
+    /// Print the JSON Schema of the output records.
+    Schema,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EnvArgs {
+    /// Where tracefs is mounted [default: /sys/kernel/tracing, then /sys/kernel/debug/tracing].
+    #[arg(long, value_name = "PATH")]
+    pub tracefs: Option<PathBuf>,
+    /// Kernel BTF to resolve struct offsets from.
+    #[arg(long, value_name = "PATH", default_value = crate::kernel_btf::VMLINUX_BTF)]
+    pub btf: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+    /// Trace only connections made in this network namespace, by inode
+    /// (`stat -L -c %i /proc/PID/ns/net`). Filtered in the kernel.
+    #[arg(long, value_name = "INODE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub netns: Option<u32>,
+    /// Seconds between `stats` records; 0 prints one only at exit.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub stats_interval: u64,
+    /// Connections tracked at once in the kernel (LRU map entries); evictions are counted.
+    #[arg(long, value_name = "N", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_sockets: u32,
+    /// Kernel-to-userspace ring buffer size in KiB (a power of two, ≥ 4).
+    #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
+    pub ring_buffer_kib: u32,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of KiB (e.g. 8192)"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err(format!(
+            "{kib} KiB: must be a power of two from 4 to 1048576 (e.g. 8192)"
+        ));
+    }
+    Ok(kib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_run_with_its_flags() {
+        let cli = Cli::try_parse_from(["tracer", "--netns", "4026531840"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.netns, Some(4026531840));
+        assert_eq!(cli.run.stats_interval, 10);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_form() {
+        let err = Cli::try_parse_from(["tracer", "--ring-buffer-kib", "1000"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--ring-buffer-kib") && msg.contains("power of two"),
+            "{msg}"
+        );
+        let err = Cli::try_parse_from(["tracer", "--netns", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--netns"));
+        assert!(Cli::try_parse_from(["tracer", "--bogus"]).is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! tracer: an eBPF TCP connection tracer that says why connections fail. See ARCHITECTURE.md.
+pub mod check;
+pub mod classify;
+pub mod cli;
+pub mod clock;
+pub mod decode;
+pub mod kernel_btf;
+pub mod loader;
+pub mod logging;
+pub mod offsets;
+pub mod output;
+pub mod pipeline;
+pub mod privileges;
+pub mod record;
+pub mod run;
+pub mod source;
+pub mod tracefs;
+
+/// The JSON Schema of the output records (`tracer schema`).
+pub const SCHEMA: &str = include_str!("../schema/records.v1.json");

@@ -1,0 +1,132 @@
+//! Embeds the eBPF object, loads it with this kernel's offsets, attaches every program.
+//!
+//! All links are owned by file descriptors of this process: when it exits, for any reason, the
+//! kernel detaches and frees everything. A failure part-way drops what was loaded before it.
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use tracer_common::{Config, KernelOffsets};
+
+use crate::offsets::HOOKS;
+
+/// The object built from `tracer-ebpf` by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Size of the per-socket LRU map (entries).
+    pub max_sockets: u32,
+    /// Size of the ring buffer (bytes, a power of two multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Track only this network namespace (inode); 0 for all.
+    pub netns: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("program {program} is missing from the eBPF object")]
+    MissingProgram { program: &'static str },
+    #[error("loading program {program} into the kernel failed: {source:#}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching {program} to tracepoint {group}:{name} failed: {source:#}")]
+    Attach {
+        program: &'static str,
+        group: &'static str,
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The loaded programs and the maps userspace reads. Dropping it detaches everything.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub attached: Vec<&'static str>,
+}
+
+impl Loaded {
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map {
+            map: "EVENTS",
+            source,
+        })
+    }
+
+    pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .ok_or(LoadError::MissingMap("COUNTERS"))?;
+        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+            map: "COUNTERS",
+            source,
+        })
+    }
+}
+
+pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    raise_memlock_limit();
+    let config = Config {
+        netns: opts.netns,
+        _pad: 0,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", offsets, true)
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("SOCKS", opts.max_sockets)
+        .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(LoadError::Object)?;
+    let mut attached = Vec::new();
+    for (program, group, name) in HOOKS {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram { program })?
+            .try_into()
+            .map_err(|source| LoadError::Program { program, source })?;
+        prog.load()
+            .map_err(|source| LoadError::Program { program, source })?;
+        prog.attach(group, name)
+            .map_err(|source| LoadError::Attach {
+                program,
+                group,
+                name,
+                source,
+            })?;
+        attached.push(program);
+    }
+    Ok(Loaded { ebpf, attached })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless on newer ones).
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct; no memory is handed over.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if ret != 0 {
+        log::debug!("could not lift RLIMIT_MEMLOCK (fine on kernels ≥ 5.11)");
+    }
+}

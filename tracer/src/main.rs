@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracer::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    tracer::logging::init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run(cli.run)) {
+        Command::Run(args) => tracer::run::main(args),
+        Command::Check(args) => tracer::check::main(&args),
+        Command::Schema => {
+            print!("{}", tracer::SCHEMA);
+            ExitCode::SUCCESS
+        }
+    }
+}

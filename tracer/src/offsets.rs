@@ -1,0 +1,329 @@
+//! Resolves `KernelOffsets` for this kernel: tracepoint fields from tracefs, struct members from
+//! BTF. Every item becomes a `Probe` line that `tracer check` prints and `run` logs when missing.
+use tracer_common::{FIELD_MISSING, KernelOffsets, MEMBER_MISSING};
+
+use crate::{
+    kernel_btf::KernelBtf,
+    tracefs::{Tracefs, TracepointFormat},
+};
+
+/// The programs and the tracepoints they attach to: (program, group, tracepoint).
+pub const HOOKS: [(&str, &str, &str); 6] = [
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
+    ("tcp_send_reset", "tcp", "tcp_send_reset"),
+    ("inet_sk_error_report", "sock", "inet_sk_error_report"),
+    ("tcp_destroy_sock", "tcp", "tcp_destroy_sock"),
+];
+
+/// One prerequisite and whether this kernel has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub name: String,
+    pub ok: bool,
+    /// On success what was found; on failure why, and what degrades.
+    pub detail: String,
+    /// Without it the tracer cannot run at all.
+    pub required: bool,
+}
+
+impl Probe {
+    pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            required: false,
+        }
+    }
+    pub fn missing(name: impl Into<String>, detail: impl Into<String>, required: bool) -> Self {
+        Self {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+            required,
+        }
+    }
+}
+
+pub struct Resolved {
+    pub offsets: KernelOffsets,
+    pub probes: Vec<Probe>,
+}
+
+impl Resolved {
+    /// The first required item that is missing, if any.
+    pub fn fatal(&self) -> Option<&Probe> {
+        self.probes.iter().find(|p| p.required && !p.ok)
+    }
+}
+
+/// (field, expected size) per tracepoint; a size mismatch counts as missing.
+const SET_STATE: [(&str, usize); 11] = [
+    ("skaddr", 8),
+    ("oldstate", 4),
+    ("newstate", 4),
+    ("sport", 2),
+    ("dport", 2),
+    ("family", 2),
+    ("protocol", 2),
+    ("saddr", 4),
+    ("daddr", 4),
+    ("saddr_v6", 16),
+    ("daddr_v6", 16),
+];
+const ERROR_REPORT: [(&str, usize); 9] = [
+    ("error", 4),
+    ("sport", 2),
+    ("dport", 2),
+    ("family", 2),
+    ("protocol", 2),
+    ("saddr", 4),
+    ("daddr", 4),
+    ("saddr_v6", 16),
+    ("daddr_v6", 16),
+];
+
+pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
+    let mut o = KernelOffsets::MISSING;
+    let mut probes = Vec::new();
+    let mut tp =
+        |group: &str, name: &str, fields: &[(&str, usize)], required: bool, degrades: &str| {
+            let label = format!("tracepoint {group}:{name}");
+            match tracefs.format(group, name) {
+                Err(e) => {
+                    probes.push(Probe::missing(label, format!("{e}; {degrades}"), required));
+                    vec![FIELD_MISSING; fields.len()]
+                }
+                Ok(fmt) => {
+                    let (offs, bad) = field_offsets(&fmt, fields);
+                    if bad.is_empty() {
+                        probes.push(Probe::ok(label, format!("{} fields", fields.len())));
+                    } else {
+                        let what =
+                            format!("format lacks or resizes: {}; {degrades}", bad.join(", "));
+                        probes.push(Probe::missing(label, what, required));
+                    }
+                    offs
+                }
+            }
+        };
+
+    let f = tp(
+        "sock",
+        "inet_sock_set_state",
+        &SET_STATE,
+        true,
+        "no connection can be traced",
+    );
+    let s = &mut o.set_state;
+    [
+        s.skaddr, s.oldstate, s.newstate, s.sport, s.dport, s.family, s.protocol, s.saddr, s.daddr,
+        s.saddr_v6, s.daddr_v6,
+    ] = f.try_into().expect("11 fields");
+
+    let f = tp(
+        "tcp",
+        "tcp_retransmit_skb",
+        &[("skaddr", 8), ("state", 4)],
+        false,
+        "SYN retransmits are not counted (syn_timeout gave_up=application becomes cancelled)",
+    );
+    (o.retransmit.skaddr, o.retransmit.state) = (f[0], f[1]);
+
+    let f = tp(
+        "tcp",
+        "tcp_receive_reset",
+        &[("skaddr", 8)],
+        false,
+        "refused via rst and via icmp are not told apart",
+    );
+    o.receive_reset_skaddr = f[0];
+
+    let f = tp(
+        "tcp",
+        "tcp_send_reset",
+        &[("skaddr", 8), ("state", 4)],
+        false,
+        "RSTs sent by this host are not in the evidence",
+    );
+    (o.send_reset.skaddr, o.send_reset.state) = (f[0], f[1]);
+    // `reason` exists only on newer kernels (6.10+): optional, no probe line of its own.
+    if let Ok(fmt) = tracefs.format("tcp", "tcp_send_reset") {
+        o.send_reset.reason = field_offsets(&fmt, &[("reason", 4)]).0[0];
+    }
+
+    let f = tp(
+        "sock",
+        "inet_sk_error_report",
+        &ERROR_REPORT,
+        false,
+        "errors reported before CLOSE are not joined to connections",
+    );
+    let e = &mut o.error_report;
+    [
+        e.error, e.sport, e.dport, e.family, e.protocol, e.saddr, e.daddr, e.saddr_v6, e.daddr_v6,
+    ] = f.try_into().expect("9 fields");
+
+    let f = tp(
+        "tcp",
+        "tcp_destroy_sock",
+        &[("skaddr", 8)],
+        false,
+        "state of sockets freed without CLOSE waits for LRU eviction",
+    );
+    o.destroy_skaddr = f[0];
+
+    resolve_members(&mut o, btf, &mut probes);
+    Resolved { offsets: o, probes }
+}
+
+fn field_offsets(fmt: &TracepointFormat, fields: &[(&str, usize)]) -> (Vec<u16>, Vec<String>) {
+    let mut bad = Vec::new();
+    let offs = fields
+        .iter()
+        .map(|(name, size)| match fmt.field(name) {
+            Some(f) if f.size == *size && f.offset < FIELD_MISSING as usize => f.offset as u16,
+            Some(f) => {
+                bad.push(format!("{name} (size {} != {size})", f.size));
+                FIELD_MISSING
+            }
+            None => {
+                bad.push(name.to_string());
+                FIELD_MISSING
+            }
+        })
+        .collect();
+    (offs, bad)
+}
+
+/// (label, struct, member path, expected size, what degrades without it)
+type MemberSpec = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    usize,
+    &'static str,
+);
+const MEMBERS: [MemberSpec; 8] = [
+    (
+        "sock.sk_err",
+        "sock",
+        &["sk_err"],
+        4,
+        "the errno of a failure comes only from inet_sk_error_report (missed for orphaned sockets)",
+    ),
+    (
+        "sock.sk_err_soft",
+        "sock",
+        &["sk_err_soft"],
+        4,
+        "soft ICMP errors are not in the evidence",
+    ),
+    (
+        "sock.__sk_common.skc_net",
+        "sock",
+        &["__sk_common", "skc_net", "net"],
+        8,
+        "no netns on records; --netns cannot filter",
+    ),
+    (
+        "net.ns.inum",
+        "net",
+        &["ns", "inum"],
+        4,
+        "no netns on records; --netns cannot filter",
+    ),
+    (
+        "sock.__sk_common.skc_state",
+        "sock",
+        &["__sk_common", "skc_state"],
+        1,
+        "the state a RST arrived in is unknown",
+    ),
+    (
+        "inet_connection_sock.icsk_retransmits",
+        "inet_connection_sock",
+        &["icsk_retransmits"],
+        1,
+        "retransmission count at close is unknown",
+    ),
+    (
+        "inet_connection_sock.icsk_probes_out",
+        "inet_connection_sock",
+        &["icsk_probes_out"],
+        1,
+        "keepalive probe count is unknown",
+    ),
+    (
+        "sock.__sk_common.skc_flags",
+        "sock",
+        &["__sk_common", "skc_flags"],
+        8,
+        "whether SO_KEEPALIVE was set is unknown",
+    ),
+];
+
+fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes: &mut Vec<Probe>) {
+    let btf = match btf {
+        Ok(b) => b,
+        Err(why) => {
+            for (label, .., degrades) in MEMBERS {
+                probes.push(Probe::missing(
+                    format!("field {label}"),
+                    format!("{why}; {degrades}"),
+                    false,
+                ));
+            }
+            probes.push(Probe::missing(
+                "enum sock_flags.SOCK_KEEPOPEN",
+                why.to_string(),
+                false,
+            ));
+            return;
+        }
+    };
+    let mut values = [MEMBER_MISSING; MEMBERS.len()];
+    for (slot, (label, strukt, path, size, degrades)) in values.iter_mut().zip(MEMBERS) {
+        let name = format!("field {label}");
+        match btf.member(strukt, path) {
+            Ok(m) if m.size == size => {
+                *slot = m.offset;
+                probes.push(Probe::ok(name, format!("offset {}", m.offset)));
+            }
+            Ok(m) => probes.push(Probe::missing(
+                name,
+                format!("size {} where {size} was expected; {degrades}", m.size),
+                false,
+            )),
+            Err(e) => probes.push(Probe::missing(name, format!("{e}; {degrades}"), false)),
+        }
+    }
+    let m = &mut o.members;
+    [
+        m.sk_err,
+        m.sk_err_soft,
+        m.skc_net,
+        m.net_ns_inum,
+        m.skc_state,
+        m.icsk_retransmits,
+        m.icsk_probes_out,
+        m.sk_flags,
+    ] = values;
+    match btf.enum_value("sock_flags", "SOCK_KEEPOPEN") {
+        Ok(bit) if bit < 64 => {
+            m.sock_keepopen_bit = bit as u32;
+            probes.push(Probe::ok(
+                "enum sock_flags.SOCK_KEEPOPEN",
+                format!("bit {bit}"),
+            ));
+        }
+        Ok(bit) => probes.push(Probe::missing(
+            "enum sock_flags.SOCK_KEEPOPEN",
+            format!("bit {bit} out of range"),
+            false,
+        )),
+        Err(e) => probes.push(Probe::missing("enum sock_flags.SOCK_KEEPOPEN", e, false)),
+    }
+}

@@ -1,0 +1,2 @@
+//! Sinks for the records.
+pub mod ndjson;

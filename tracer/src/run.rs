@@ -1,0 +1,196 @@
+//! `tracer run`: load, attach, stream records until SIGINT/SIGTERM.
+use std::{
+    io::{self, ErrorKind},
+    process::ExitCode,
+    time::Duration,
+};
+
+use aya_log::EbpfLogger;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::RunArgs,
+    clock::WallClock,
+    kernel_btf::KernelBtf,
+    loader::{self, LoadOptions},
+    offsets::resolve,
+    output::ndjson::NdjsonWriter,
+    pipeline::Pipeline,
+    privileges,
+    source::{EventSource, KernelCounters, register_readable},
+    tracefs::Tracefs,
+};
+
+/// Exit code for a problem with the environment (privileges, tracefs, kernel support).
+const EXIT_ENVIRONMENT: u8 = 2;
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Environment(msg)) => {
+            log::error!("{msg}");
+            ExitCode::from(EXIT_ENVIRONMENT)
+        }
+        Err(Failure::Runtime(e)) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Environment(String),
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Failure> {
+    let missing = privileges::missing_capabilities();
+    if !missing.is_empty() {
+        return Err(Failure::Environment(privileges::explain(&missing)));
+    }
+    let tracefs = Tracefs::locate(args.env.tracefs.as_deref())
+        .map_err(|e| Failure::Environment(e.to_string()))?;
+    let btf_path = args.env.btf.display().to_string();
+    let btf = KernelBtf::open(&btf_path);
+    if let Err(e) = &btf {
+        log::warn!("{e}: running without struct-field evidence (sk_err, netns, probes)");
+    }
+    let resolved = resolve(&tracefs, btf.as_ref().map_err(|e| e.as_str()));
+    if let Some(p) = resolved.fatal() {
+        return Err(Failure::Environment(format!("{}: {}", p.name, p.detail)));
+    }
+    for p in resolved.probes.iter().filter(|p| !p.ok) {
+        log::warn!("degraded: {}: {}", p.name, p.detail);
+    }
+    if args.netns.is_some() && resolved.offsets.members.net_ns_inum == tracer_common::MEMBER_MISSING
+    {
+        return Err(Failure::Environment(
+            "--netns needs the socket's netns from BTF (net.ns.inum), which this kernel lacks"
+                .into(),
+        ));
+    }
+
+    let opts = LoadOptions {
+        max_sockets: args.max_sockets,
+        ring_buffer_bytes: args.ring_buffer_kib * 1024,
+        netns: args.netns.unwrap_or(0),
+    };
+    let mut loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("EPERM") || msg.contains("Operation not permitted") {
+            Failure::Environment(format!("{msg}: the kernel refused; is this a locked-down kernel or a restricted container? Try `tracer check`"))
+        } else {
+            Failure::Runtime(e.into())
+        }
+    })?;
+    // Keep the logger alive as long as the programs: dropping it closes its map.
+    let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {
+        Ok(l) => Some(register_readable(l)?),
+        Err(e) => {
+            log::warn!("kernel-side log unavailable: {e}");
+            None
+        }
+    };
+    let mut events = EventSource::new(loaded.take_events()?)?;
+    let counters = KernelCounters::new(loaded.take_counters()?);
+    log::info!(
+        "attached {} programs ({}); streaming records to stdout{}",
+        loaded.attached.len(),
+        loaded.attached.join(", "),
+        match args.netns {
+            Some(ns) => format!(" for netns {ns}"),
+            None => String::new(),
+        }
+    );
+
+    let mut out = NdjsonWriter::new(io::stdout().lock());
+    let mut pipeline = Pipeline::new(WallClock::sample());
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let stats_every = Duration::from_secs(args.stats_interval.max(1));
+    let mut stats_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+    let mut write_result: io::Result<()> = Ok(());
+
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            batch = events.next_batch(|bytes| {
+                if write_result.is_ok() {
+                    write_result = pipeline.process(bytes, &mut out);
+                }
+            }) => {
+                batch?;
+                if write_result.is_ok() {
+                    write_result = out.flush();
+                }
+            }
+            _ = stats_tick.tick(), if args.stats_interval > 0 => {
+                let record = pipeline.stats(&counters.read()?, WallClock::now_mono_ns());
+                write_result = write_result.and_then(|()| out.write(&record)).and_then(|()| out.flush());
+            }
+            Some(guard) = readable(&mut logger) => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }
+        if let Err(e) = &write_result {
+            if e.kind() == ErrorKind::BrokenPipe {
+                // The reader went away (`tracer | head -1`): stop quietly.
+                return Ok(());
+            }
+            return Err(anyhow::anyhow!("writing records to stdout failed: {e}").into());
+        }
+    }
+
+    // Last records already in the buffer, then the final stats.
+    events.drain_now(|bytes| {
+        if write_result.is_ok() {
+            write_result = pipeline.process(bytes, &mut out);
+        }
+    });
+    let record = pipeline.stats(&counters.read()?, WallClock::now_mono_ns());
+    match write_result
+        .and_then(|()| out.write(&record))
+        .and_then(|()| out.flush())
+    {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("writing records to stdout failed: {e}").into())
+        }
+        _ => {
+            log::info!("detached; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Readiness of the kernel-side logger, or never when there is none.
+async fn readable<T: std::os::fd::AsRawFd>(
+    fd: &mut Option<AsyncFd<T>>,
+) -> Option<io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>>> {
+    match fd {
+        Some(fd) => Some(fd.readable_mut().await),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,99 @@
+//! The kernel side as userspace sees it: ring-buffer records (in an `AsyncFd`) and counters.
+use std::{io, os::fd::AsRawFd};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::io::{Interest, unix::AsyncFd};
+use tracer_common::{
+    COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_LOST, COUNTER_PRODUCED, COUNTER_READ_ERRORS,
+    COUNTER_TRACKED, COUNTER_UNTRACKED,
+};
+
+pub struct EventSource {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl EventSource {
+    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        Ok(Self {
+            ring: register_readable(ring)?,
+        })
+    }
+
+    /// Waits for records, then hands every available one to `each`; returns how many.
+    pub async fn next_batch(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            each(&item);
+            n += 1;
+        }
+        guard.clear_ready();
+        Ok(n)
+    }
+
+    /// Hands over whatever is in the buffer now, without waiting.
+    pub fn drain_now(&mut self, mut each: impl FnMut(&[u8])) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            each(&item);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Registers a map-backed fd (ring buffer) with the tokio reactor for readability.
+pub fn register_readable<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its fd (an aya map) and keeps it open and unchanged until the
+    // AsyncFd, which now owns `inner`, is dropped.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Sums of the per-CPU counters (see `tracer_common::counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterTotals {
+    pub produced: u64,
+    pub lost: u64,
+    pub tracked: u64,
+    pub untracked: u64,
+    pub evicted: u64,
+    pub read_errors: u64,
+    pub insert_errors: u64,
+}
+
+impl CounterTotals {
+    /// Connections the kernel holds state for now (an estimate if entries were evicted).
+    pub fn tracked_now(&self) -> u64 {
+        self.tracked
+            .saturating_sub(self.untracked)
+            .saturating_sub(self.evicted)
+    }
+}
+
+pub struct KernelCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl KernelCounters {
+    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        Self { map }
+    }
+
+    pub fn read(&self) -> Result<CounterTotals, aya::maps::MapError> {
+        let sum = |i: u32| -> Result<u64, aya::maps::MapError> {
+            Ok(self.map.get(&i, 0)?.iter().copied().sum())
+        };
+        Ok(CounterTotals {
+            produced: sum(COUNTER_PRODUCED)?,
+            lost: sum(COUNTER_LOST)?,
+            tracked: sum(COUNTER_TRACKED)?,
+            untracked: sum(COUNTER_UNTRACKED)?,
+            evicted: sum(COUNTER_EVICTED)?,
+            read_errors: sum(COUNTER_READ_ERRORS)?,
+            insert_errors: sum(COUNTER_INSERT_ERRORS)?,
+        })
+    }
+}
