@@ -22,6 +22,7 @@ pub const VALID_ICSK_RETRANSMITS: u32 = 1 << 3;
 pub const VALID_PROBES_OUT: u32 = 1 << 4;
 pub const VALID_KEEPALIVE: u32 = 1 << 5;
 pub const VALID_RST_SENT_REASON: u32 = 1 << 6;
+pub const VALID_ERR_QUEUE: u32 = 1 << 7;
 
 /// `rst_*_state` value when a RST happened but the socket state could not be read.
 pub const STATE_UNKNOWN: u8 = 0xff;
@@ -75,7 +76,14 @@ pub struct RawEvent {
     pub rst_sent_reason: u16,
     /// `VALID_*` bits.
     pub valid: u32,
-    pub _pad1: u32,
+    /// `ee_errno` of the first error queued on the socket at CLOSE (an ICMP error the kernel
+    /// queued while connect() held the socket; it survives `getsockopt(SO_ERROR)`), 0 for none.
+    pub err_queue_errno: u32,
+    /// `ee_origin` (2 ICMP, 3 ICMPv6), `ee_type` and `ee_code` of that queued error.
+    pub err_queue_origin: u8,
+    pub err_queue_type: u8,
+    pub err_queue_code: u8,
+    pub _pad1: [u8; 5],
     /// Monotonic time (`bpf_ktime_get_ns`) of this record.
     pub ts_ns: u64,
     /// Monotonic time of connect() (CLOSE→SYN_SENT).
@@ -96,5 +104,5 @@ pub struct RawEvent {
     pub syn_retransmit_us: [u32; SYN_RETRANSMIT_SLOTS],
 }
 
-pub const RAW_EVENT_SIZE: usize = 176;
+pub const RAW_EVENT_SIZE: usize = 184;
 const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);

@@ -77,9 +77,13 @@ pub struct MemberOffsets {
     pub sk_flags: u32,
     /// Bit number of `SOCK_KEEPOPEN` in `sk_flags` (from the BTF enum `sock_flags`).
     pub sock_keepopen_bit: u32,
+    /// `sock.sk_error_queue.next` (struct sk_buff *): the first queued socket error.
+    pub sk_error_queue_next: u32,
+    /// `sk_buff.cb` + `sock_exterr_skb.ee`: the `sock_extended_err` of a queued error.
+    pub skb_exterr_ee: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 48);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -96,7 +100,7 @@ pub struct KernelOffsets {
     pub error_report: ErrorReportFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -142,6 +146,8 @@ impl KernelOffsets {
             icsk_probes_out: MEMBER_MISSING,
             sk_flags: MEMBER_MISSING,
             sock_keepopen_bit: MEMBER_MISSING,
+            sk_error_queue_next: MEMBER_MISSING,
+            skb_exterr_ee: MEMBER_MISSING,
             _pad: 0,
         },
     };

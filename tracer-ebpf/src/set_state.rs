@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    AF_INET, AF_INET6, IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_ICSK_RETRANSMITS,
+    VALID_ERR_QUEUE, AF_INET, AF_INET6, IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_ICSK_RETRANSMITS,
     VALID_KEEPALIVE, VALID_NETNS, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
 };
 
@@ -161,10 +161,41 @@ fn read_close_facts(sk: *const u8, ev: &mut RawEvent) {
     if member(sk, offset!(members.icsk_probes_out), &mut ev.probes_out) {
         ev.valid |= VALID_PROBES_OUT;
     }
+    read_error_queue(sk, ev);
     let bit: u32 = offset!(members.sock_keepopen_bit);
     let mut flags = 0u64;
     if bit < 64 && member(sk, offset!(members.sk_flags), &mut flags) {
         ev.keepalive = ((flags >> bit) & 1) as u8;
         ev.valid |= VALID_KEEPALIVE;
+    }
+}
+
+/// The first error queued on the socket (`sk_error_queue`), e.g. the ICMP port-unreachable that
+/// arrived while connect() held the socket lock: the kernel then only sets `sk_err_soft`, which
+/// `getsockopt(SO_ERROR)` clears, but the queued copy (with ICMP type and code) stays until the
+/// socket is destroyed.
+#[inline(always)]
+fn read_error_queue(sk: *const u8, ev: &mut RawEvent) {
+    let next_off: u32 = offset!(members.sk_error_queue_next);
+    let ee_off: u32 = offset!(members.skb_exterr_ee);
+    if ee_off == tracer_common::MEMBER_MISSING {
+        return;
+    }
+    let mut skb: u64 = 0;
+    if !member(sk, next_off, &mut skb) {
+        return;
+    }
+    // An empty queue points back at its own head.
+    if skb == 0 || skb == (sk as u64).wrapping_add(next_off as u64) {
+        ev.valid |= VALID_ERR_QUEUE;
+        return;
+    }
+    let mut ee = [0u8; 8];
+    if member(skb as *const u8, ee_off, &mut ee) {
+        ev.err_queue_errno = u32::from_le_bytes([ee[0], ee[1], ee[2], ee[3]]);
+        ev.err_queue_origin = ee[4];
+        ev.err_queue_type = ee[5];
+        ev.err_queue_code = ee[6];
+        ev.valid |= VALID_ERR_QUEUE;
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use libc::{ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
 use tracer_common::{
     AF_INET, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, RawEvent, SYN_RETRANSMIT_SLOTS,
-    VALID_KEEPALIVE, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
+    VALID_ERR_QUEUE, VALID_KEEPALIVE, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +99,8 @@ pub struct Evidence {
     pub rst_sent: bool,
     /// `sk_err_soft` at close (e.g. an ICMP error met while retrying), if any.
     pub soft_errno: Option<i32>,
+    /// ICMP (or ICMPv6) type and code of the error the kernel queued on the socket, if any.
+    pub icmp: Option<(u8, u8)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -206,9 +208,30 @@ fn tuple_key(ev: &RawEvent) -> TupleKey {
     (ev.family, ev.saddr_be, ev.sport, ev.daddr_be, ev.dport)
 }
 
+/// `ee_origin` values of a queued socket error that came from ICMP / ICMPv6.
+const SO_EE_ORIGIN_ICMP: u8 = 2;
+const SO_EE_ORIGIN_ICMP6: u8 = 3;
+
+/// The socket's error: `sk_err`, else the error report joined by 4-tuple. A connect that never
+/// got established also counts its soft error and the ICMP error queued on the socket: when
+/// the ICMP lands while connect() holds the socket the kernel keeps it only there, and
+/// `getsockopt(SO_ERROR)` hands `sk_err_soft` to the application and clears it.
 fn errno_of(ev: &RawEvent, reported: Option<i32>) -> Option<i32> {
     let sk_err = (ev.valid & VALID_SK_ERR != 0 && ev.sk_err > 0).then_some(ev.sk_err);
-    sk_err.or(reported.filter(|e| *e > 0))
+    let hard = sk_err.or(reported.filter(|e| *e > 0));
+    if ev.established_ns != 0 || ev.old_state != tcp_state::SYN_SENT {
+        return hard;
+    }
+    let soft = (ev.valid & VALID_SK_ERR_SOFT != 0 && ev.sk_err_soft > 0).then_some(ev.sk_err_soft);
+    hard.or(soft).or_else(|| icmp_of(ev).map(|_| ev.err_queue_errno as i32))
+}
+
+/// Type and code of an ICMP error queued on the socket.
+fn icmp_of(ev: &RawEvent) -> Option<(u8, u8)> {
+    let icmp = ev.valid & VALID_ERR_QUEUE != 0
+        && ev.err_queue_errno != 0
+        && matches!(ev.err_queue_origin, SO_EE_ORIGIN_ICMP | SO_EE_ORIGIN_ICMP6);
+    icmp.then_some((ev.err_queue_type, ev.err_queue_code))
 }
 
 fn connected(ev: &RawEvent) -> Outcome {
@@ -297,6 +320,7 @@ fn base_evidence(ev: &RawEvent) -> Evidence {
         rst_sent: ev.rst_sent_state != 0,
         soft_errno: (ev.valid & VALID_SK_ERR_SOFT != 0 && ev.sk_err_soft > 0)
             .then_some(ev.sk_err_soft),
+        icmp: icmp_of(ev),
         ..Evidence::default()
     }
 }

@@ -286,3 +286,42 @@ fn ipv4_mapped_ipv6_is_shown_as_ipv4() {
     b[12..].copy_from_slice(&[127, 0, 0, 1]);
     assert_eq!(ip(AF_INET6, &b), "127.0.0.1".parse::<IpAddr>().unwrap());
 }
+
+#[test]
+fn icmp_refusal_the_application_already_read_is_still_refused() {
+    // Non-blocking connect: the ICMP port-unreachable lands while connect() holds the socket,
+    // so the kernel sets only sk_err_soft and queues the ICMP; getsockopt(SO_ERROR) then clears
+    // sk_err_soft and the application closes in SYN_SENT with sk_err 0.
+    let mut ev = connect();
+    ev.valid |= VALID_ERR_QUEUE;
+    ev.err_queue_errno = ECONNREFUSED as u32;
+    ev.err_queue_origin = SO_EE_ORIGIN_ICMP;
+    ev.err_queue_type = 3;
+    ev.err_queue_code = 3;
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 1, 0)]);
+    assert_eq!(o.label, Label::Refused);
+    assert_eq!(o.evidence.via, Some(Via::Icmp));
+    assert_eq!(o.errno, Some(ECONNREFUSED));
+    assert_eq!(o.evidence.icmp, Some((3, 3)));
+}
+
+#[test]
+fn soft_error_left_on_a_connect_the_application_abandoned_is_the_cause() {
+    let mut ev = connect();
+    ev.sk_err_soft = EHOSTUNREACH;
+    syn_retransmit(&mut ev, 1000);
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 1500, 0)]);
+    assert_eq!(o.label, Label::Unreachable);
+    assert_eq!(o.evidence.soft_errno, Some(EHOSTUNREACH));
+}
+
+#[test]
+fn a_queued_error_that_is_not_icmp_is_ignored() {
+    let mut ev = connect();
+    ev.valid |= VALID_ERR_QUEUE;
+    ev.err_queue_errno = libc::ENOMSG as u32; // e.g. a timestamping record (origin 4)
+    ev.err_queue_origin = 4;
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 1, 0)]);
+    assert_eq!(o.label, Label::Cancelled);
+    assert_eq!(o.evidence.icmp, None);
+}

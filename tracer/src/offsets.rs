@@ -311,6 +311,7 @@ fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes:
         m.icsk_probes_out,
         m.sk_flags,
     ] = values;
+    resolve_error_queue(m, btf, probes);
     match btf.enum_value("sock_flags", "SOCK_KEEPOPEN") {
         Ok(bit) if bit < 64 => {
             m.sock_keepopen_bit = bit as u32;
@@ -325,5 +326,25 @@ fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes:
             false,
         )),
         Err(e) => probes.push(Probe::missing("enum sock_flags.SOCK_KEEPOPEN", e, false)),
+    }
+}
+
+/// The queued-error path: `sock.sk_error_queue.next`, then `sk_buff.cb` + `sock_exterr_skb.ee`.
+fn resolve_error_queue(m: &mut tracer_common::MemberOffsets, btf: &KernelBtf, probes: &mut Vec<Probe>) {
+    const DEGRADES: &str = "an ICMP refusal the application already read with SO_ERROR looks cancelled";
+    let name = "field sock.sk_error_queue → sock_exterr_skb.ee";
+    let next = btf.member("sock", &["sk_error_queue", "next"]);
+    let cb = btf.member("sk_buff", &["cb"]);
+    let ee = btf.member("sock_exterr_skb", &["ee"]);
+    match (next, cb, ee) {
+        (Ok(n), Ok(cb), Ok(ee)) if n.size == 8 && ee.offset as usize + 8 <= cb.size => {
+            m.sk_error_queue_next = n.offset;
+            m.skb_exterr_ee = cb.offset + ee.offset;
+            probes.push(Probe::ok(name, format!("offsets {} and {}+{}", n.offset, cb.offset, ee.offset)));
+        }
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            probes.push(Probe::missing(name, format!("{e}; {DEGRADES}"), false))
+        }
+        _ => probes.push(Probe::missing(name, format!("unexpected layout; {DEGRADES}"), false)),
     }
 }

@@ -75,6 +75,16 @@ pub struct EvidenceOut {
     pub rst_sent: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soft_errno: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<Icmp>,
+}
+
+/// The ICMP error the kernel queued on the socket.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Icmp {
+    #[serde(rename = "type")]
+    pub icmp_type: u8,
+    pub code: u8,
 }
 
 #[derive(Serialize, Debug, Default, PartialEq)]
@@ -152,6 +162,7 @@ impl Failure {
                 rst_received: e.rst_received,
                 rst_sent: e.rst_sent,
                 soft_errno: e.soft_errno.map(errno_name),
+                icmp: e.icmp.map(|(icmp_type, code)| Icmp { icmp_type, code }),
             },
         }
     }

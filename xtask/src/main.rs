@@ -1,1 +1,110 @@
-fn main() {}
+//! `cargo xtask setup | run | test`: the project's whole developer workflow.
+//!
+//! `setup` installs every prerequisite idempotently (and says what it does); `run` and `test`
+//! call it first, so a fresh Debian machine needs nothing but the README's two commands.
+mod setup;
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the prerequisites: nightly rust-src, LLVM 22, bpf-linker, nftables, iproute2; mount tracefs.
+    Setup,
+    /// Build in release mode and run the tracer (through sudo when not root): `cargo xtask run -- ARGS`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the unit tests and the real-kernel scenario tests (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::run(),
+        Task::Run { args } => run(&args),
+        Task::Test { args } => test(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cargo ARGS` in the workspace with the tools setup installed on PATH.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(workspace_root())
+        .env("PATH", setup::path_with_cargo_bin())
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build_release() -> Result<PathBuf> {
+    cargo(&["build", "--release", "--package", "tracer"])?;
+    Ok(workspace_root().join("target/release/tracer"))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::run()?;
+    let bin = build_release()?;
+    let err = if setup::is_root() {
+        Command::new(&bin).args(args).exec()
+    } else {
+        eprintln!("xtask: not root: running the tracer through sudo");
+        Command::new("sudo").arg(&bin).args(args).exec()
+    };
+    Err(err).with_context(|| format!("cannot start {}", bin.display()))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::run()?;
+    let bin = build_release()?;
+    let mut cmd = vec!["test", "--release", "--workspace", "--exclude", "tracer-ebpf"];
+    cmd.extend(args.iter().map(String::as_str));
+    let status = Command::new(env!("CARGO"))
+        .args(&cmd)
+        .current_dir(workspace_root())
+        .env("PATH", setup::path_with_cargo_bin())
+        .env("TRACER_BIN", &bin)
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The test client: a real process that makes TCP connections the tracer must explain.
+//!
+//! Each outcome is printed on stdout as one line `result=<ok|ERRNO|gave_up> sport=<port>`, so a
+//! test can tie the tracer's records to what the application saw.
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+    os::fd::AsFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Connect COUNT times (all at once when COUNT > 1), wait for each outcome, close.
+    Connect {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Close a connect still pending after this many ms (the application gives up).
+        #[arg(long)]
+        give_up_ms: Option<u64>,
+        /// One blocking connect() instead (the kernel decides when it fails).
+        #[arg(long, conflicts_with_all = ["count", "give_up_ms"])]
+        blocking: bool,
+    },
+    /// Connect with SO_KEEPALIVE, report, then wait in recv until the connection dies.
+    Keepalive {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        idle: u64,
+        #[arg(long)]
+        intvl: u64,
+        #[arg(long)]
+        cnt: u32,
+    },
+    /// Listen and hold every accepted connection open until killed.
+    Listen {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().mode {
+        Mode::Connect { addr, blocking: true, .. } => connect_blocking(addr),
+        Mode::Connect { addr, count, give_up_ms, .. } => connect_many(addr, count, give_up_ms),
+        Mode::Keepalive { addr, idle, intvl, cnt } => keepalive(addr, idle, intvl, cnt),
+        Mode::Listen { addr } => listen(addr),
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn socket_for(addr: SocketAddr) -> Result<Socket> {
+    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).context("socket")
+}
+
+fn sport(s: &Socket) -> u16 {
+    s.local_addr().ok().and_then(|a| a.as_socket()).map_or(0, |a| a.port())
+}
+
+fn errno_name(e: &std::io::Error) -> String {
+    e.raw_os_error()
+        .map(|n| format!("{:?}", nix::errno::Errno::from_raw(n)))
+        .unwrap_or_else(|| e.to_string())
+}
+
+fn connect_many(addr: SocketAddr, count: usize, give_up_ms: Option<u64>) -> Result<()> {
+    let deadline = give_up_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut pending: Vec<Socket> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let s = socket_for(addr)?;
+        s.set_nonblocking(true)?;
+        match s.connect(&SockAddr::from(addr)) {
+            Ok(()) => say(&format!("result=ok sport={}", sport(&s))),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => pending.push(s),
+            Err(e) => say(&format!("result={} sport={}", errno_name(&e), sport(&s))),
+        }
+    }
+    while !pending.is_empty() {
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    for s in pending.drain(..) {
+                        say(&format!("result=gave_up sport={}", sport(&s)));
+                    }
+                    break;
+                }
+                PollTimeout::try_from(left.as_millis().min(60_000) as u16).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> =
+                pending.iter().map(|s| PollFd::new(s.as_fd(), PollFlags::POLLOUT)).collect();
+            poll(&mut fds, timeout).context("poll")?;
+            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
+        };
+        let mut still = Vec::with_capacity(pending.len());
+        for (s, done) in pending.into_iter().zip(ready) {
+            if !done {
+                still.push(s);
+                continue;
+            }
+            match s.take_error()? {
+                None => say(&format!("result=ok sport={}", sport(&s))),
+                Some(e) => say(&format!("result={} sport={}", errno_name(&e), sport(&s))),
+            }
+        }
+        pending = still;
+    }
+    Ok(())
+}
+
+fn connect_blocking(addr: SocketAddr) -> Result<()> {
+    let s = socket_for(addr)?;
+    match s.connect(&SockAddr::from(addr)) {
+        Ok(()) => say(&format!("result=ok sport={}", sport(&s))),
+        Err(e) => say(&format!("result={} sport={}", errno_name(&e), sport(&s))),
+    }
+    Ok(())
+}
+
+fn keepalive(addr: SocketAddr, idle: u64, intvl: u64, cnt: u32) -> Result<()> {
+    let s = socket_for(addr)?;
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(idle))
+        .with_interval(Duration::from_secs(intvl))
+        .with_retries(cnt);
+    s.set_tcp_keepalive(&ka)?;
+    s.connect(&SockAddr::from(addr)).context("connect")?;
+    say(&format!("connected sport={}", sport(&s)));
+    let mut buf = [0u8; 64];
+    let mut stream: std::net::TcpStream = s.into();
+    let sport = stream.local_addr()?.port();
+    match stream.read(&mut buf) {
+        Ok(0) => say(&format!("result=eof sport={sport}")),
+        Ok(_) => say(&format!("result=data sport={sport}")),
+        Err(e) => say(&format!("result={} sport={sport}", errno_name(&e))),
+    }
+    Ok(())
+}
+
+fn listen(addr: SocketAddr) -> Result<()> {
+    let l = std::net::TcpListener::bind(addr).context("bind")?;
+    say(&format!("listening port={}", l.local_addr()?.port()));
+    let mut held = Vec::new();
+    for conn in l.incoming() {
+        held.push(conn?);
+    }
+    Ok(())
+}

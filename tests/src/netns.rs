@@ -1,0 +1,85 @@
+//! A network namespace owned by one test, removed on drop.
+use std::{
+    io::Write,
+    os::unix::fs::MetadataExt,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::process::Proc;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct Netns {
+    pub name: String,
+    /// The namespace's inode: what the tracer reports as `netns` and filters on.
+    pub inode: u32,
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Netns {
+    /// A fresh namespace with only `lo`, up. `tag` names it for whoever lists namespaces.
+    pub fn new(tag: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("tt-{}-{n}-{tag}", std::process::id());
+        sh(Command::new("ip").args(["netns", "add", &name]));
+        let mut ns = Netns { inode: 0, name };
+        ns.inode = std::fs::metadata(format!("/run/netns/{}", ns.name))
+            .expect("stat /run/netns/NAME")
+            .ino() as u32;
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace and returns its stdout; panics if it fails.
+    pub fn exec(&self, argv: &[&str]) -> String {
+        sh(Command::new("ip").args(["netns", "exec", &self.name]).args(argv))
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// Loads an nftables ruleset (nft -f syntax) into the namespace.
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nft failed: {}\n{ruleset}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts a program inside the namespace. `ip netns exec` execs in place, so the pid is
+    /// the program's own.
+    pub fn spawn(&self, program: &std::path::Path, args: &[&str]) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program).args(args);
+        Proc::spawn(cmd)
+    }
+
+    /// Starts the test client inside the namespace.
+    pub fn client(&self, args: &[&str]) -> Proc {
+        self.spawn(&crate::client_bin(), args)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Removes the namespace with its nftables rules and sysctls. Processes still inside
+        // were started by the test and are ended by their own guards.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}

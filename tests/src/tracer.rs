@@ -1,0 +1,113 @@
+//! A running tracer (the release binary), filtered to one test namespace.
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+use crate::{Netns, schema, wait_until};
+
+pub struct Tracer {
+    child: Child,
+    records: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Tracer {
+    /// Starts `tracer run --netns <ns>` plus `extra` flags and waits until it is attached.
+    pub fn start(ns: &Netns, extra: &[&str]) -> Self {
+        crate::require_kernel();
+        let bin = crate::tracer_bin().unwrap();
+        let mut child = Command::new(bin)
+            .args(["run", "--netns", &ns.inode.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer");
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let sink = records.clone();
+        let r1 = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not one JSON object ({e}): {line:?}"));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        let log = stderr.clone();
+        let r2 = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut t = Tracer { child, records, stderr, readers: vec![r1, r2] };
+        wait_until("the tracer to attach", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = t.child.try_wait() {
+                panic!("tracer exited ({status}) before attaching:\n{}", t.stderr());
+            }
+            t.stderr().contains("attached").then_some(())
+        });
+        t
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// Failure records so far.
+    pub fn failures(&self) -> Vec<Value> {
+        self.records().into_iter().filter(|r| r["type"] == "failure").collect()
+    }
+
+    /// Waits until at least `n` failure records satisfy `pred`; returns them.
+    pub fn wait_failures(&self, n: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        wait_until(&format!("{n} matching failure record(s)"), timeout, || {
+            let hits: Vec<Value> = self.failures().into_iter().filter(|r| pred(r)).collect();
+            (hits.len() >= n).then_some(hits)
+        })
+    }
+
+    /// SIGTERM; expects exit 0 within 5 s with a final `stats` record. Returns every record,
+    /// each validated against the shipped JSON Schema.
+    pub fn stop(mut self) -> Vec<Value> {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("signal tracer");
+        let status = wait_until("the tracer to exit after SIGTERM", Duration::from_secs(5), || {
+            self.child.try_wait().expect("try_wait")
+        });
+        for r in self.readers.drain(..) {
+            r.join().expect("reader thread");
+        }
+        assert!(status.success(), "tracer exited with {status}:\n{}", self.stderr());
+        let records = self.records();
+        let last = records.last().expect("at least the final stats record");
+        assert_eq!(last["type"], "stats", "the last record is the final stats");
+        schema::validate(&records);
+        records
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `cargo xtask setup`: every prerequisite, installed only if missing, each step printed.
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages: LLVM 22 for bpf-linker (matching the nightly's LLVM), and the tools the
+/// real-kernel tests drive (nftables, iproute2 for namespaces, util-linux for setpriv).
+const PACKAGES: [&str; 4] = ["llvm-22-dev", "nftables", "iproute2", "util-linux"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+fn say(msg: &str) {
+    eprintln!("setup: {msg}");
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// PATH with `~/.cargo/bin` in front, where `cargo install` puts bpf-linker.
+pub fn path_with_cargo_bin() -> String {
+    let path = env::var("PATH").unwrap_or_default();
+    match cargo_bin() {
+        Some(bin) if !path.split(':').any(|p| Path::new(p) == bin) => {
+            format!("{}:{path}", bin.display())
+        }
+        _ => path,
+    }
+}
+
+fn cargo_bin() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin"))
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run_step(what: &str, cmd: &mut Command) -> Result<()> {
+    say(&format!("{what}: running {cmd:?}"));
+    let status = cmd.status().with_context(|| format!("{what}: cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what}: {cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<()> {
+    let root = is_root();
+    let mut missing: Vec<String> = Vec::new();
+
+    // 1. The nightly toolchain with rust-src (the eBPF crate is built with -Z build-std=core).
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup not found: install Rust with rustup (https://rustup.rs)")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        run_step(
+            "nightly toolchain",
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+        )?;
+    }
+    let components =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .unwrap_or_default();
+    if components.lines().any(|l| l.starts_with("rust-src")) {
+        say("ok: rust-src for the nightly toolchain");
+    } else {
+        run_step(
+            "rust-src",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        )?;
+    }
+
+    // 2. Debian packages.
+    let has_apt = Path::new("/usr/bin/apt-get").exists() && Path::new("/usr/bin/dpkg-query").exists();
+    let absent: Vec<&str> = PACKAGES
+        .into_iter()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if absent.is_empty() {
+        say(&format!("ok: Debian packages {}", PACKAGES.join(", ")));
+    } else if !has_apt {
+        missing.push(format!(
+            "packages {} (this is not Debian: install LLVM 22 development files, nftables, iproute2 \
+             and util-linux with your package manager)",
+            absent.join(", ")
+        ));
+    } else if !root {
+        missing.push(format!(
+            "Debian packages {}: run `sudo apt-get install -y {}` or re-run as root",
+            absent.join(", "),
+            absent.join(" ")
+        ));
+    } else {
+        run_step("apt index", Command::new("apt-get").args(["update", "-q"]))?;
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "-q", "--no-install-recommends"]).args(&absent);
+        cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        run_step("Debian packages", &mut cmd)?;
+    }
+
+    // 3. bpf-linker, built against Debian's LLVM 22.
+    let linker = cargo_bin().map(|b| b.join("bpf-linker"));
+    let linker_ok = linker.as_ref().is_some_and(|l| {
+        output(Command::new(l).arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+    });
+    if linker_ok {
+        say(&format!("ok: bpf-linker {BPF_LINKER_VERSION}"));
+    } else if !Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+        missing.push(format!(
+            "bpf-linker {BPF_LINKER_VERSION} (needs LLVM 22 at {LLVM_PREFIX} first)"
+        ));
+    } else {
+        run_step(
+            "bpf-linker",
+            Command::new(env!("CARGO"))
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+                .args(["--no-default-features", "--features", "llvm-22"])
+                .env("LLVM_PREFIX", LLVM_PREFIX),
+        )?;
+    }
+
+    // 4. tracefs, where the tracepoints are.
+    if Path::new(TRACEFS).join("events").is_dir() {
+        say(&format!("ok: tracefs at {TRACEFS}"));
+    } else if root {
+        run_step(
+            "tracefs",
+            Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS]),
+        )?;
+    } else {
+        missing.push(format!(
+            "tracefs at {TRACEFS}: run `sudo mount -t tracefs nodev {TRACEFS}`"
+        ));
+    }
+
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("setup: missing: {m}");
+        }
+        bail!(
+            "{} prerequisite(s) missing and not installable here{}",
+            missing.len(),
+            if root { "" } else { " (not root)" }
+        );
+    }
+    say("all prerequisites present");
+    Ok(())
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
+        || (pkg == "util-linux" && succeeds(Command::new("setpriv").arg("--version")))
+}
