@@ -26,7 +26,9 @@ pub fn require_kernel() {
         why.push("not root: real-kernel tests load eBPF programs and create network namespaces (run `sudo cargo xtask test`)".to_string());
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        why.push("no BTF at /sys/kernel/btf/vmlinux: the kernel needs CONFIG_DEBUG_INFO_BTF".into());
+        why.push(
+            "no BTF at /sys/kernel/btf/vmlinux: the kernel needs CONFIG_DEBUG_INFO_BTF".into(),
+        );
     }
     if !std::path::Path::new("/sys/kernel/tracing/events").is_dir()
         && !std::path::Path::new("/sys/kernel/debug/tracing/events").is_dir()
@@ -36,14 +38,20 @@ pub fn require_kernel() {
     if let Err(e) = tracer_bin() {
         why.push(e);
     }
-    assert!(why.is_empty(), "cannot run real-kernel test: {}", why.join("; "));
+    assert!(
+        why.is_empty(),
+        "cannot run real-kernel test: {}",
+        why.join("; ")
+    );
 }
 
 /// The release tracer binary: `$TRACER_BIN` (set by `cargo xtask test`), else target/release.
 pub fn tracer_bin() -> Result<PathBuf, String> {
-    let path = std::env::var_os("TRACER_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer")
-    });
+    let path = std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer")
+        });
     if path.is_file() {
         Ok(path)
     } else {
@@ -57,9 +65,16 @@ pub fn tracer_bin() -> Result<PathBuf, String> {
 /// The test client binary, which cargo builds next to the test executables' `deps/` folder.
 pub fn client_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps/<test>");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps/<test>");
     let client = dir.join("tt-client");
-    assert!(client.is_file(), "test client not built at {}", client.display());
+    assert!(
+        client.is_file(),
+        "test client not built at {}",
+        client.display()
+    );
     client
 }
 
@@ -70,7 +85,10 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -17,7 +17,9 @@ pub struct Netns {
 }
 
 fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -42,7 +44,9 @@ impl Netns {
 
     /// Runs a command inside the namespace and returns its stdout; panics if it fails.
     pub fn exec(&self, argv: &[&str]) -> String {
-        sh(Command::new("ip").args(["netns", "exec", &self.name]).args(argv))
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv))
     }
 
     pub fn sysctl(&self, key: &str, value: &str) {
@@ -57,16 +61,27 @@ impl Netns {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn nft");
-        child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ruleset.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "nft failed: {}\n{ruleset}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft failed: {}\n{ruleset}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts a program inside the namespace. `ip netns exec` execs in place, so the pid is
     /// the program's own.
     pub fn spawn(&self, program: &std::path::Path, args: &[&str]) -> Proc {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program).args(args);
+        cmd.args(["netns", "exec", &self.name])
+            .arg(program)
+            .args(args);
         Proc::spawn(cmd)
     }
 
@@ -80,6 +95,8 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Removes the namespace with its nftables rules and sysctls. Processes still inside
         // were started by the test and are ended by their own guards.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

@@ -28,7 +28,11 @@ impl Proc {
                 sink.lock().unwrap().push(line);
             }
         });
-        Self { child, lines, reader: Some(reader) }
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -41,9 +45,11 @@ impl Proc {
 
     /// Waits for a stdout line starting with `prefix`.
     pub fn wait_line(&self, prefix: &str, timeout: Duration) -> String {
-        crate::wait_until(&format!("a line `{prefix}…` from pid {}", self.pid()), timeout, || {
-            self.lines().into_iter().find(|l| l.starts_with(prefix))
-        })
+        crate::wait_until(
+            &format!("a line `{prefix}…` from pid {}", self.pid()),
+            timeout,
+            || self.lines().into_iter().find(|l| l.starts_with(prefix)),
+        )
     }
 
     /// Waits for the process to exit by itself; returns its status and every stdout line.
@@ -61,7 +67,8 @@ impl Proc {
 
 /// `key=value` out of a client line such as `result=ECONNREFUSED sport=41234`.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 impl Drop for Proc {

@@ -12,7 +12,14 @@ pub fn validate(records: &[Value]) {
         .build(&schema)
         .expect("schema compiles");
     for r in records {
-        let errors: Vec<String> = validator.iter_errors(r).map(|e| format!("{e} at {}", e.instance_path())).collect();
-        assert!(errors.is_empty(), "record violates the schema: {r}\n{}", errors.join("\n"));
+        let errors: Vec<String> = validator
+            .iter_errors(r)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "record violates the schema: {r}\n{}",
+            errors.join("\n")
+        );
     }
 }

@@ -40,8 +40,9 @@ impl Tracer {
         let sink = records.clone();
         let r1 = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not one JSON object ({e}): {line:?}"));
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("stdout line is not one JSON object ({e}): {line:?}")
+                });
                 sink.lock().unwrap().push(v);
             }
         });
@@ -53,7 +54,12 @@ impl Tracer {
                 l.push('\n');
             }
         });
-        let mut t = Tracer { child, records, stderr, readers: vec![r1, r2] };
+        let mut t = Tracer {
+            child,
+            records,
+            stderr,
+            readers: vec![r1, r2],
+        };
         wait_until("the tracer to attach", Duration::from_secs(30), || {
             if let Ok(Some(status)) = t.child.try_wait() {
                 panic!("tracer exited ({status}) before attaching:\n{}", t.stderr());
@@ -73,11 +79,19 @@ impl Tracer {
 
     /// Failure records so far.
     pub fn failures(&self) -> Vec<Value> {
-        self.records().into_iter().filter(|r| r["type"] == "failure").collect()
+        self.records()
+            .into_iter()
+            .filter(|r| r["type"] == "failure")
+            .collect()
     }
 
     /// Waits until at least `n` failure records satisfy `pred`; returns them.
-    pub fn wait_failures(&self, n: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub fn wait_failures(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         wait_until(&format!("{n} matching failure record(s)"), timeout, || {
             let hits: Vec<Value> = self.failures().into_iter().filter(|r| pred(r)).collect();
             (hits.len() >= n).then_some(hits)
@@ -88,13 +102,19 @@ impl Tracer {
     /// each validated against the shipped JSON Schema.
     pub fn stop(mut self) -> Vec<Value> {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("signal tracer");
-        let status = wait_until("the tracer to exit after SIGTERM", Duration::from_secs(5), || {
-            self.child.try_wait().expect("try_wait")
-        });
+        let status = wait_until(
+            "the tracer to exit after SIGTERM",
+            Duration::from_secs(5),
+            || self.child.try_wait().expect("try_wait"),
+        );
         for r in self.readers.drain(..) {
             r.join().expect("reader thread");
         }
-        assert!(status.success(), "tracer exited with {status}:\n{}", self.stderr());
+        assert!(
+            status.success(),
+            "tracer exited with {status}:\n{}",
+            self.stderr()
+        );
         let records = self.records();
         let last = records.last().expect("at least the final stats record");
         assert_eq!(last["type"], "stats", "the last record is the final stats");

@@ -4,7 +4,10 @@ use std::process::{Command, Output};
 use tracer_tests::{require_kernel, schema, tracer_bin};
 
 fn tracer(args: &[&str]) -> Output {
-    Command::new(tracer_bin().unwrap()).args(args).output().expect("run tracer")
+    Command::new(tracer_bin().unwrap())
+        .args(args)
+        .output()
+        .expect("run tracer")
 }
 
 fn stderr(o: &Output) -> String {
@@ -24,7 +27,10 @@ fn bad_value_names_the_flag_and_the_form() {
     let o = tracer(&["run", "--ring-buffer-kib", "3"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("--ring-buffer-kib") && e.contains("power of two"), "{e}");
+    assert!(
+        e.contains("--ring-buffer-kib") && e.contains("power of two"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -33,7 +39,10 @@ fn missing_tracefs_says_how_to_mount_it() {
     let o = tracer(&["run", "--tracefs", "/nonexistent/tracefs"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("tracefs is not mounted") && e.contains("mount -t tracefs"), "{e}");
+    assert!(
+        e.contains("tracefs is not mounted") && e.contains("mount -t tracefs"),
+        "{e}"
+    );
     assert!(!e.contains("attached"), "nothing was loaded: {e}");
     assert!(o.stdout.is_empty());
 }
@@ -42,13 +51,22 @@ fn missing_tracefs_says_how_to_mount_it() {
 fn without_privileges_names_the_missing_capabilities() {
     require_kernel();
     let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(tracer_bin().unwrap())
         .output()
         .expect("setpriv");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("CAP_BPF") && e.contains("CAP_PERFMON") && e.contains("sudo"), "{e}");
+    assert!(
+        e.contains("CAP_BPF") && e.contains("CAP_PERFMON") && e.contains("sudo"),
+        "{e}"
+    );
     assert!(!e.contains("attached"), "nothing was loaded: {e}");
 }
 
@@ -58,12 +76,31 @@ fn check_reports_every_hook_and_field_ok() {
     let o = tracer(&["check"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
-    for hook in ["sock:inet_sock_set_state", "tcp:tcp_retransmit_skb", "tcp:tcp_receive_reset",
-                 "tcp:tcp_send_reset", "sock:inet_sk_error_report", "tcp:tcp_destroy_sock"] {
-        assert!(out.lines().any(|l| l.starts_with("ok") && l.contains(hook)), "{hook} in:\n{out}");
+    for hook in [
+        "sock:inet_sock_set_state",
+        "tcp:tcp_retransmit_skb",
+        "tcp:tcp_receive_reset",
+        "tcp:tcp_send_reset",
+        "sock:inet_sk_error_report",
+        "tcp:tcp_destroy_sock",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(hook)),
+            "{hook} in:\n{out}"
+        );
     }
-    for field in ["sock.sk_err", "sock.sk_err_soft", "net.ns.inum", "icsk_retransmits", "icsk_probes_out"] {
-        assert!(out.lines().any(|l| l.starts_with("ok") && l.contains(field)), "{field} in:\n{out}");
+    for field in [
+        "sock.sk_err",
+        "sock.sk_err_soft",
+        "net.ns.inum",
+        "icsk_retransmits",
+        "icsk_probes_out",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("ok") && l.contains(field)),
+            "{field} in:\n{out}"
+        );
     }
 }
 
@@ -72,7 +109,11 @@ fn check_fails_when_tracefs_is_missing() {
     let o = tracer(&["check", "--tracefs", "/nonexistent/tracefs"]);
     assert!(!o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.lines().any(|l| l.starts_with("missing") && l.contains("tracefs")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("missing") && l.contains("tracefs")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -25,7 +25,9 @@ fn client_run(ns: &Netns, args: &[&str], timeout: Duration) -> (u32, Vec<String>
 }
 
 fn sport_of(line: &str) -> u64 {
-    field(line, "sport").and_then(|p| p.parse().ok()).expect("sport in client line")
+    field(line, "sport")
+        .and_then(|p| p.parse().ok())
+        .expect("sport in client line")
 }
 
 fn for_port(port: u64) -> impl Fn(&Value) -> bool {
@@ -42,7 +44,11 @@ fn assert_process(r: &Value, pid: u32) {
 fn refused_by_rst_names_the_client_process() {
     let ns = Netns::new("refused");
     let tracer = Tracer::start(&ns, &[]);
-    let (pid, lines) = client_run(&ns, &["connect", "--addr", "127.0.0.1:47"], Duration::from_secs(5));
+    let (pid, lines) = client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47"],
+        Duration::from_secs(5),
+    );
     assert_eq!(field(&lines[0], "result"), Some("ECONNREFUSED"));
     tracer.wait_failures(1, Duration::from_secs(5), for_port(47));
     let records = tracer.stop();
@@ -63,17 +69,28 @@ fn refused_by_rst_names_the_client_process() {
 /// A REJECT rule answers the SYN with ICMP port-unreachable instead of a RST.
 fn refused_by_icmp(tag: &str, client: &[&str]) -> Value {
     let ns = Netns::new(tag);
-    ns.nft(&table(&format!("tcp dport {CLOSED_PORT} reject with icmpx type port-unreachable")));
+    ns.nft(&table(&format!(
+        "tcp dport {CLOSED_PORT} reject with icmpx type port-unreachable"
+    )));
     let tracer = Tracer::start(&ns, &[]);
     let (pid, lines) = client_run(&ns, client, Duration::from_secs(10));
     assert_eq!(field(&lines[0], "result"), Some("ECONNREFUSED"));
-    let r = tracer.wait_failures(1, Duration::from_secs(5), for_port(47)).remove(0);
+    let r = tracer
+        .wait_failures(1, Duration::from_secs(5), for_port(47))
+        .remove(0);
     assert_eq!(r["label"], "refused");
     assert_eq!(r["evidence"]["via"], "icmp", "{r}");
     assert_eq!(r["evidence"]["rst_received"], false);
     assert_eq!(r["errno"], "ECONNREFUSED");
     assert_process(&r, pid);
-    assert_eq!(tracer.stop().iter().filter(|r| r["type"] == "failure").count(), 1);
+    assert_eq!(
+        tracer
+            .stop()
+            .iter()
+            .filter(|r| r["type"] == "failure")
+            .count(),
+        1
+    );
     r
 }
 
@@ -83,14 +100,21 @@ fn refused_by_firewall_icmp_reject_nonblocking_connect() {
     // which the client's getsockopt(SO_ERROR) consumes, and in the socket's error queue.
     let r = refused_by_icmp("icmp-nb", &["connect", "--addr", "127.0.0.1:47"]);
     // ICMP destination unreachable (3), port unreachable (3).
-    assert_eq!(r["evidence"]["icmp"], serde_json::json!({"type": 3, "code": 3}), "{r}");
+    assert_eq!(
+        r["evidence"]["icmp"],
+        serde_json::json!({"type": 3, "code": 3}),
+        "{r}"
+    );
 }
 
 #[test]
 fn refused_by_firewall_icmp_reject_blocking_connect() {
     // A blocking connect() sleeps; the ICMP answering the first SYN retransmission is a hard
     // error (sk_err), about 1 s late.
-    refused_by_icmp("icmp-b", &["connect", "--addr", "127.0.0.1:47", "--blocking"]);
+    refused_by_icmp(
+        "icmp-b",
+        &["connect", "--addr", "127.0.0.1:47", "--blocking"],
+    );
 }
 
 fn blackhole(ns: &Netns, syn_retries: &str) {
@@ -103,19 +127,38 @@ fn syn_timeout_kernel(ip: &str, tag: &str) {
     let ns = Netns::new(tag);
     blackhole(&ns, "2");
     let tracer = Tracer::start(&ns, &[]);
-    let addr = if ip.contains(':') { format!("[{ip}]:47") } else { format!("{ip}:47") };
+    let addr = if ip.contains(':') {
+        format!("[{ip}]:47")
+    } else {
+        format!("{ip}:47")
+    };
     let (pid, lines) = client_run(&ns, &["connect", "--addr", &addr], Duration::from_secs(20));
     assert_eq!(field(&lines[0], "result"), Some("ETIMEDOUT"));
-    let r = tracer.wait_failures(1, Duration::from_secs(5), for_port(47)).remove(0);
+    let r = tracer
+        .wait_failures(1, Duration::from_secs(5), for_port(47))
+        .remove(0);
     assert_eq!(r["label"], "syn_timeout", "{r}");
     assert_eq!(r["evidence"]["gave_up"], "kernel");
     assert_eq!(r["evidence"]["syn_retransmits"], 2);
-    assert_eq!(r["evidence"]["syn_retransmit_ms"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        r["evidence"]["syn_retransmit_ms"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_eq!(r["errno"], "ETIMEDOUT");
     assert_eq!(r["dst"]["ip"], ip);
-    assert!(r["evidence"]["elapsed_ms"].as_f64().unwrap() >= 6000.0, "{r}");
+    assert!(
+        r["evidence"]["elapsed_ms"].as_f64().unwrap() >= 6000.0,
+        "{r}"
+    );
     assert_process(&r, pid);
-    assert_eq!(tracer.stop().iter().filter(|r| r["type"] == "failure").count(), 1);
+    assert_eq!(
+        tracer
+            .stop()
+            .iter()
+            .filter(|r| r["type"] == "failure")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -139,10 +182,15 @@ fn syn_timeout_application_gives_up() {
         Duration::from_secs(10),
     );
     assert_eq!(field(&lines[0], "result"), Some("gave_up"));
-    let r = tracer.wait_failures(1, Duration::from_secs(5), for_port(47)).remove(0);
+    let r = tracer
+        .wait_failures(1, Duration::from_secs(5), for_port(47))
+        .remove(0);
     assert_eq!(r["label"], "syn_timeout", "{r}");
     assert_eq!(r["evidence"]["gave_up"], "application");
-    assert!(r["evidence"]["syn_retransmits"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        r["evidence"]["syn_retransmits"].as_u64().unwrap() >= 1,
+        "{r}"
+    );
     assert_eq!(r["errno"], Value::Null);
     assert_process(&r, pid);
     tracer.stop();
@@ -154,9 +202,22 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
     ns.nft(&table(""));
     let tracer = Tracer::start(&ns, &[]);
     let server = ns.client(&["listen", "--addr", "127.0.0.1:0"]);
-    let port = field(&server.wait_line("listening", Duration::from_secs(5)), "port").unwrap().to_string();
+    let port = field(
+        &server.wait_line("listening", Duration::from_secs(5)),
+        "port",
+    )
+    .unwrap()
+    .to_string();
     let client = ns.client(&[
-        "keepalive", "--addr", &format!("127.0.0.1:{port}"), "--idle", "1", "--intvl", "1", "--cnt", "2",
+        "keepalive",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--idle",
+        "1",
+        "--intvl",
+        "1",
+        "--cnt",
+        "2",
     ]);
     let sport = sport_of(&client.wait_line("connected", Duration::from_secs(5)));
     // Silently drop the idle flow, as a NAT or firewall that forgot it would.
@@ -166,16 +227,26 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
         .wait_failures(1, Duration::from_secs(6), |r| r["src"]["port"] == sport)
         .remove(0);
     let (_, lines) = client.wait(Duration::from_secs(5));
-    assert!(lines.iter().any(|l| l.starts_with("result=ETIMEDOUT")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("result=ETIMEDOUT")),
+        "{lines:?}"
+    );
     assert_eq!(r["label"], "dropped_keepalive", "{r}");
     assert_eq!(r["errno"], "ETIMEDOUT");
     assert_eq!(r["evidence"]["probes_sent"], 2);
     assert_eq!(r["evidence"]["keepalive_enabled"], true);
     assert_eq!(r["evidence"]["data_retransmits"], 0);
-    assert!(r["evidence"]["connection_age_ms"].as_f64().unwrap() >= 2000.0, "{r}");
+    assert!(
+        r["evidence"]["connection_age_ms"].as_f64().unwrap() >= 2000.0,
+        "{r}"
+    );
     assert_process(&r, pid);
     drop(server);
-    let failures: Vec<Value> = tracer.stop().into_iter().filter(|r| r["type"] == "failure").collect();
+    let failures: Vec<Value> = tracer
+        .stop()
+        .into_iter()
+        .filter(|r| r["type"] == "failure")
+        .collect();
     assert_eq!(failures.len(), 1, "{failures:#?}");
 }
 
@@ -184,21 +255,33 @@ fn successes_are_silent() {
     let ns = Netns::new("success");
     let tracer = Tracer::start(&ns, &[]);
     let server = ns.client(&["listen", "--addr", "127.0.0.1:0"]);
-    let port = field(&server.wait_line("listening", Duration::from_secs(5)), "port").unwrap().to_string();
+    let port = field(
+        &server.wait_line("listening", Duration::from_secs(5)),
+        "port",
+    )
+    .unwrap()
+    .to_string();
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..100 {
         let (_, lines) = client_run(&ns, &["connect", "--addr", &addr], Duration::from_secs(5));
         assert_eq!(field(&lines[0], "result"), Some("ok"));
     }
     // A sentinel failure proves the tracer was watching all along.
-    client_run(&ns, &["connect", "--addr", "127.0.0.1:47"], Duration::from_secs(5));
+    client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47"],
+        Duration::from_secs(5),
+    );
     tracer.wait_failures(1, Duration::from_secs(5), for_port(47));
     drop(server);
     let records = tracer.stop();
     let failures: Vec<&Value> = records.iter().filter(|r| r["type"] == "failure").collect();
     assert_eq!(failures.len(), 1, "only the sentinel: {failures:#?}");
     let stats = records.last().unwrap();
-    assert!(stats["events"].as_u64().unwrap() >= 101, "connects were seen: {stats}");
+    assert!(
+        stats["events"].as_u64().unwrap() >= 101,
+        "connects were seen: {stats}"
+    );
 }
 
 #[test]
@@ -211,19 +294,34 @@ fn five_hundred_parallel_refusals_are_each_reported_once() {
         Duration::from_secs(30),
     );
     assert_eq!(lines.len(), 500);
-    assert!(lines.iter().all(|l| field(l, "result") == Some("ECONNREFUSED")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| field(l, "result") == Some("ECONNREFUSED")),
+        "{lines:?}"
+    );
     tracer.wait_failures(500, Duration::from_secs(10), for_port(47));
     let records = tracer.stop();
     let failures: Vec<&Value> = records.iter().filter(|r| r["type"] == "failure").collect();
     assert_eq!(failures.len(), 500);
-    assert!(failures.iter().all(|r| r["label"] == "refused" && r["evidence"]["via"] == "rst"));
-    let mut sports: Vec<u64> = failures.iter().map(|r| r["src"]["port"].as_u64().unwrap()).collect();
+    assert!(
+        failures
+            .iter()
+            .all(|r| r["label"] == "refused" && r["evidence"]["via"] == "rst")
+    );
+    let mut sports: Vec<u64> = failures
+        .iter()
+        .map(|r| r["src"]["port"].as_u64().unwrap())
+        .collect();
     sports.sort_unstable();
     sports.dedup();
     assert_eq!(sports.len(), 500, "no connection reported twice");
     let mut client_sports: Vec<u64> = lines.iter().map(|l| sport_of(l)).collect();
     client_sports.sort_unstable();
-    assert_eq!(sports, client_sports, "the records are the client's connections");
+    assert_eq!(
+        sports, client_sports,
+        "the records are the client's connections"
+    );
     let stats = records.last().unwrap();
     assert_eq!(stats["lost"], 0, "{stats}");
     assert_eq!(stats["decode_errors"], 0, "{stats}");
@@ -233,9 +331,15 @@ fn five_hundred_parallel_refusals_are_each_reported_once() {
 fn ipv6_refused() {
     let ns = Netns::new("refused6");
     let tracer = Tracer::start(&ns, &[]);
-    let (pid, lines) = client_run(&ns, &["connect", "--addr", "[::1]:47"], Duration::from_secs(5));
+    let (pid, lines) = client_run(
+        &ns,
+        &["connect", "--addr", "[::1]:47"],
+        Duration::from_secs(5),
+    );
     assert_eq!(field(&lines[0], "result"), Some("ECONNREFUSED"));
-    let r = tracer.wait_failures(1, Duration::from_secs(5), for_port(47)).remove(0);
+    let r = tracer
+        .wait_failures(1, Duration::from_secs(5), for_port(47))
+        .remove(0);
     assert_eq!(r["label"], "refused");
     assert_eq!(r["evidence"]["via"], "rst");
     assert_eq!(r["dst"]["ip"], "::1");
@@ -257,7 +361,11 @@ fn cancelled_connect_is_counted_not_reported() {
     assert_eq!(field(&lines[0], "result"), Some("gave_up"));
     // A sentinel refusal after it: once it is reported, the cancelled close was processed.
     ns.nft("flush ruleset\n");
-    client_run(&ns, &["connect", "--addr", "127.0.0.1:47"], Duration::from_secs(5));
+    client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47"],
+        Duration::from_secs(5),
+    );
     tracer.wait_failures(1, Duration::from_secs(5), for_port(47));
     let records = tracer.stop();
     let failures: Vec<&Value> = records.iter().filter(|r| r["type"] == "failure").collect();

@@ -223,7 +223,8 @@ fn errno_of(ev: &RawEvent, reported: Option<i32>) -> Option<i32> {
         return hard;
     }
     let soft = (ev.valid & VALID_SK_ERR_SOFT != 0 && ev.sk_err_soft > 0).then_some(ev.sk_err_soft);
-    hard.or(soft).or_else(|| icmp_of(ev).map(|_| ev.err_queue_errno as i32))
+    hard.or(soft)
+        .or_else(|| icmp_of(ev).map(|_| ev.err_queue_errno as i32))
 }
 
 /// Type and code of an ICMP error queued on the socket.

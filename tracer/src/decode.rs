@@ -56,7 +56,9 @@ mod tests {
         assert_eq!(decode(&b[..100]), Err(DecodeError::Length { got: 100 }));
         assert_eq!(
             decode(&[b.clone(), vec![0]].concat()),
-            Err(DecodeError::Length { got: RAW_EVENT_SIZE + 1 })
+            Err(DecodeError::Length {
+                got: RAW_EVENT_SIZE + 1
+            })
         );
         ev.kind = 9;
         assert_eq!(decode(&bytes_of(&ev)), Err(DecodeError::Kind(9)));

@@ -27,14 +27,14 @@ pub struct LoadOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("loading the eBPF object failed: {0}")]
-    Object(#[source] aya::EbpfError),
+    Object(#[source] Box<aya::EbpfError>),
     #[error("program {program} is missing from the eBPF object")]
     MissingProgram { program: &'static str },
     #[error("loading program {program} into the kernel failed: {source:#}")]
     Program {
         program: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("attaching {program} to tracepoint {group}:{name} failed: {source:#}")]
     Attach {
@@ -42,7 +42,7 @@ pub enum LoadError {
         group: &'static str,
         name: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
@@ -96,22 +96,27 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         .map_max_entries("SOCKS", opts.max_sockets)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .load(OBJECT)
-        .map_err(LoadError::Object)?;
+        .map_err(|e| LoadError::Object(Box::new(e)))?;
     let mut attached = Vec::new();
     for (program, group, name) in HOOKS {
         let prog: &mut TracePoint = ebpf
             .program_mut(program)
             .ok_or(LoadError::MissingProgram { program })?
             .try_into()
-            .map_err(|source| LoadError::Program { program, source })?;
-        prog.load()
-            .map_err(|source| LoadError::Program { program, source })?;
+            .map_err(|source| LoadError::Program {
+                program,
+                source: Box::new(source),
+            })?;
+        prog.load().map_err(|source| LoadError::Program {
+            program,
+            source: Box::new(source),
+        })?;
         prog.attach(group, name)
             .map_err(|source| LoadError::Attach {
                 program,
                 group,
                 name,
-                source,
+                source: Box::new(source),
             })?;
         attached.push(program);
     }

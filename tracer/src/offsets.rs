@@ -330,8 +330,13 @@ fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes:
 }
 
 /// The queued-error path: `sock.sk_error_queue.next`, then `sk_buff.cb` + `sock_exterr_skb.ee`.
-fn resolve_error_queue(m: &mut tracer_common::MemberOffsets, btf: &KernelBtf, probes: &mut Vec<Probe>) {
-    const DEGRADES: &str = "an ICMP refusal the application already read with SO_ERROR looks cancelled";
+fn resolve_error_queue(
+    m: &mut tracer_common::MemberOffsets,
+    btf: &KernelBtf,
+    probes: &mut Vec<Probe>,
+) {
+    const DEGRADES: &str =
+        "an ICMP refusal the application already read with SO_ERROR looks cancelled";
     let name = "field sock.sk_error_queue → sock_exterr_skb.ee";
     let next = btf.member("sock", &["sk_error_queue", "next"]);
     let cb = btf.member("sk_buff", &["cb"]);
@@ -340,11 +345,18 @@ fn resolve_error_queue(m: &mut tracer_common::MemberOffsets, btf: &KernelBtf, pr
         (Ok(n), Ok(cb), Ok(ee)) if n.size == 8 && ee.offset as usize + 8 <= cb.size => {
             m.sk_error_queue_next = n.offset;
             m.skb_exterr_ee = cb.offset + ee.offset;
-            probes.push(Probe::ok(name, format!("offsets {} and {}+{}", n.offset, cb.offset, ee.offset)));
+            probes.push(Probe::ok(
+                name,
+                format!("offsets {} and {}+{}", n.offset, cb.offset, ee.offset),
+            ));
         }
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
             probes.push(Probe::missing(name, format!("{e}; {DEGRADES}"), false))
         }
-        _ => probes.push(Probe::missing(name, format!("unexpected layout; {DEGRADES}"), false)),
+        _ => probes.push(Probe::missing(
+            name,
+            format!("unexpected layout; {DEGRADES}"),
+            false,
+        )),
     }
 }

@@ -10,6 +10,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Serialize, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built on the stack and serialized at once"
+)]
 pub enum Record {
     Failure(Failure),
     Stats(Stats),

@@ -94,7 +94,13 @@ fn run(args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     let bin = build_release()?;
-    let mut cmd = vec!["test", "--release", "--workspace", "--exclude", "tracer-ebpf"];
+    let mut cmd = vec![
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+    ];
     cmd.extend(args.iter().map(String::as_str));
     let status = Command::new(env!("CARGO"))
         .args(&cmd)

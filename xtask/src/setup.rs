@@ -49,12 +49,16 @@ fn succeeds(cmd: &mut Command) -> bool {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn run_step(what: &str, cmd: &mut Command) -> Result<()> {
     say(&format!("{what}: running {cmd:?}"));
-    let status = cmd.status().with_context(|| format!("{what}: cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{what}: {cmd:?} failed ({status})");
     }
@@ -71,12 +75,23 @@ pub fn run() -> Result<()> {
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         run_step(
             "nightly toolchain",
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
         )?;
     }
-    let components =
-        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-            .unwrap_or_default();
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
     if components.lines().any(|l| l.starts_with("rust-src")) {
         say("ok: rust-src for the nightly toolchain");
     } else {
@@ -87,11 +102,9 @@ pub fn run() -> Result<()> {
     }
 
     // 2. Debian packages.
-    let has_apt = Path::new("/usr/bin/apt-get").exists() && Path::new("/usr/bin/dpkg-query").exists();
-    let absent: Vec<&str> = PACKAGES
-        .into_iter()
-        .filter(|p| !deb_installed(p))
-        .collect();
+    let has_apt =
+        Path::new("/usr/bin/apt-get").exists() && Path::new("/usr/bin/dpkg-query").exists();
+    let absent: Vec<&str> = PACKAGES.into_iter().filter(|p| !deb_installed(p)).collect();
     if absent.is_empty() {
         say(&format!("ok: Debian packages {}", PACKAGES.join(", ")));
     } else if !has_apt {
@@ -109,7 +122,8 @@ pub fn run() -> Result<()> {
     } else {
         run_step("apt index", Command::new("apt-get").args(["update", "-q"]))?;
         let mut cmd = Command::new("apt-get");
-        cmd.args(["install", "-y", "-q", "--no-install-recommends"]).args(&absent);
+        cmd.args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&absent);
         cmd.env("DEBIAN_FRONTEND", "noninteractive");
         run_step("Debian packages", &mut cmd)?;
     }

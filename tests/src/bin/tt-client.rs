@@ -55,9 +55,23 @@ enum Mode {
 
 fn main() -> Result<()> {
     match Cli::parse().mode {
-        Mode::Connect { addr, blocking: true, .. } => connect_blocking(addr),
-        Mode::Connect { addr, count, give_up_ms, .. } => connect_many(addr, count, give_up_ms),
-        Mode::Keepalive { addr, idle, intvl, cnt } => keepalive(addr, idle, intvl, cnt),
+        Mode::Connect {
+            addr,
+            blocking: true,
+            ..
+        } => connect_blocking(addr),
+        Mode::Connect {
+            addr,
+            count,
+            give_up_ms,
+            ..
+        } => connect_many(addr, count, give_up_ms),
+        Mode::Keepalive {
+            addr,
+            idle,
+            intvl,
+            cnt,
+        } => keepalive(addr, idle, intvl, cnt),
         Mode::Listen { addr } => listen(addr),
     }
 }
@@ -73,7 +87,10 @@ fn socket_for(addr: SocketAddr) -> Result<Socket> {
 }
 
 fn sport(s: &Socket) -> u16 {
-    s.local_addr().ok().and_then(|a| a.as_socket()).map_or(0, |a| a.port())
+    s.local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(0, |a| a.port())
 }
 
 fn errno_name(e: &std::io::Error) -> String {
@@ -104,15 +121,19 @@ fn connect_many(addr: SocketAddr, count: usize, give_up_ms: Option<u64>) -> Resu
                     }
                     break;
                 }
-                PollTimeout::try_from(left.as_millis().min(60_000) as u16).unwrap_or(PollTimeout::MAX)
+                PollTimeout::from(left.as_millis().min(60_000) as u16)
             }
             None => PollTimeout::NONE,
         };
         let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd> =
-                pending.iter().map(|s| PollFd::new(s.as_fd(), PollFlags::POLLOUT)).collect();
+            let mut fds: Vec<PollFd> = pending
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLOUT))
+                .collect();
             poll(&mut fds, timeout).context("poll")?;
-            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
         };
         let mut still = Vec::with_capacity(pending.len());
         for (s, done) in pending.into_iter().zip(ready) {
