@@ -181,9 +181,12 @@ impl Classifier {
         self.report_order.push_back((key, ev.ts_ns));
     }
 
+    /// The error report for this connection's 4-tuple, if one arrived after its connect()
+    /// (an older one belongs to an earlier connection that reused the tuple).
     fn take_report(&mut self, ev: &RawEvent) -> Option<i32> {
         self.expire(ev.ts_ns);
-        self.reports.remove(&tuple_key(ev)).map(|(errno, _)| errno)
+        let (errno, ts) = self.reports.remove(&tuple_key(ev))?;
+        (ts >= ev.start_ns).then_some(errno)
     }
 
     fn expire(&mut self, now_ns: u64) {

@@ -325,3 +325,18 @@ fn a_queued_error_that_is_not_icmp_is_ignored() {
     assert_eq!(o.label, Label::Cancelled);
     assert_eq!(o.evidence.icmp, None);
 }
+
+#[test]
+fn an_error_report_from_before_the_connect_is_not_joined() {
+    // A report for the same 4-tuple from an earlier connection (port reuse), seen 1 ms before
+    // this connect started.
+    let mut earlier = connect();
+    earlier.start_ns = T0 - 5 * MS;
+    let mut stale = report(&earlier, 0, ECONNREFUSED);
+    stale.ts_ns = T0 - MS;
+    let mut ev = connect();
+    ev.valid &= !VALID_SK_ERR;
+    let o = one(&[stale, close(&ev, tcp_state::SYN_SENT, 50, 0)]);
+    assert_eq!(o.label, Label::Cancelled);
+    assert_eq!(o.errno, None);
+}

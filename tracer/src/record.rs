@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::classify::{GaveUp, Label, Outcome, Via};
+use crate::classify::{GaveUp, Outcome, Via};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -170,20 +170,6 @@ impl Failure {
             },
         }
     }
-}
-
-impl Label {
-    /// Every label in output order (the schema's enum).
-    pub const ALL: [Label; 8] = [
-        Label::Refused,
-        Label::SynTimeout,
-        Label::DroppedKeepalive,
-        Label::Unreachable,
-        Label::Reset,
-        Label::RtoTimeout,
-        Label::Cancelled,
-        Label::Connected,
-    ];
 }
 
 #[cfg(test)]
