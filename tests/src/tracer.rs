@@ -123,6 +123,37 @@ impl Tracer {
     }
 }
 
+/// What a stopped tracer printed: its failure records and its final `stats` record.
+pub struct Stopped {
+    pub failures: Vec<Value>,
+    pub stats: Value,
+}
+
+impl Tracer {
+    /// `stop`, then splits the records into failures and the final stats.
+    pub fn finish(self) -> Stopped {
+        let records = self.stop();
+        let stats = records.last().cloned().expect("final stats");
+        let failures = records
+            .into_iter()
+            .filter(|r| r["type"] == "failure")
+            .collect();
+        Stopped { failures, stats }
+    }
+
+    /// `finish`, asserting that exactly `n` failure records were printed.
+    pub fn finish_with(self, n: usize) -> Stopped {
+        let stopped = self.finish();
+        assert_eq!(
+            stopped.failures.len(),
+            n,
+            "failure records: {:#?}",
+            stopped.failures
+        );
+        stopped
+    }
+}
+
 impl Drop for Tracer {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

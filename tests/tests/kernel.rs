@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tracer_tests::{Netns, Tracer, process::field};
+use tracer_tests::{Netns, Tracer, process::field, tracer::Stopped};
 
 /// A port nothing listens on inside a fresh namespace.
 const CLOSED_PORT: &str = "47";
@@ -51,10 +51,8 @@ fn refused_by_rst_names_the_client_process() {
     );
     assert_eq!(field(&lines[0], "result"), Some("ECONNREFUSED"));
     tracer.wait_failures(1, Duration::from_secs(5), for_port(47));
-    let records = tracer.stop();
-    let failures: Vec<&Value> = records.iter().filter(|r| r["type"] == "failure").collect();
-    assert_eq!(failures.len(), 1, "exactly one failure: {failures:#?}");
-    let r = failures[0];
+    let stopped = tracer.finish_with(1);
+    let r = &stopped.failures[0];
     assert_eq!(r["label"], "refused");
     assert_eq!(r["evidence"]["via"], "rst");
     assert_eq!(r["errno"], "ECONNREFUSED");
@@ -83,14 +81,7 @@ fn refused_by_icmp(tag: &str, client: &[&str]) -> Value {
     assert_eq!(r["evidence"]["rst_received"], false);
     assert_eq!(r["errno"], "ECONNREFUSED");
     assert_process(&r, pid);
-    assert_eq!(
-        tracer
-            .stop()
-            .iter()
-            .filter(|r| r["type"] == "failure")
-            .count(),
-        1
-    );
+    tracer.finish_with(1);
     r
 }
 
@@ -151,14 +142,7 @@ fn syn_timeout_kernel(ip: &str, tag: &str) {
         "{r}"
     );
     assert_process(&r, pid);
-    assert_eq!(
-        tracer
-            .stop()
-            .iter()
-            .filter(|r| r["type"] == "failure")
-            .count(),
-        1
-    );
+    tracer.finish_with(1);
 }
 
 #[test]
@@ -242,12 +226,7 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
     );
     assert_process(&r, pid);
     drop(server);
-    let failures: Vec<Value> = tracer
-        .stop()
-        .into_iter()
-        .filter(|r| r["type"] == "failure")
-        .collect();
-    assert_eq!(failures.len(), 1, "{failures:#?}");
+    tracer.finish_with(1);
 }
 
 #[test]
@@ -274,10 +253,7 @@ fn successes_are_silent() {
     );
     tracer.wait_failures(1, Duration::from_secs(5), for_port(47));
     drop(server);
-    let records = tracer.stop();
-    let failures: Vec<&Value> = records.iter().filter(|r| r["type"] == "failure").collect();
-    assert_eq!(failures.len(), 1, "only the sentinel: {failures:#?}");
-    let stats = records.last().unwrap();
+    let stats = tracer.finish_with(1).stats;
     assert!(
         stats["events"].as_u64().unwrap() >= 101,
         "connects were seen: {stats}"
@@ -301,9 +277,7 @@ fn five_hundred_parallel_refusals_are_each_reported_once() {
         "{lines:?}"
     );
     tracer.wait_failures(500, Duration::from_secs(10), for_port(47));
-    let records = tracer.stop();
-    let failures: Vec<&Value> = records.iter().filter(|r| r["type"] == "failure").collect();
-    assert_eq!(failures.len(), 500);
+    let Stopped { failures, stats } = tracer.finish_with(500);
     assert!(
         failures
             .iter()
@@ -322,7 +296,6 @@ fn five_hundred_parallel_refusals_are_each_reported_once() {
         sports, client_sports,
         "the records are the client's connections"
     );
-    let stats = records.last().unwrap();
     assert_eq!(stats["lost"], 0, "{stats}");
     assert_eq!(stats["decode_errors"], 0, "{stats}");
 }
@@ -367,9 +340,7 @@ fn cancelled_connect_is_counted_not_reported() {
         Duration::from_secs(5),
     );
     tracer.wait_failures(1, Duration::from_secs(5), for_port(47));
-    let records = tracer.stop();
-    let failures: Vec<&Value> = records.iter().filter(|r| r["type"] == "failure").collect();
-    assert_eq!(failures.len(), 1, "only the sentinel: {failures:#?}");
-    assert_eq!(failures[0]["label"], "refused");
-    assert_eq!(records.last().unwrap()["cancelled"], 1);
+    let Stopped { failures, stats } = tracer.finish_with(1);
+    assert_eq!(failures[0]["label"], "refused", "only the sentinel");
+    assert_eq!(stats["cancelled"], 1);
 }

@@ -8,6 +8,34 @@
 pub const FIELD_MISSING: u16 = u16::MAX;
 pub const MEMBER_MISSING: u32 = u32::MAX;
 
+/// Offsets of the 4-tuple fields that several tracepoints share (same names, own offsets).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TupleFields {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<TupleFields>() == 16);
+
+impl TupleFields {
+    pub const MISSING: TupleFields = TupleFields {
+        family: FIELD_MISSING,
+        sport: FIELD_MISSING,
+        dport: FIELD_MISSING,
+        saddr: FIELD_MISSING,
+        daddr: FIELD_MISSING,
+        saddr_v6: FIELD_MISSING,
+        daddr_v6: FIELD_MISSING,
+        _pad: 0,
+    };
+}
+
 /// Field offsets of `sock:inet_sock_set_state`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,15 +43,8 @@ pub struct SetStateFields {
     pub skaddr: u16,
     pub oldstate: u16,
     pub newstate: u16,
-    pub sport: u16,
-    pub dport: u16,
-    pub family: u16,
     pub protocol: u16,
-    pub saddr: u16,
-    pub daddr: u16,
-    pub saddr_v6: u16,
-    pub daddr_v6: u16,
-    pub _pad: u16,
+    pub tuple: TupleFields,
 }
 const _: () = assert!(core::mem::size_of::<SetStateFields>() == 24);
 
@@ -43,15 +64,9 @@ const _: () = assert!(core::mem::size_of::<SockStateFields>() == 8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorReportFields {
     pub error: u16,
-    pub sport: u16,
-    pub dport: u16,
-    pub family: u16,
     pub protocol: u16,
-    pub saddr: u16,
-    pub daddr: u16,
-    pub saddr_v6: u16,
-    pub daddr_v6: u16,
-    pub _pad: [u16; 3],
+    pub _pad: [u16; 2],
+    pub tuple: TupleFields,
 }
 const _: () = assert!(core::mem::size_of::<ErrorReportFields>() == 24);
 
@@ -109,15 +124,8 @@ impl KernelOffsets {
             skaddr: FIELD_MISSING,
             oldstate: FIELD_MISSING,
             newstate: FIELD_MISSING,
-            sport: FIELD_MISSING,
-            dport: FIELD_MISSING,
-            family: FIELD_MISSING,
             protocol: FIELD_MISSING,
-            saddr: FIELD_MISSING,
-            daddr: FIELD_MISSING,
-            saddr_v6: FIELD_MISSING,
-            daddr_v6: FIELD_MISSING,
-            _pad: 0,
+            tuple: TupleFields::MISSING,
         },
         retransmit: SockStateFields::MISSING,
         send_reset: SockStateFields::MISSING,
@@ -126,15 +134,9 @@ impl KernelOffsets {
         _pad: 0,
         error_report: ErrorReportFields {
             error: FIELD_MISSING,
-            sport: FIELD_MISSING,
-            dport: FIELD_MISSING,
-            family: FIELD_MISSING,
             protocol: FIELD_MISSING,
-            saddr: FIELD_MISSING,
-            daddr: FIELD_MISSING,
-            saddr_v6: FIELD_MISSING,
-            daddr_v6: FIELD_MISSING,
-            _pad: [0; 3],
+            _pad: [0; 2],
+            tuple: TupleFields::MISSING,
         },
         members: MemberOffsets {
             sk_err: MEMBER_MISSING,

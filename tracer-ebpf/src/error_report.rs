@@ -8,7 +8,7 @@ use tracer_common::{AF_INET, AF_INET6, IPPROTO_TCP, KIND_ERROR_REPORT, RawEvent}
 
 use crate::{
     emit::{now_ns, submit},
-    read::{field, offset},
+    read::{field, offset, tuple},
 };
 
 #[tracepoint]
@@ -32,19 +32,9 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
     ev.kind = KIND_ERROR_REPORT;
     ev.error = error;
     ev.ts_ns = now_ns();
-    let family: u16 = field(ctx, offset!(error_report.family), 0);
-    ev.family = family as u8;
-    ev.sport = field(ctx, offset!(error_report.sport), 0);
-    ev.dport = field(ctx, offset!(error_report.dport), 0);
-    if ev.family == AF_INET {
-        let s: [u8; 4] = field(ctx, offset!(error_report.saddr), [0; 4]);
-        let d: [u8; 4] = field(ctx, offset!(error_report.daddr), [0; 4]);
-        ev.saddr_be[..4].copy_from_slice(&s);
-        ev.daddr_be[..4].copy_from_slice(&d);
-    } else if ev.family == AF_INET6 {
-        ev.saddr_be = field(ctx, offset!(error_report.saddr_v6), [0; 16]);
-        ev.daddr_be = field(ctx, offset!(error_report.daddr_v6), [0; 16]);
-    } else {
+    let fields = offset!(error_report.tuple);
+    tuple(ctx, &fields, &mut ev);
+    if ev.family != AF_INET && ev.family != AF_INET6 {
         return None;
     }
     submit(&ev);

@@ -4,7 +4,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext, helpers::generated::bpf_probe_read_kernel, programs::TracePointContext,
 };
-use tracer_common::{FIELD_MISSING, MEMBER_MISSING};
+use tracer_common::{AF_INET, AF_INET6, FIELD_MISSING, MEMBER_MISSING, RawEvent, TupleFields};
 
 use crate::emit::{COUNTER_READ_ERRORS, count};
 
@@ -88,5 +88,23 @@ fn probe_read<T>(dst: &mut T, base: *const u8, offset: usize) -> bool {
     } else {
         count(COUNTER_READ_ERRORS);
         false
+    }
+}
+
+/// Reads family, ports and addresses (IPv4 into the first 4 bytes) into `ev`.
+#[inline(always)]
+pub fn tuple(ctx: &TracePointContext, f: &TupleFields, ev: &mut RawEvent) {
+    let family: u16 = field(ctx, f.family, 0);
+    ev.family = family as u8;
+    ev.sport = field(ctx, f.sport, 0);
+    ev.dport = field(ctx, f.dport, 0);
+    if ev.family == AF_INET {
+        let s: [u8; 4] = field(ctx, f.saddr, [0; 4]);
+        let d: [u8; 4] = field(ctx, f.daddr, [0; 4]);
+        ev.saddr_be[..4].copy_from_slice(&s);
+        ev.daddr_be[..4].copy_from_slice(&d);
+    } else if ev.family == AF_INET6 {
+        ev.saddr_be = field(ctx, f.saddr_v6, [0; 16]);
+        ev.daddr_be = field(ctx, f.daddr_v6, [0; 16]);
     }
 }

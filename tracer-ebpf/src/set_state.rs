@@ -11,9 +11,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    AF_INET, AF_INET6, IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_ERR_QUEUE,
-    VALID_ICSK_RETRANSMITS, VALID_KEEPALIVE, VALID_NETNS, VALID_PROBES_OUT, VALID_SK_ERR,
-    VALID_SK_ERR_SOFT, tcp_state,
+    IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_ERR_QUEUE, VALID_ICSK_RETRANSMITS,
+    VALID_KEEPALIVE, VALID_NETNS, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
 };
 
 use crate::{
@@ -128,19 +127,8 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
 /// has hashed the socket, so this is refreshed at every transition).
 #[inline(always)]
 fn read_tuple(ctx: &TracePointContext, ev: &mut RawEvent) {
-    let family: u16 = field(ctx, offset!(set_state.family), 0);
-    ev.family = family as u8;
-    ev.sport = field(ctx, offset!(set_state.sport), 0);
-    ev.dport = field(ctx, offset!(set_state.dport), 0);
-    if ev.family == AF_INET {
-        let s: [u8; 4] = field(ctx, offset!(set_state.saddr), [0; 4]);
-        let d: [u8; 4] = field(ctx, offset!(set_state.daddr), [0; 4]);
-        ev.saddr_be[..4].copy_from_slice(&s);
-        ev.daddr_be[..4].copy_from_slice(&d);
-    } else if ev.family == AF_INET6 {
-        ev.saddr_be = field(ctx, offset!(set_state.saddr_v6), [0; 16]);
-        ev.daddr_be = field(ctx, offset!(set_state.daddr_v6), [0; 16]);
-    }
+    let fields = offset!(set_state.tuple);
+    crate::read::tuple(ctx, &fields, ev);
 }
 
 /// Facts only the socket itself holds, read at the moment it closes.

@@ -1,6 +1,6 @@
 //! Resolves `KernelOffsets` for this kernel: tracepoint fields from tracefs, struct members from
 //! BTF. Every item becomes a `Probe` line that `tracer check` prints and `run` logs when missing.
-use tracer_common::{FIELD_MISSING, KernelOffsets, MEMBER_MISSING};
+use tracer_common::{FIELD_MISSING, KernelOffsets, MEMBER_MISSING, TupleFields};
 
 use crate::{
     kernel_btf::KernelBtf,
@@ -60,30 +60,38 @@ impl Resolved {
 }
 
 /// (field, expected size) per tracepoint; a size mismatch counts as missing.
-const SET_STATE: [(&str, usize); 11] = [
+const SET_STATE: [(&str, usize); 4] = [
     ("skaddr", 8),
     ("oldstate", 4),
     ("newstate", 4),
+    ("protocol", 2),
+];
+const ERROR_REPORT: [(&str, usize); 2] = [("error", 4), ("protocol", 2)];
+/// The 4-tuple fields, in `TupleFields` order, that follow a tracepoint's own fields above.
+const TUPLE: [(&str, usize); 7] = [
+    ("family", 2),
     ("sport", 2),
     ("dport", 2),
-    ("family", 2),
-    ("protocol", 2),
     ("saddr", 4),
     ("daddr", 4),
     ("saddr_v6", 16),
     ("daddr_v6", 16),
 ];
-const ERROR_REPORT: [(&str, usize); 9] = [
-    ("error", 4),
-    ("sport", 2),
-    ("dport", 2),
-    ("family", 2),
-    ("protocol", 2),
-    ("saddr", 4),
-    ("daddr", 4),
-    ("saddr_v6", 16),
-    ("daddr_v6", 16),
-];
+
+fn tuple_fields(f: &[u16]) -> TupleFields {
+    let [family, sport, dport, saddr, daddr, saddr_v6, daddr_v6] =
+        f.try_into().expect("7 tuple fields");
+    TupleFields {
+        family,
+        sport,
+        dport,
+        saddr,
+        daddr,
+        saddr_v6,
+        daddr_v6,
+        _pad: 0,
+    }
+}
 
 pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
     let mut o = KernelOffsets::MISSING;
@@ -113,15 +121,13 @@ pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
     let f = tp(
         "sock",
         "inet_sock_set_state",
-        &SET_STATE,
+        &[&SET_STATE[..], &TUPLE[..]].concat(),
         true,
         "no connection can be traced",
     );
     let s = &mut o.set_state;
-    [
-        s.skaddr, s.oldstate, s.newstate, s.sport, s.dport, s.family, s.protocol, s.saddr, s.daddr,
-        s.saddr_v6, s.daddr_v6,
-    ] = f.try_into().expect("11 fields");
+    [s.skaddr, s.oldstate, s.newstate, s.protocol] = f[..4].try_into().expect("4 fields");
+    s.tuple = tuple_fields(&f[4..]);
 
     let f = tp(
         "tcp",
@@ -157,14 +163,13 @@ pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
     let f = tp(
         "sock",
         "inet_sk_error_report",
-        &ERROR_REPORT,
+        &[&ERROR_REPORT[..], &TUPLE[..]].concat(),
         false,
         "errors reported before CLOSE are not joined to connections",
     );
     let e = &mut o.error_report;
-    [
-        e.error, e.sport, e.dport, e.family, e.protocol, e.saddr, e.daddr, e.saddr_v6, e.daddr_v6,
-    ] = f.try_into().expect("9 fields");
+    [e.error, e.protocol] = f[..2].try_into().expect("2 fields");
+    e.tuple = tuple_fields(&f[2..]);
 
     let f = tp(
         "tcp",
