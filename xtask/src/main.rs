@@ -5,9 +5,10 @@
 mod setup;
 
 use std::{
+    io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
@@ -102,15 +103,55 @@ fn test(args: &[String]) -> Result<()> {
         "tracer-ebpf",
     ];
     cmd.extend(args.iter().map(String::as_str));
-    let status = Command::new(env!("CARGO"))
+    let mut child = Command::new(env!("CARGO"))
         .args(&cmd)
         .current_dir(workspace_root())
         .env("PATH", setup::path_with_cargo_bin())
         .env("TRACER_BIN", &bin)
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("cannot run cargo test")?;
+    // Pass the output through and add up the per-binary results into one closing line.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("tests failed ({status})");
     }
     Ok(())
+}
+
+/// `test result: ok. 11 passed; 0 failed; …` → (11, 0).
+fn parse_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';')
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .strip_suffix(word)
+            })
+            .and_then(|n| n.trim().parse().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result;
+
+    #[test]
+    fn parses_cargo_test_result_lines() {
+        let line = "test result: ok. 11 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 17.09s";
+        assert_eq!(parse_result(line), Some((11, 2)));
+        assert_eq!(parse_result("running 3 tests"), None);
+    }
 }
