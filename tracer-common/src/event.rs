@@ -11,6 +11,10 @@ pub const KIND_CLOSED: u8 = 2;
 /// userspace joins it to a connection by 4-tuple).
 pub const KIND_ERROR_REPORT: u8 = 3;
 
+/// `tcp:tcp_send_reset` for a segment that matched no socket (`SK_RST_REASON_NO_SOCKET`): someone
+/// knocked on a port where nothing listens. src = the remote peer, dst = the local address.
+pub const KIND_INBOUND_RESET: u8 = 4;
+
 /// How many SYN retransmission times are kept for the evidence timeline.
 pub const SYN_RETRANSMIT_SLOTS: usize = 8;
 
@@ -23,6 +27,12 @@ pub const VALID_PROBES_OUT: u32 = 1 << 4;
 pub const VALID_KEEPALIVE: u32 = 1 << 5;
 pub const VALID_RST_SENT_REASON: u32 = 1 << 6;
 pub const VALID_ERR_QUEUE: u32 = 1 << 7;
+pub const VALID_SRTT: u32 = 1 << 8;
+pub const VALID_IDLE: u32 = 1 << 9;
+pub const VALID_KEEPALIVE_CFG: u32 = 1 << 10;
+pub const VALID_BYTES: u32 = 1 << 11;
+pub const VALID_TCP_FLAGS: u32 = 1 << 12;
+pub const VALID_LOOPBACK: u32 = 1 << 13;
 
 /// `rst_*_state` value when a RST happened but the socket state could not be read.
 pub const STATE_UNKNOWN: u8 = 0xff;
@@ -102,7 +112,25 @@ pub struct RawEvent {
     pub comm: [u8; 16],
     /// Time of each SYN retransmission after connect(), microseconds (first `SYN_RETRANSMIT_SLOTS`).
     pub syn_retransmit_us: [u32; SYN_RETRANSMIT_SLOTS],
+    /// `tcp_sock.srtt_us` at CLOSE: the smoothed RTT in µs, shifted left by 3.
+    pub srtt_us: u32,
+    /// Jiffies from the last segment received (`tcp_sock.rcv_tstamp`) to CLOSE.
+    pub idle_jiffies: u32,
+    /// Per-socket TCP_KEEPIDLE / TCP_KEEPINTVL in jiffies (0: the namespace's sysctl applies).
+    pub keepalive_time_j: u32,
+    pub keepalive_intvl_j: u32,
+    /// Per-socket TCP_KEEPCNT (0: the namespace's sysctl applies).
+    pub keepalive_probes: u8,
+    /// KIND_INBOUND_RESET: TCP flags of the segment that matched no socket.
+    pub tcp_flags: u8,
+    /// KIND_INBOUND_RESET: 1 when it arrived on a loopback device (the peer is this host).
+    pub loopback: u8,
+    pub _pad2: [u8; 5],
+    /// `tcp_sock.bytes_sent`, `bytes_acked`, `bytes_received` at CLOSE.
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
 }
 
-pub const RAW_EVENT_SIZE: usize = 184;
+pub const RAW_EVENT_SIZE: usize = 232;
 const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);

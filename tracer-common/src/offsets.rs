@@ -48,14 +48,13 @@ pub struct SetStateFields {
 }
 const _: () = assert!(core::mem::size_of::<SetStateFields>() == 24);
 
-/// Field offsets of `tcp:tcp_retransmit_skb` and `tcp:tcp_send_reset` (`reason` only there).
+/// Field offsets of `tcp:tcp_retransmit_skb`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockStateFields {
     pub skaddr: u16,
     pub state: u16,
-    pub reason: u16,
-    pub _pad: u16,
+    pub _pad: [u16; 2],
 }
 const _: () = assert!(core::mem::size_of::<SockStateFields>() == 8);
 
@@ -69,6 +68,34 @@ pub struct ErrorReportFields {
     pub tuple: TupleFields,
 }
 const _: () = assert!(core::mem::size_of::<ErrorReportFields>() == 24);
+
+/// Field offsets of `tcp:tcp_send_reset`. `saddr`/`daddr` are 28-byte socket addresses
+/// (`sockaddr_in` / `sockaddr_in6`); for a segment that matched no socket they hold the local
+/// and the remote end of that segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendResetFields {
+    pub skaddr: u16,
+    pub skbaddr: u16,
+    pub state: u16,
+    pub reason: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub _pad: [u16; 2],
+}
+const _: () = assert!(core::mem::size_of::<SendResetFields>() == 16);
+
+impl SendResetFields {
+    pub const MISSING: SendResetFields = SendResetFields {
+        skaddr: FIELD_MISSING,
+        skbaddr: FIELD_MISSING,
+        state: FIELD_MISSING,
+        reason: FIELD_MISSING,
+        saddr: FIELD_MISSING,
+        daddr: FIELD_MISSING,
+        _pad: [0; 2],
+    };
+}
 
 /// Byte offsets of kernel struct members, from BTF.
 #[repr(C)]
@@ -96,9 +123,28 @@ pub struct MemberOffsets {
     pub sk_error_queue_next: u32,
     /// `sk_buff.cb` + `sock_exterr_skb.ee`: the `sock_extended_err` of a queued error.
     pub skb_exterr_ee: u32,
-    pub _pad: u32,
+    /// `tcp_sock.srtt_us` (u32).
+    pub srtt_us: u32,
+    /// `tcp_sock.rcv_tstamp` (u32 jiffies).
+    pub rcv_tstamp: u32,
+    /// `tcp_sock.bytes_sent`, `bytes_acked`, `bytes_received` (u64).
+    pub bytes_sent: u32,
+    pub bytes_acked: u32,
+    pub bytes_received: u32,
+    /// `tcp_sock.keepalive_time`, `keepalive_intvl` (unsigned int, jiffies), `keepalive_probes` (u8).
+    pub keepalive_time: u32,
+    pub keepalive_intvl: u32,
+    pub keepalive_probes: u32,
+    /// `sk_buff.dev` (struct net_device *), `sk_buff.data` (unsigned char *).
+    pub skb_dev: u32,
+    pub skb_data: u32,
+    /// `net_device.nd_net.net` (struct net *), `net_device.flags` (unsigned int).
+    pub dev_nd_net: u32,
+    pub dev_flags: u32,
+    /// Value of `SK_RST_REASON_NO_SOCKET` in `enum sk_rst_reason`.
+    pub rst_reason_no_socket: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 96);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -106,7 +152,7 @@ const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 48);
 pub struct KernelOffsets {
     pub set_state: SetStateFields,
     pub retransmit: SockStateFields,
-    pub send_reset: SockStateFields,
+    pub send_reset: SendResetFields,
     /// `skaddr` of `tcp:tcp_receive_reset`.
     pub receive_reset_skaddr: u16,
     /// `skaddr` of `tcp:tcp_destroy_sock`.
@@ -115,7 +161,7 @@ pub struct KernelOffsets {
     pub error_report: ErrorReportFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 176);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -128,7 +174,7 @@ impl KernelOffsets {
             tuple: TupleFields::MISSING,
         },
         retransmit: SockStateFields::MISSING,
-        send_reset: SockStateFields::MISSING,
+        send_reset: SendResetFields::MISSING,
         receive_reset_skaddr: FIELD_MISSING,
         destroy_skaddr: FIELD_MISSING,
         _pad: 0,
@@ -150,7 +196,19 @@ impl KernelOffsets {
             sock_keepopen_bit: MEMBER_MISSING,
             sk_error_queue_next: MEMBER_MISSING,
             skb_exterr_ee: MEMBER_MISSING,
-            _pad: 0,
+            srtt_us: MEMBER_MISSING,
+            rcv_tstamp: MEMBER_MISSING,
+            bytes_sent: MEMBER_MISSING,
+            bytes_acked: MEMBER_MISSING,
+            bytes_received: MEMBER_MISSING,
+            keepalive_time: MEMBER_MISSING,
+            keepalive_intvl: MEMBER_MISSING,
+            keepalive_probes: MEMBER_MISSING,
+            skb_dev: MEMBER_MISSING,
+            skb_data: MEMBER_MISSING,
+            dev_nd_net: MEMBER_MISSING,
+            dev_flags: MEMBER_MISSING,
+            rst_reason_no_socket: MEMBER_MISSING,
         },
     };
 }
@@ -159,8 +217,7 @@ impl SockStateFields {
     pub const MISSING: SockStateFields = SockStateFields {
         skaddr: FIELD_MISSING,
         state: FIELD_MISSING,
-        reason: FIELD_MISSING,
-        _pad: 0,
+        _pad: [0; 2],
     };
 }
 

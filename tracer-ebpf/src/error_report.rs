@@ -4,11 +4,12 @@
 //! supporting evidence only: userspace joins it to a connection by 4-tuple; the authoritative
 //! errno is `sk_err`, read at CLOSE. Reports with error 0 carry nothing and are skipped.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{AF_INET, AF_INET6, IPPROTO_TCP, KIND_ERROR_REPORT, RawEvent};
+use tracer_common::{AF_INET, AF_INET6, IPPROTO_TCP, KIND_ERROR_REPORT};
 
 use crate::{
     emit::{now_ns, submit},
     read::{field, offset, tuple},
+    state::{SCRATCH_ERROR_REPORT, scratch},
 };
 
 #[tracepoint]
@@ -27,16 +28,15 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
     if protocol != IPPROTO_TCP {
         return None;
     }
-    // SAFETY: RawEvent is integers and byte arrays only; all-zero is a valid value.
-    let mut ev: RawEvent = unsafe { core::mem::zeroed() };
+    let ev = scratch(SCRATCH_ERROR_REPORT)?;
     ev.kind = KIND_ERROR_REPORT;
     ev.error = error;
     ev.ts_ns = now_ns();
     let fields = offset!(error_report.tuple);
-    tuple(ctx, &fields, &mut ev);
+    tuple(ctx, &fields, ev);
     if ev.family != AF_INET && ev.family != AF_INET6 {
         return None;
     }
-    submit(&ev);
+    submit(ev);
     Some(())
 }

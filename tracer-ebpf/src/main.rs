@@ -10,6 +10,7 @@
 mod destroy;
 mod emit;
 mod error_report;
+mod inbound;
 mod read;
 mod reset;
 mod retransmit;
@@ -37,6 +38,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// Per-socket state of outbound connects, from connect() to CLOSE. The loader sets the size.
 #[map]
 static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per-CPU scratch space for building a record (too large for the 512-byte BPF stack), one slot
+/// per program that builds one (see `state::scratch`).
+#[map]
+static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(3, 0);
 
 /// Per-CPU counters, indexed by `tracer_common::COUNTER_*`.
 #[map]

@@ -1,5 +1,6 @@
 //! `tcp:tcp_receive_reset` (a RST arrived: refused in SYN_SENT, reset when synchronized) and
-//! `tcp:tcp_send_reset` (this host sent a RST on the socket, e.g. after keepalive failure).
+//! `tcp:tcp_send_reset` (this host sent a RST on the socket, e.g. after keepalive failure; or,
+//! with no socket, answered a segment for a port where nothing listens: see `inbound`).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{STATE_UNKNOWN, VALID_RST_SENT_REASON};
 
@@ -35,8 +36,8 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
     let skaddr: u64 = field(ctx, offset!(send_reset.skaddr), 0);
     if skaddr == 0 {
-        // A RST for a packet that matched no socket (inbound; later work).
-        return None;
+        // A RST for a segment that matched no socket: someone knocked on a closed port.
+        return crate::inbound::no_socket_reset(ctx);
     }
     let state = tracked(skaddr)?;
     let tcp: i32 = field(ctx, offset!(send_reset.state), 0);

@@ -11,8 +11,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_ERR_QUEUE, VALID_ICSK_RETRANSMITS,
-    VALID_KEEPALIVE, VALID_NETNS, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
+    IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_BYTES, VALID_ERR_QUEUE,
+    VALID_ICSK_RETRANSMITS, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_NETNS,
+    VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, tcp_state,
 };
 
 use crate::{
@@ -22,7 +23,7 @@ use crate::{
         submit,
     },
     read::{config, field, member, offset, sock_netns},
-    state::tracked,
+    state::{SCRATCH_CONNECT, scratch, tracked},
 };
 
 #[tracepoint]
@@ -94,8 +95,7 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
     if wanted != 0 && netns != wanted {
         return None;
     }
-    // SAFETY: RawEvent is integers and byte arrays only; all-zero is a valid value.
-    let mut ev: RawEvent = unsafe { core::mem::zeroed() };
+    let ev = scratch(SCRATCH_CONNECT)?;
     let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
@@ -112,8 +112,10 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
     ev.ts_ns = ev.start_ns;
     ev.old_state = tcp_state::CLOSE;
     ev.new_state = tcp_state::SYN_SENT;
-    read_tuple(ctx, &mut ev);
-    match SOCKS.insert(skaddr, ev, 0) {
+    read_tuple(ctx, ev);
+    // By reference: a copy of the record would not fit the BPF stack.
+    let record: &RawEvent = ev;
+    match SOCKS.insert(skaddr, record, 0) {
         Ok(()) => count(COUNTER_TRACKED),
         Err(err) => {
             count(COUNTER_INSERT_ERRORS);
@@ -151,6 +153,7 @@ fn read_close_facts(sk: *const u8, ev: &mut RawEvent) {
         ev.valid |= VALID_PROBES_OUT;
     }
     read_error_queue(sk, ev);
+    read_tcp_counters(sk, ev);
     let bit: u32 = offset!(members.sock_keepopen_bit);
     let mut flags = 0u64;
     if bit < 64 && member(sk, offset!(members.sk_flags), &mut flags) {
@@ -186,5 +189,41 @@ fn read_error_queue(sk: *const u8, ev: &mut RawEvent) {
         ev.err_queue_type = ee[5];
         ev.err_queue_code = ee[6];
         ev.valid |= VALID_ERR_QUEUE;
+    }
+}
+
+/// RTT, idle time, keepalive settings and byte counters of the TCP socket.
+#[inline(always)]
+fn read_tcp_counters(sk: *const u8, ev: &mut RawEvent) {
+    if member(sk, offset!(members.srtt_us), &mut ev.srtt_us) {
+        ev.valid |= VALID_SRTT;
+    }
+    let mut rcv_tstamp = 0u32;
+    if member(sk, offset!(members.rcv_tstamp), &mut rcv_tstamp) {
+        // SAFETY: a helper without arguments (bpf_base_func_proto, needs CAP_BPF).
+        let now = unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } as u32;
+        ev.idle_jiffies = now.wrapping_sub(rcv_tstamp);
+        ev.valid |= VALID_IDLE;
+    }
+    if member(
+        sk,
+        offset!(members.keepalive_time),
+        &mut ev.keepalive_time_j,
+    ) && member(
+        sk,
+        offset!(members.keepalive_intvl),
+        &mut ev.keepalive_intvl_j,
+    ) && member(
+        sk,
+        offset!(members.keepalive_probes),
+        &mut ev.keepalive_probes,
+    ) {
+        ev.valid |= VALID_KEEPALIVE_CFG;
+    }
+    if member(sk, offset!(members.bytes_sent), &mut ev.bytes_sent)
+        && member(sk, offset!(members.bytes_acked), &mut ev.bytes_acked)
+        && member(sk, offset!(members.bytes_received), &mut ev.bytes_received)
+    {
+        ev.valid |= VALID_BYTES;
     }
 }

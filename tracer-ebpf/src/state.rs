@@ -1,7 +1,7 @@
 //! Access to the per-socket state in `SOCKS`.
 use tracer_common::RawEvent;
 
-use crate::SOCKS;
+use crate::{SCRATCH, SOCKS};
 
 /// The state entry of a tracked socket, for in-place updates.
 #[inline(always)]
@@ -10,4 +10,21 @@ pub fn tracked(skaddr: u64) -> Option<&'static mut RawEvent> {
     // SAFETY: a map value pointer stays valid for the duration of the program; updates to one
     // socket's entry are serialised by the kernel's socket lock / softirq context.
     Some(unsafe { &mut *ptr })
+}
+
+/// Scratch slots: one per program, so that a program never overwrites another's half-built record.
+pub const SCRATCH_CONNECT: u32 = 0;
+pub const SCRATCH_ERROR_REPORT: u32 = 1;
+pub const SCRATCH_INBOUND: u32 = 2;
+
+/// A zeroed per-CPU record to build in place.
+#[inline(always)]
+pub fn scratch(slot: u32) -> Option<&'static mut RawEvent> {
+    let ptr = SCRATCH.get_ptr_mut(slot)?;
+    // SAFETY: a per-CPU slot used by a single program; classic tracepoint programs do not nest
+    // on a CPU (the kernel's bpf_prog_active guard), so nothing else touches it meanwhile.
+    unsafe {
+        core::ptr::write_bytes(ptr, 0, 1);
+        Some(&mut *ptr)
+    }
 }

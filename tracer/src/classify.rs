@@ -10,8 +10,10 @@ use std::{
 
 use libc::{ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
 use tracer_common::{
-    AF_INET, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, RawEvent, SYN_RETRANSMIT_SLOTS,
-    VALID_ERR_QUEUE, VALID_KEEPALIVE, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, tcp_state,
+    AF_INET, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, KIND_INBOUND_RESET, RawEvent,
+    SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_ERR_QUEUE, VALID_IDLE, VALID_KEEPALIVE,
+    VALID_KEEPALIVE_CFG, VALID_LOOPBACK, VALID_PROBES_OUT, VALID_RST_SENT_REASON, VALID_SK_ERR,
+    VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, tcp_state,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +46,15 @@ impl Label {
     pub const fn is_failure(self) -> bool {
         !matches!(self, Label::Cancelled | Label::Connected)
     }
+}
+
+/// Who initiated the connection the record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// This host connected out (the process is known).
+    Outbound,
+    /// A remote peer connected to this host (its SYN hit a port where nothing listens).
+    Inbound,
 }
 
 /// How a refusal reached us.
@@ -101,11 +112,27 @@ pub struct Evidence {
     pub soft_errno: Option<i32>,
     /// ICMP (or ICMPv6) type and code of the error the kernel queued on the socket, if any.
     pub icmp: Option<(u8, u8)>,
+    /// Smoothed RTT at the failure, ms (established connections).
+    pub srtt_ms: Option<f64>,
+    /// Time since the last segment was received, ms (established connections).
+    pub idle_ms: Option<f64>,
+    /// The socket's own keepalive settings (TCP_KEEPIDLE, TCP_KEEPINTVL in ms, TCP_KEEPCNT);
+    /// `None` where the namespace's sysctl applies.
+    pub keepalive_idle_ms: Option<f64>,
+    pub keepalive_interval_ms: Option<f64>,
+    pub keepalive_probes: Option<u8>,
+    /// Bytes sent, acknowledged by the peer, received (established connections).
+    pub bytes: Option<(u64, u64, u64)>,
+    /// `enum sk_rst_reason` value of the RST this host sent, when the kernel says.
+    pub rst_sent_reason: Option<u16>,
+    /// Inbound: TCP flags of the segment that found no socket.
+    pub tcp_flags: Option<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     pub label: Label,
+    pub direction: Direction,
     pub conn: Connection,
     /// Kernel monotonic time of the outcome.
     pub at_ns: u64,
@@ -126,21 +153,41 @@ const REPORT_CAPACITY: usize = 4096;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassifierCounts {
     pub cancelled: u64,
+    /// Socket-less RSTs not reported as inbound refusals: over loopback (the outbound side is
+    /// reported), or answering a segment that was not a connection attempt.
+    pub inbound_ignored: u64,
     /// An established connection closed with an errno no label covers.
     pub unclassified: u64,
     pub error_reports_dropped: u64,
 }
 
+/// What the classifier needs to know about the kernel it runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelParams {
+    /// Jiffies per second (CONFIG_HZ), to convert jiffy-based socket fields.
+    pub hz: u32,
+}
+
+impl Default for KernelParams {
+    fn default() -> Self {
+        Self { hz: 1000 }
+    }
+}
+
 #[derive(Default)]
 pub struct Classifier {
+    kernel: KernelParams,
     reports: HashMap<TupleKey, (i32, u64)>,
     report_order: VecDeque<(TupleKey, u64)>,
     pub counts: ClassifierCounts,
 }
 
 impl Classifier {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(kernel: KernelParams) -> Self {
+        Self {
+            kernel,
+            ..Self::default()
+        }
     }
 
     /// Feeds one decoded event; returns an outcome when the event ends (or establishes) a
@@ -152,9 +199,16 @@ impl Classifier {
                 None
             }
             KIND_CONNECTED => Some(connected(ev)),
+            KIND_INBOUND_RESET => {
+                let outcome = inbound(ev);
+                if outcome.is_none() {
+                    self.counts.inbound_ignored += 1;
+                }
+                outcome
+            }
             KIND_CLOSED => {
                 let reported = self.take_report(ev);
-                let outcome = closed(ev, reported);
+                let outcome = closed(ev, reported, &self.kernel);
                 match outcome.as_ref().map(|o| o.label) {
                     Some(Label::Cancelled) => self.counts.cancelled += 1,
                     None if errno_of(ev, reported).is_some() => self.counts.unclassified += 1,
@@ -243,6 +297,7 @@ fn connected(ev: &RawEvent) -> Outcome {
     evidence.elapsed_ms = ms(ev.established_ns.saturating_sub(ev.start_ns));
     Outcome {
         label: Label::Connected,
+        direction: Direction::Outbound,
         conn: connection(ev),
         at_ns: ev.ts_ns,
         errno: None,
@@ -250,8 +305,39 @@ fn connected(ev: &RawEvent) -> Outcome {
     }
 }
 
+/// TCP header flag bits.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// A socket-less RST this host sent: an inbound refusal when it answered a connection attempt
+/// (a SYN without ACK) that did not come over loopback.
+fn inbound(ev: &RawEvent) -> Option<Outcome> {
+    if ev.valid & VALID_LOOPBACK != 0 && ev.loopback != 0 {
+        return None;
+    }
+    let flags = (ev.valid & VALID_TCP_FLAGS != 0).then_some(ev.tcp_flags);
+    if flags.is_some_and(|f| f & (TCP_SYN | TCP_ACK) != TCP_SYN) {
+        return None;
+    }
+    let evidence = Evidence {
+        via: Some(Via::Rst),
+        rst_sent: true,
+        rst_sent_reason: (ev.valid & VALID_RST_SENT_REASON != 0).then_some(ev.rst_sent_reason),
+        tcp_flags: flags,
+        ..Evidence::default()
+    };
+    Some(Outcome {
+        label: Label::Refused,
+        direction: Direction::Inbound,
+        conn: connection(ev),
+        at_ns: ev.ts_ns,
+        errno: None,
+        evidence,
+    })
+}
+
 /// The decision table of ARCHITECTURE §4.
-fn closed(ev: &RawEvent, reported: Option<i32>) -> Option<Outcome> {
+fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option<Outcome> {
     let errno = errno_of(ev, reported);
     let mut evidence = base_evidence(ev);
     let was_established = ev.established_ns != 0 || ev.old_state != tcp_state::SYN_SENT;
@@ -280,6 +366,7 @@ fn closed(ev: &RawEvent, reported: Option<i32>) -> Option<Outcome> {
     } else {
         evidence.connection_age_ms =
             (ev.established_ns != 0).then(|| ms(ev.ts_ns.saturating_sub(ev.established_ns)));
+        established_evidence(ev, kernel, &mut evidence);
         if ev.rst_received_state != 0 || errno == Some(ECONNRESET) {
             Label::Reset
         } else {
@@ -303,11 +390,28 @@ fn closed(ev: &RawEvent, reported: Option<i32>) -> Option<Outcome> {
     evidence.elapsed_ms = ms(ev.ts_ns.saturating_sub(ev.start_ns));
     Some(Outcome {
         label,
+        direction: Direction::Outbound,
         conn: connection(ev),
         at_ns: ev.ts_ns,
         errno,
         evidence,
     })
+}
+
+/// RTT, idle time, keepalive settings and byte counts of a connection that was established.
+fn established_evidence(ev: &RawEvent, kernel: &KernelParams, e: &mut Evidence) {
+    let jiffies_ms = |j: u32| f64::from(j) * 1000.0 / f64::from(kernel.hz.max(1));
+    e.srtt_ms =
+        (ev.valid & VALID_SRTT != 0 && ev.srtt_us > 0).then(|| f64::from(ev.srtt_us >> 3) / 1000.0);
+    e.idle_ms = (ev.valid & VALID_IDLE != 0).then(|| jiffies_ms(ev.idle_jiffies));
+    if ev.valid & VALID_KEEPALIVE_CFG != 0 {
+        e.keepalive_idle_ms = (ev.keepalive_time_j > 0).then(|| jiffies_ms(ev.keepalive_time_j));
+        e.keepalive_interval_ms =
+            (ev.keepalive_intvl_j > 0).then(|| jiffies_ms(ev.keepalive_intvl_j));
+        e.keepalive_probes = (ev.keepalive_probes > 0).then_some(ev.keepalive_probes);
+    }
+    e.bytes =
+        (ev.valid & VALID_BYTES != 0).then_some((ev.bytes_sent, ev.bytes_acked, ev.bytes_received));
 }
 
 fn base_evidence(ev: &RawEvent) -> Evidence {
@@ -325,6 +429,8 @@ fn base_evidence(ev: &RawEvent) -> Evidence {
         soft_errno: (ev.valid & VALID_SK_ERR_SOFT != 0 && ev.sk_err_soft > 0)
             .then_some(ev.sk_err_soft),
         icmp: icmp_of(ev),
+        rst_sent_reason: (ev.valid & VALID_RST_SENT_REASON != 0 && ev.rst_sent_state != 0)
+            .then_some(ev.rst_sent_reason),
         ..Evidence::default()
     }
 }

@@ -70,7 +70,7 @@ fn report(ev: &RawEvent, at_ms: u64, errno: i32) -> RawEvent {
 }
 
 fn run(events: &[RawEvent]) -> (Vec<Outcome>, ClassifierCounts) {
-    let mut c = Classifier::new();
+    let mut c = Classifier::new(KernelParams { hz: 250 });
     let out = events.iter().filter_map(|e| c.observe(e)).collect();
     (out, c.counts)
 }
@@ -267,7 +267,7 @@ fn close_without_a_connect_record_does_not_panic() {
 
 #[test]
 fn error_reports_are_bounded() {
-    let mut c = Classifier::new();
+    let mut c = Classifier::new(KernelParams { hz: 250 });
     let ev = connect();
     for i in 0..(REPORT_CAPACITY as u16 + 10) {
         let mut r = report(&ev, 1, ECONNREFUSED);

@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// (`stat -L -c %i /proc/PID/ns/net`). Filtered in the kernel.
     #[arg(long, value_name = "INODE", value_parser = clap::value_parser!(u32).range(1..))]
     pub netns: Option<u32>,
+    /// Also print a `connect` record for every successful connect (latency, SYN retransmits).
+    #[arg(long)]
+    pub successes: bool,
     /// Seconds between `stats` records; 0 prints one only at exit.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stats_interval: u64,

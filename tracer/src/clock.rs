@@ -45,6 +45,14 @@ impl WallClock {
     }
 }
 
+/// The kernel's tick rate (CONFIG_HZ): the resolution of the coarse clocks is one jiffy.
+pub fn kernel_hz() -> u32 {
+    match nix::time::clock_getres(ClockId::CLOCK_MONOTONIC_COARSE) {
+        Ok(res) if ns(res) > 0 => (1_000_000_000 / ns(res)) as u32,
+        _ => 1000,
+    }
+}
+
 fn ns(ts: nix::sys::time::TimeSpec) -> i128 {
     ts.tv_sec() as i128 * 1_000_000_000 + ts.tv_nsec() as i128
 }
@@ -52,6 +60,15 @@ fn ns(ts: nix::sys::time::TimeSpec) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_hz_is_a_known_tick_rate() {
+        assert!(
+            [100, 250, 300, 1000].contains(&kernel_hz()),
+            "{}",
+            kernel_hz()
+        );
+    }
 
     #[test]
     fn formats_rfc3339_utc_micros() {

@@ -1,6 +1,7 @@
 //! Ring-buffer bytes → `RawEvent`, with the length, kind and family checked (never transmuted).
 use tracer_common::{
-    AF_INET, AF_INET6, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, RAW_EVENT_SIZE, RawEvent,
+    AF_INET, AF_INET6, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, KIND_INBOUND_RESET,
+    RAW_EVENT_SIZE, RawEvent,
 };
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +20,10 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     }
     let ev: RawEvent = bytemuck::try_pod_read_unaligned(bytes)
         .map_err(|_| DecodeError::Length { got: bytes.len() })?;
-    if !matches!(ev.kind, KIND_CONNECTED | KIND_CLOSED | KIND_ERROR_REPORT) {
+    if !matches!(
+        ev.kind,
+        KIND_CONNECTED | KIND_CLOSED | KIND_ERROR_REPORT | KIND_INBOUND_RESET
+    ) {
         return Err(DecodeError::Kind(ev.kind));
     }
     if !matches!(ev.family, AF_INET | AF_INET6) {

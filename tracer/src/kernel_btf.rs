@@ -76,6 +76,24 @@ impl KernelBtf {
         ))
     }
 
+    /// Every variant of `enum name`, as (value, name).
+    pub fn enum_variants(&self, name: &str) -> Vec<(u64, String)> {
+        let Ok(types) = self.btf.resolve_types_by_name(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for t in types {
+            if let Type::Enum(e) = &t {
+                for m in &e.members {
+                    if let Ok(n) = self.btf.resolve_name(m) {
+                        out.push((u64::from(m.val()), n));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     fn struct_named(&self, name: &str) -> Result<Type, String> {
         self.btf
             .resolve_types_by_name(name)

@@ -4,6 +4,7 @@ pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod decode;
+pub mod hints;
 pub mod kernel_btf;
 pub mod loader;
 pub mod logging;

@@ -150,11 +150,18 @@ pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
     let f = tp(
         "tcp",
         "tcp_send_reset",
-        &[("skaddr", 8), ("state", 4)],
+        &[
+            ("skaddr", 8),
+            ("skbaddr", 8),
+            ("state", 4),
+            ("saddr", 28),
+            ("daddr", 28),
+        ],
         false,
-        "RSTs sent by this host are not in the evidence",
+        "RSTs sent by this host are not in the evidence; no inbound refusals",
     );
-    (o.send_reset.skaddr, o.send_reset.state) = (f[0], f[1]);
+    let r = &mut o.send_reset;
+    [r.skaddr, r.skbaddr, r.state, r.saddr, r.daddr] = f[..].try_into().expect("5 fields");
     // `reason` exists only on newer kernels (6.10+): optional, no probe line of its own.
     if let Ok(fmt) = tracefs.format("tcp", "tcp_send_reset") {
         o.send_reset.reason = field_offsets(&fmt, &[("reason", 4)]).0[0];
@@ -211,7 +218,7 @@ type MemberSpec = (
     usize,
     &'static str,
 );
-const MEMBERS: [MemberSpec; 8] = [
+const MEMBERS: [MemberSpec; 20] = [
     (
         "sock.sk_err",
         "sock",
@@ -268,6 +275,90 @@ const MEMBERS: [MemberSpec; 8] = [
         8,
         "whether SO_KEEPALIVE was set is unknown",
     ),
+    (
+        "tcp_sock.srtt_us",
+        "tcp_sock",
+        &["srtt_us"],
+        4,
+        "srtt_ms is not in the evidence",
+    ),
+    (
+        "tcp_sock.rcv_tstamp",
+        "tcp_sock",
+        &["rcv_tstamp"],
+        4,
+        "idle time before a failure is unknown",
+    ),
+    (
+        "tcp_sock.bytes_sent",
+        "tcp_sock",
+        &["bytes_sent"],
+        8,
+        "byte counts are not in the evidence",
+    ),
+    (
+        "tcp_sock.bytes_acked",
+        "tcp_sock",
+        &["bytes_acked"],
+        8,
+        "byte counts are not in the evidence",
+    ),
+    (
+        "tcp_sock.bytes_received",
+        "tcp_sock",
+        &["bytes_received"],
+        8,
+        "byte counts are not in the evidence",
+    ),
+    (
+        "tcp_sock.keepalive_time",
+        "tcp_sock",
+        &["keepalive_time"],
+        4,
+        "per-socket keepalive settings are unknown",
+    ),
+    (
+        "tcp_sock.keepalive_intvl",
+        "tcp_sock",
+        &["keepalive_intvl"],
+        4,
+        "per-socket keepalive settings are unknown",
+    ),
+    (
+        "tcp_sock.keepalive_probes",
+        "tcp_sock",
+        &["keepalive_probes"],
+        1,
+        "per-socket keepalive settings are unknown",
+    ),
+    (
+        "sk_buff.dev",
+        "sk_buff",
+        &["dev"],
+        8,
+        "inbound refusals have no netns and cannot be filtered",
+    ),
+    (
+        "sk_buff.data",
+        "sk_buff",
+        &["data"],
+        8,
+        "inbound refusals are not told from stray segments",
+    ),
+    (
+        "net_device.nd_net",
+        "net_device",
+        &["nd_net", "net"],
+        8,
+        "inbound refusals have no netns and cannot be filtered",
+    ),
+    (
+        "net_device.flags",
+        "net_device",
+        &["flags"],
+        4,
+        "inbound refusals over loopback are not told apart",
+    ),
 ];
 
 fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes: &mut Vec<Probe>) {
@@ -315,7 +406,31 @@ fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes:
         m.icsk_retransmits,
         m.icsk_probes_out,
         m.sk_flags,
+        m.srtt_us,
+        m.rcv_tstamp,
+        m.bytes_sent,
+        m.bytes_acked,
+        m.bytes_received,
+        m.keepalive_time,
+        m.keepalive_intvl,
+        m.keepalive_probes,
+        m.skb_dev,
+        m.skb_data,
+        m.dev_nd_net,
+        m.dev_flags,
     ] = values;
+    let name = "enum sk_rst_reason.SK_RST_REASON_NO_SOCKET";
+    match btf.enum_value("sk_rst_reason", "SK_RST_REASON_NO_SOCKET") {
+        Ok(v) => {
+            m.rst_reason_no_socket = v as u32;
+            probes.push(Probe::ok(name, format!("value {v}")));
+        }
+        Err(e) => probes.push(Probe::missing(
+            name,
+            format!("{e} (kernels before 6.10): inbound refusals are every socket-less RST"),
+            false,
+        )),
+    }
     resolve_error_queue(m, btf, probes);
     match btf.enum_value("sock_flags", "SOCK_KEEPOPEN") {
         Ok(bit) if bit < 64 => {

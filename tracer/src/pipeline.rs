@@ -2,34 +2,52 @@
 use std::io::{self, Write};
 
 use crate::{
-    classify::Classifier,
+    classify::{Classifier, KernelParams, Label},
     clock::WallClock,
     decode::decode,
     output::ndjson::NdjsonWriter,
-    record::{Failure, Record, Stats},
+    record::{Connect, Failure, Record, RstReasons, Stats},
     source::CounterTotals,
 };
+
+/// Which records to print.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Select {
+    /// Print `connect` records for successful connects.
+    pub successes: bool,
+}
 
 pub struct Pipeline {
     classifier: Classifier,
     clock: WallClock,
+    select: Select,
+    reasons: RstReasons,
     pub events: u64,
     pub decode_errors: u64,
     pub failures: u64,
+    pub connects: u64,
 }
 
 impl Pipeline {
-    pub fn new(clock: WallClock) -> Self {
+    pub fn new(
+        clock: WallClock,
+        kernel: KernelParams,
+        reasons: RstReasons,
+        select: Select,
+    ) -> Self {
         Self {
-            classifier: Classifier::new(),
+            classifier: Classifier::new(kernel),
             clock,
+            select,
+            reasons,
             events: 0,
             decode_errors: 0,
             failures: 0,
+            connects: 0,
         }
     }
 
-    /// Processes one ring-buffer record, writing a failure record if it ends a failed connection.
+    /// Processes one ring-buffer record, writing the record it produces, if any.
     pub fn process<W: Write>(&mut self, bytes: &[u8], out: &mut NdjsonWriter<W>) -> io::Result<()> {
         let ev = match decode(bytes) {
             Ok(ev) => ev,
@@ -45,15 +63,26 @@ impl Pipeline {
         let Some(outcome) = self.classifier.observe(&ev) else {
             return Ok(());
         };
-        if !outcome.label.is_failure() {
-            return Ok(());
+        match outcome.label {
+            Label::Cancelled => Ok(()),
+            Label::Connected => {
+                self.connects += 1;
+                if !self.select.successes {
+                    return Ok(());
+                }
+                let time = self.clock.rfc3339(outcome.at_ns);
+                out.write(&Record::Connect(Connect::from_outcome(&outcome, time)))
+            }
+            _ => {
+                self.failures += 1;
+                let time = self.clock.rfc3339(outcome.at_ns);
+                out.write(&Record::Failure(Failure::from_outcome(
+                    &outcome,
+                    time,
+                    &self.reasons,
+                )))
+            }
         }
-        self.failures += 1;
-        let record = Record::Failure(Failure::from_outcome(
-            &outcome,
-            self.clock.rfc3339(outcome.at_ns),
-        ));
-        out.write(&record)
     }
 
     pub fn stats(&mut self, kernel: &CounterTotals, now_mono_ns: u64) -> Record {
@@ -68,7 +97,9 @@ impl Pipeline {
             evicted: kernel.evicted,
             cancelled: c.cancelled,
             failures: self.failures,
+            connects: self.connects,
             unclassified: c.unclassified,
+            inbound_ignored: c.inbound_ignored,
             read_errors: kernel.read_errors,
         })
     }

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::classify::{GaveUp, Outcome, Via};
+use crate::{
+    classify::{Direction, GaveUp, Outcome, Via},
+    hints,
+};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -16,6 +19,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 )]
 pub enum Record {
     Failure(Failure),
+    Connect(Connect),
     Stats(Stats),
 }
 
@@ -48,14 +52,36 @@ pub struct Process {
 pub struct Failure {
     pub time: String,
     pub label: &'static str,
+    /// `outbound` (this host connected) or `inbound` (a peer's SYN found no listener here).
+    pub direction: &'static str,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    /// The process that called connect(); null for inbound records.
+    pub process: Option<Process>,
+    pub cgroup_id: Option<u64>,
+    pub netns: Option<u32>,
+    /// Symbolic errno (`ECONNREFUSED`), or null when the socket had none.
+    pub errno: Option<String>,
+    pub evidence: EvidenceOut,
+    /// Likely causes and the next diagnostic step, with this connection's address filled in.
+    pub hint: String,
+}
+
+/// A successful connect (`--successes`).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Connect {
+    pub time: String,
     pub src: Endpoint,
     pub dst: Endpoint,
     pub process: Process,
     pub cgroup_id: u64,
     pub netns: Option<u32>,
-    /// Symbolic errno (`ECONNREFUSED`), or null when the socket had none.
-    pub errno: Option<String>,
-    pub evidence: EvidenceOut,
+    /// From connect() to ESTABLISHED.
+    pub latency_ms: f64,
+    /// Non-zero: a lossy path, or SYN backlog drops at the server.
+    pub syn_retransmits: u16,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub syn_retransmit_ms: Vec<f64>,
 }
 
 #[derive(Serialize, Debug, Default, PartialEq)]
@@ -75,12 +101,32 @@ pub struct EvidenceOut {
     pub probes_sent: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_idle_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_interval_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_probes: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtt_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_acked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<u64>,
     pub rst_received: bool,
     pub rst_sent: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rst_sent_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soft_errno: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<String>,
 }
 
 /// The ICMP error the kernel queued on the socket.
@@ -107,8 +153,12 @@ pub struct Stats {
     pub cancelled: u64,
     /// Failures printed so far.
     pub failures: u64,
+    /// Successful connects seen (printed only with --successes).
+    pub connects: u64,
     /// Established connections that ended with an errno no label covers.
     pub unclassified: u64,
+    /// Socket-less RSTs that were not inbound refusals (over loopback, or not answering a SYN).
+    pub inbound_ignored: u64,
     /// Kernel reads that failed (a struct field could not be read).
     pub read_errors: u64,
 }
@@ -129,22 +179,65 @@ pub fn comm(raw: &[u8; 16]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
+/// TCP flags as letters in tcpdump's order: `S`, `SA`, `R`, `F`, `P`, `.` for a bare ACK.
+pub fn tcp_flags(flags: u8) -> String {
+    let names = [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'W'),
+    ];
+    let mut s: String = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|&(_, c)| c)
+        .collect();
+    if flags & 0x10 != 0 {
+        s.push(if s.is_empty() { '.' } else { 'A' });
+    }
+    s
+}
+
+/// Names of `enum sk_rst_reason` values, from the kernel's BTF (`SK_RST_REASON_` stripped,
+/// lower case); empty when unknown, and then the number is printed.
+#[derive(Clone, Debug, Default)]
+pub struct RstReasons(pub Vec<(u64, String)>);
+
+impl RstReasons {
+    pub fn name(&self, value: u16) -> String {
+        self.0
+            .iter()
+            .find(|(v, _)| *v == u64::from(value))
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| value.to_string())
+    }
+}
+
+fn process(o: &Outcome) -> Process {
+    Process {
+        pid: o.conn.pid,
+        tid: o.conn.tid,
+        comm: comm(&o.conn.comm),
+        uid: o.conn.uid,
+    }
+}
+
 impl Failure {
-    pub fn from_outcome(o: &Outcome, time: String) -> Self {
+    pub fn from_outcome(o: &Outcome, time: String, reasons: &RstReasons) -> Self {
         debug_assert!(o.label.is_failure());
         let e = &o.evidence;
+        let inbound = o.direction == Direction::Inbound;
         Self {
             time,
             label: o.label.as_str(),
+            direction: if inbound { "inbound" } else { "outbound" },
             src: o.conn.src.into(),
             dst: o.conn.dst.into(),
-            process: Process {
-                pid: o.conn.pid,
-                tid: o.conn.tid,
-                comm: comm(&o.conn.comm),
-                uid: o.conn.uid,
-            },
-            cgroup_id: o.conn.cgroup_id,
+            process: (!inbound).then(|| process(o)),
+            cgroup_id: (!inbound).then_some(o.conn.cgroup_id),
             netns: o.conn.netns,
             errno: o.errno.map(errno_name),
             evidence: EvidenceOut {
@@ -163,11 +256,38 @@ impl Failure {
                 data_retransmits: e.data_retransmits,
                 probes_sent: e.probes_sent,
                 keepalive_enabled: e.keepalive_enabled,
+                keepalive_idle_ms: e.keepalive_idle_ms,
+                keepalive_interval_ms: e.keepalive_interval_ms,
+                keepalive_probes: e.keepalive_probes,
+                idle_ms: e.idle_ms,
+                srtt_ms: e.srtt_ms,
+                bytes_sent: e.bytes.map(|b| b.0),
+                bytes_acked: e.bytes.map(|b| b.1),
+                bytes_received: e.bytes.map(|b| b.2),
                 rst_received: e.rst_received,
                 rst_sent: e.rst_sent,
+                rst_sent_reason: e.rst_sent_reason.map(|r| reasons.name(r)),
                 soft_errno: e.soft_errno.map(errno_name),
                 icmp: e.icmp.map(|(icmp_type, code)| Icmp { icmp_type, code }),
+                tcp_flags: e.tcp_flags.map(tcp_flags),
             },
+            hint: hints::hint(o).unwrap_or_default(),
+        }
+    }
+}
+
+impl Connect {
+    pub fn from_outcome(o: &Outcome, time: String) -> Self {
+        Self {
+            time,
+            src: o.conn.src.into(),
+            dst: o.conn.dst.into(),
+            process: process(o),
+            cgroup_id: o.conn.cgroup_id,
+            netns: o.conn.netns,
+            latency_ms: o.evidence.elapsed_ms,
+            syn_retransmits: o.evidence.syn_retransmits,
+            syn_retransmit_ms: o.evidence.syn_retransmit_ms.clone(),
         }
     }
 }
@@ -187,5 +307,21 @@ mod tests {
         assert_eq!(c, "a\"b\n\u{fffd}\\");
         let line = serde_json::to_string(&c).unwrap();
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn tcp_flags_read_like_tcpdump() {
+        assert_eq!(tcp_flags(0x02), "S");
+        assert_eq!(tcp_flags(0x12), "SA");
+        assert_eq!(tcp_flags(0x10), ".");
+        assert_eq!(tcp_flags(0x18), "PA");
+        assert_eq!(tcp_flags(0x04), "R");
+    }
+
+    #[test]
+    fn unknown_rst_reasons_print_their_number() {
+        let r = RstReasons(vec![(15, "tcp_keepalive_timeout".into())]);
+        assert_eq!(r.name(15), "tcp_keepalive_timeout");
+        assert_eq!(r.name(3), "3");
     }
 }

@@ -12,14 +12,16 @@ use tokio::{
 };
 
 use crate::{
+    classify::KernelParams,
     cli::RunArgs,
     clock::WallClock,
     kernel_btf::KernelBtf,
     loader::{self, LoadOptions},
     offsets::resolve,
     output::ndjson::NdjsonWriter,
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Select},
     privileges,
+    record::RstReasons,
     source::{EventSource, KernelCounters, register_readable},
     tracefs::Tracefs,
 };
@@ -123,7 +125,21 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     );
 
     let mut out = NdjsonWriter::new(io::stdout().lock());
-    let mut pipeline = Pipeline::new(WallClock::sample());
+    let reasons = RstReasons(match &btf {
+        Ok(b) => b
+            .enum_variants("sk_rst_reason")
+            .into_iter()
+            .map(|(v, n)| (v, n.trim_start_matches("SK_RST_REASON_").to_lowercase()))
+            .collect(),
+        Err(_) => Vec::new(),
+    });
+    let kernel = KernelParams {
+        hz: crate::clock::kernel_hz(),
+    };
+    let select = Select {
+        successes: args.successes,
+    };
+    let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let stats_every = Duration::from_secs(args.stats_interval.max(1));

@@ -1,0 +1,87 @@
+//! Inbound refusals: `tcp:tcp_send_reset` with no socket and reason `SK_RST_REASON_NO_SOCKET`,
+//! i.e. a segment (normally a SYN) arrived for a port where nothing listens and this host answered
+//! with a RST. The record names the remote peer (src) and the local address and port (dst), the
+//! segment's TCP flags, the namespace it arrived in, and whether it came over a loopback device
+//! (then the peer is this host, whose outbound connect is traced on its own).
+use aya_ebpf::programs::TracePointContext;
+use tracer_common::{
+    AF_INET, AF_INET6, KIND_INBOUND_RESET, MEMBER_MISSING, VALID_LOOPBACK, VALID_NETNS,
+    VALID_RST_SENT_REASON, VALID_TCP_FLAGS,
+};
+
+use crate::{
+    emit::{now_ns, submit},
+    read::{config, field, member, offset},
+    state::{SCRATCH_INBOUND, scratch},
+};
+
+/// `IFF_LOOPBACK` in `net_device.flags` (include/uapi/linux/if.h).
+const IFF_LOOPBACK: u32 = 0x8;
+/// Offset of the flags byte in a TCP header.
+const TCP_FLAGS_OFFSET: u32 = 13;
+
+#[inline(always)]
+pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
+    let reason: u32 = field(ctx, offset!(send_reset.reason), u32::MAX);
+    let no_socket: u32 = offset!(members.rst_reason_no_socket);
+    if reason != u32::MAX && no_socket != MEMBER_MISSING && reason != no_socket {
+        return None;
+    }
+    let skb: u64 = field(ctx, offset!(send_reset.skbaddr), 0);
+    if skb == 0 {
+        return None;
+    }
+    let skb = skb as *const u8;
+    let mut dev: *const u8 = core::ptr::null();
+    member(skb, offset!(members.skb_dev), &mut dev);
+    let mut net: *const u8 = core::ptr::null();
+    let mut netns = 0u32;
+    if member(dev, offset!(members.dev_nd_net), &mut net) {
+        member(net, offset!(members.net_ns_inum), &mut netns);
+    }
+    let wanted: u32 = config!(netns);
+    if wanted != 0 && netns != wanted {
+        return None;
+    }
+    let ev = scratch(SCRATCH_INBOUND)?;
+    ev.kind = KIND_INBOUND_RESET;
+    ev.ts_ns = now_ns();
+    if netns != 0 {
+        ev.netns = netns;
+        ev.valid |= VALID_NETNS;
+    }
+    if reason != u32::MAX {
+        ev.rst_sent_reason = reason as u16;
+        ev.valid |= VALID_RST_SENT_REASON;
+    }
+    let mut flags = 0u32;
+    if member(dev, offset!(members.dev_flags), &mut flags) {
+        ev.loopback = (flags & IFF_LOOPBACK != 0) as u8;
+        ev.valid |= VALID_LOOPBACK;
+    }
+    let mut data: *const u8 = core::ptr::null();
+    if member(skb, offset!(members.skb_data), &mut data)
+        && member(data, TCP_FLAGS_OFFSET, &mut ev.tcp_flags)
+    {
+        ev.valid |= VALID_TCP_FLAGS;
+    }
+    // For a socket-less RST the tracepoint stores the segment's ends reversed: saddr is the
+    // local end, daddr the remote peer.
+    let local: [u8; 28] = field(ctx, offset!(send_reset.saddr), [0; 28]);
+    let remote: [u8; 28] = field(ctx, offset!(send_reset.daddr), [0; 28]);
+    let family = u16::from_ne_bytes([local[0], local[1]]) as u8;
+    ev.family = family;
+    ev.sport = u16::from_be_bytes([remote[2], remote[3]]);
+    ev.dport = u16::from_be_bytes([local[2], local[3]]);
+    if family == AF_INET {
+        ev.saddr_be[..4].copy_from_slice(&remote[4..8]);
+        ev.daddr_be[..4].copy_from_slice(&local[4..8]);
+    } else if family == AF_INET6 {
+        ev.saddr_be.copy_from_slice(&remote[8..24]);
+        ev.daddr_be.copy_from_slice(&local[8..24]);
+    } else {
+        return None;
+    }
+    submit(ev);
+    Some(())
+}

@@ -1,0 +1,162 @@
+//! What to do next: one hint per failure, drawn from the connection-refused / timed-out runbook,
+//! with the connection's real address and port filled in.
+//!
+//! The hints are data: a table of rules, first match wins, each a template whose `{…}` fields
+//! are filled from the outcome. The classifier never builds strings.
+use std::net::SocketAddr;
+
+use crate::classify::{Direction, GaveUp, Label, Outcome, Via};
+
+/// When a rule applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum When {
+    /// This label, whatever the evidence.
+    Label(Label),
+    RefusedVia(Direction, Via),
+    SynTimeout(GaveUp, /* an ICMP soft error was met */ bool),
+    Unreachable(/* errno */ i32),
+}
+
+struct Rule {
+    when: When,
+    template: &'static str,
+}
+
+/// First match wins; `Label(..)` rules come after the more specific ones for that label.
+const RULES: &[Rule] = &[
+    Rule {
+        when: When::RefusedVia(Direction::Outbound, Via::Rst),
+        template: "nothing listens on {dst}: the service is down or restarting, or bound to another \
+                   address or port (e.g. 127.0.0.1 only); on {ip} run `ss -tlnp 'sport = :{port}'` \
+                   and check the service's logs (`journalctl -u <service>`)",
+    },
+    Rule {
+        when: When::RefusedVia(Direction::Outbound, Via::Icmp),
+        template: "an ICMP port-unreachable answered the SYN to {dst}: typically a firewall REJECT \
+                   rule on {ip} or on the path; check `nft list ruleset` or \
+                   `iptables -L -n -v | grep {port}` there",
+    },
+    Rule {
+        when: When::RefusedVia(Direction::Inbound, Via::Rst),
+        template: "{src_ip} tried to connect to port {port} on this host ({dst}), where nothing \
+                   listens: is the service running and bound there (`ss -tlnp 'sport = :{port}'`)? \
+                   Otherwise why does {src_ip} target it (stale DNS, a wrong port in its config, a \
+                   load balancer health check)?",
+    },
+    Rule {
+        when: When::SynTimeout(GaveUp::Kernel, true),
+        template: "no SYN-ACK from {dst} after {syn_retransmits} SYN retransmissions, and an ICMP \
+                   error ({soft_errno}) was met on the way: check the route to {ip} \
+                   (`ip route get {ip}`, `traceroute -T -p {port} {ip}`)",
+    },
+    Rule {
+        when: When::SynTimeout(GaveUp::Kernel, false),
+        template: "no SYN-ACK from {dst} after {syn_retransmits} SYN retransmissions: the host is \
+                   down, or a firewall or security group silently drops the SYN; try \
+                   `nc -zv {ip} {port}` and `traceroute -T -p {port} {ip}`, and check DROP rules \
+                   and ACLs on the path",
+    },
+    Rule {
+        when: When::SynTimeout(GaveUp::Application, true),
+        template: "the application gave up on {dst} after {elapsed_ms} ms with the SYN unanswered \
+                   and an ICMP error ({soft_errno}) met on the way: check the route to {ip} \
+                   (`ip route get {ip}`)",
+    },
+    Rule {
+        when: When::SynTimeout(GaveUp::Application, false),
+        template: "the application gave up on {dst} after {elapsed_ms} ms with the SYN unanswered \
+                   ({syn_retransmits} retransmissions): the host is down or a firewall drops the \
+                   SYN, or the application's connect timeout is too short for this path; try \
+                   `nc -zv {ip} {port}`",
+    },
+    Rule {
+        when: When::Label(Label::DroppedKeepalive),
+        template: "the idle connection to {dst} was silently dropped: a NAT, load balancer or \
+                   firewall on the path forgot the flow (its idle timeout is shorter than this \
+                   socket's keepalive idle time); lower TCP_KEEPIDLE or \
+                   net.ipv4.tcp_keepalive_time below that timeout, or raise the middlebox's idle \
+                   timeout (`conntrack -L -p tcp --dport {port}` shows a Linux NAT's entries)",
+    },
+    Rule {
+        when: When::Unreachable(libc::ENETUNREACH),
+        template: "no route to the network of {ip} ({errno}): check `ip route get {ip}` here and \
+                   the routes on the path",
+    },
+    Rule {
+        when: When::Label(Label::Unreachable),
+        template: "{ip} is unreachable ({errno}): no ARP/NDP answer on the local link, or a router \
+                   or firewall answered host-unreachable; check `ip route get {ip}`, \
+                   `ip neigh show {ip}`, and whether the host is up",
+    },
+    Rule {
+        when: When::Label(Label::Reset),
+        template: "{dst} reset the established connection after {connection_age_ms} ms: the peer \
+                   process crashed or closed with unread data, its overload protection dropped \
+                   the connection, or a middlebox expired it; check the peer's logs at this time \
+                   and `ss -tnp dst {ip}` here",
+    },
+    Rule {
+        when: When::Label(Label::RtoTimeout),
+        template: "{dst} stopped acknowledging data ({data_retransmits} retransmissions): the peer \
+                   or the path vanished mid-transfer (host down, route change, a firewall \
+                   dropping the established flow, or an MTU black hole); try `ping {ip}`, \
+                   `mtr {ip}`, and `ping -M do -s 1472 {ip}` for the MTU",
+    },
+];
+
+fn matches(when: When, o: &Outcome) -> bool {
+    let e = &o.evidence;
+    match when {
+        When::Label(label) => o.label == label,
+        When::RefusedVia(direction, via) => {
+            o.label == Label::Refused && o.direction == direction && e.via == Some(via)
+        }
+        When::SynTimeout(gave_up, soft) => {
+            o.label == Label::SynTimeout
+                && e.gave_up == Some(gave_up)
+                && e.soft_errno.is_some() == soft
+        }
+        When::Unreachable(errno) => o.label == Label::Unreachable && o.errno == Some(errno),
+    }
+}
+
+/// The hint for a failure; `None` for outcomes that are not failures.
+pub fn hint(o: &Outcome) -> Option<String> {
+    let rule = RULES.iter().find(|r| matches(r.when, o))?;
+    Some(render(rule.template, o))
+}
+
+fn render(template: &str, o: &Outcome) -> String {
+    let e = &o.evidence;
+    let dst: SocketAddr = o.conn.dst;
+    let errno = |n: Option<i32>| {
+        n.map(crate::record::errno_name)
+            .unwrap_or_else(|| "none".into())
+    };
+    let fields: [(&str, String); 10] = [
+        ("{dst}", dst.to_string()),
+        ("{ip}", dst.ip().to_string()),
+        ("{port}", dst.port().to_string()),
+        ("{src_ip}", o.conn.src.ip().to_string()),
+        ("{syn_retransmits}", e.syn_retransmits.to_string()),
+        ("{data_retransmits}", e.data_retransmits.to_string()),
+        ("{elapsed_ms}", format!("{:.0}", e.elapsed_ms)),
+        (
+            "{connection_age_ms}",
+            format!("{:.0}", e.connection_age_ms.unwrap_or(0.0)),
+        ),
+        ("{soft_errno}", errno(e.soft_errno)),
+        ("{errno}", errno(o.errno)),
+    ];
+    let mut out = template.to_string();
+    for (key, value) in fields {
+        if out.contains(key) {
+            out = out.replace(key, &value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "hints_tests.rs"]
+mod tests;

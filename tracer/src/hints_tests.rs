@@ -1,0 +1,247 @@
+//! Each label/evidence combination gets its own hint, with the real address and port.
+use super::*;
+use crate::classify::{Connection, Evidence};
+
+fn outcome(label: Label, direction: Direction, errno: Option<i32>, evidence: Evidence) -> Outcome {
+    Outcome {
+        label,
+        direction,
+        conn: Connection {
+            src: "10.9.8.7:40000".parse().unwrap(),
+            dst: "10.1.2.3:5432".parse().unwrap(),
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            comm: [0; 16],
+            cgroup_id: 0,
+            netns: None,
+            sock_id: 0,
+        },
+        at_ns: 0,
+        errno,
+        evidence,
+    }
+}
+
+fn out(label: Label, errno: Option<i32>, evidence: Evidence) -> String {
+    hint(&outcome(label, Direction::Outbound, errno, evidence)).expect("a hint")
+}
+
+#[test]
+fn refused_via_rst_points_at_the_listener() {
+    let h = out(
+        Label::Refused,
+        Some(libc::ECONNREFUSED),
+        Evidence {
+            via: Some(Via::Rst),
+            ..Default::default()
+        },
+    );
+    assert!(h.starts_with("nothing listens on 10.1.2.3:5432"), "{h}");
+    assert!(h.contains("`ss -tlnp 'sport = :5432'`"), "{h}");
+    assert!(h.contains("127.0.0.1 only"), "{h}");
+}
+
+#[test]
+fn refused_via_icmp_points_at_a_reject_rule() {
+    let h = out(
+        Label::Refused,
+        Some(libc::ECONNREFUSED),
+        Evidence {
+            via: Some(Via::Icmp),
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.contains("REJECT") && h.contains("nft list ruleset") && h.contains("grep 5432"),
+        "{h}"
+    );
+}
+
+#[test]
+fn inbound_refusal_names_the_remote_peer() {
+    let o = outcome(
+        Label::Refused,
+        Direction::Inbound,
+        None,
+        Evidence {
+            via: Some(Via::Rst),
+            ..Default::default()
+        },
+    );
+    let h = hint(&o).unwrap();
+    assert!(
+        h.starts_with("10.9.8.7 tried to connect to port 5432"),
+        "{h}"
+    );
+}
+
+#[test]
+fn syn_timeouts_tell_kernel_application_and_icmp_apart() {
+    let e = |gave_up, soft| Evidence {
+        gave_up: Some(gave_up),
+        syn_retransmits: 2,
+        elapsed_ms: 1500.4,
+        soft_errno: soft,
+        ..Default::default()
+    };
+    let h = out(
+        Label::SynTimeout,
+        Some(libc::ETIMEDOUT),
+        e(GaveUp::Kernel, None),
+    );
+    assert!(
+        h.contains("after 2 SYN retransmissions") && h.contains("nc -zv 10.1.2.3 5432"),
+        "{h}"
+    );
+    assert!(h.contains("silently drops"), "{h}");
+    let h = out(
+        Label::SynTimeout,
+        Some(libc::ETIMEDOUT),
+        e(GaveUp::Kernel, Some(libc::EHOSTUNREACH)),
+    );
+    assert!(
+        h.contains("ICMP error (EHOSTUNREACH)") && h.contains("ip route get 10.1.2.3"),
+        "{h}"
+    );
+    let h = out(Label::SynTimeout, None, e(GaveUp::Application, None));
+    assert!(
+        h.contains("application gave up on 10.1.2.3:5432 after 1500 ms"),
+        "{h}"
+    );
+    let h = out(
+        Label::SynTimeout,
+        None,
+        e(GaveUp::Application, Some(libc::ENETUNREACH)),
+    );
+    assert!(h.contains("ICMP error (ENETUNREACH)"), "{h}");
+}
+
+#[test]
+fn keepalive_death_points_at_middlebox_idle_timeouts() {
+    let h = out(
+        Label::DroppedKeepalive,
+        Some(libc::ETIMEDOUT),
+        Evidence::default(),
+    );
+    assert!(
+        h.contains("idle timeout") && h.contains("TCP_KEEPIDLE") && h.contains("--dport 5432"),
+        "{h}"
+    );
+}
+
+#[test]
+fn unreachable_tells_no_route_from_no_host() {
+    let h = out(
+        Label::Unreachable,
+        Some(libc::ENETUNREACH),
+        Evidence::default(),
+    );
+    assert!(
+        h.starts_with("no route to the network of 10.1.2.3 (ENETUNREACH)"),
+        "{h}"
+    );
+    let h = out(
+        Label::Unreachable,
+        Some(libc::EHOSTUNREACH),
+        Evidence::default(),
+    );
+    assert!(
+        h.contains("10.1.2.3 is unreachable (EHOSTUNREACH)")
+            && h.contains("ip neigh show 10.1.2.3"),
+        "{h}"
+    );
+}
+
+#[test]
+fn reset_and_rto_carry_their_numbers() {
+    let h = out(
+        Label::Reset,
+        Some(libc::ECONNRESET),
+        Evidence {
+            connection_age_ms: Some(1234.5),
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.contains("10.1.2.3:5432 reset the established connection after 1234 ms"),
+        "{h}"
+    );
+    let h = out(
+        Label::RtoTimeout,
+        Some(libc::ETIMEDOUT),
+        Evidence {
+            data_retransmits: 7,
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.contains("(7 retransmissions)") && h.contains("mtr 10.1.2.3"),
+        "{h}"
+    );
+}
+
+#[test]
+fn every_failure_label_has_a_hint_and_no_unfilled_field() {
+    for label in [
+        Label::Refused,
+        Label::SynTimeout,
+        Label::DroppedKeepalive,
+        Label::Unreachable,
+        Label::Reset,
+        Label::RtoTimeout,
+    ] {
+        for via in [Some(Via::Rst), Some(Via::Icmp)] {
+            for gave_up in [Some(GaveUp::Kernel), Some(GaveUp::Application)] {
+                let e = Evidence {
+                    via,
+                    gave_up,
+                    ..Default::default()
+                };
+                let h = out(label, Some(libc::EHOSTUNREACH), e);
+                assert!(!h.contains('{') && !h.contains('}'), "{label:?}: {h}");
+            }
+        }
+    }
+}
+
+#[test]
+fn ipv6_destinations_are_bracketed_with_their_port() {
+    let mut o = outcome(
+        Label::Refused,
+        Direction::Outbound,
+        None,
+        Evidence {
+            via: Some(Via::Rst),
+            ..Default::default()
+        },
+    );
+    o.conn.dst = "[2001:db8::1]:443".parse().unwrap();
+    let h = hint(&o).unwrap();
+    assert!(
+        h.starts_with("nothing listens on [2001:db8::1]:443") && h.contains("on 2001:db8::1 run"),
+        "{h}"
+    );
+}
+
+#[test]
+fn successes_and_cancels_have_no_hint() {
+    assert_eq!(
+        hint(&outcome(
+            Label::Connected,
+            Direction::Outbound,
+            None,
+            Evidence::default()
+        )),
+        None
+    );
+    assert_eq!(
+        hint(&outcome(
+            Label::Cancelled,
+            Direction::Outbound,
+            None,
+            Evidence::default()
+        )),
+        None
+    );
+}
