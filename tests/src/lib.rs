@@ -6,6 +6,7 @@
 //! Traffic stays on loopback inside the test's own namespace.
 pub mod netns;
 pub mod process;
+pub mod scenario;
 pub mod schema;
 pub mod tracer;
 

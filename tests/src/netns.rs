@@ -75,6 +75,21 @@ impl Netns {
         );
     }
 
+    /// Joins this namespace to `peer` with a veth pair: `local` (CIDR) here on `veth0`, and
+    /// `peer_addr` (CIDR) there on `veth1`, or no address there when `None`.
+    pub fn veth(&self, peer: &Netns, local: &str, peer_addr: Option<&str>) {
+        sh(Command::new("ip").args([
+            "-n", &self.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            "netns", &peer.name,
+        ]));
+        self.exec(&["ip", "addr", "add", local, "dev", "veth0"]);
+        self.exec(&["ip", "link", "set", "veth0", "up"]);
+        if let Some(addr) = peer_addr {
+            peer.exec(&["ip", "addr", "add", addr, "dev", "veth1"]);
+        }
+        peer.exec(&["ip", "link", "set", "veth1", "up"]);
+    }
+
     /// Starts a program inside the namespace. `ip netns exec` execs in place, so the pid is
     /// the program's own.
     pub fn spawn(&self, program: &std::path::Path, args: &[&str]) -> Proc {

@@ -4,41 +4,14 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tracer_tests::{Netns, Tracer, process::field, tracer::Stopped};
-
-/// A port nothing listens on inside a fresh namespace.
-const CLOSED_PORT: &str = "47";
-
-fn table(rule: &str) -> String {
-    format!(
-        "table inet tt {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    {rule}\n  }}\n}}\n"
-    )
-}
-
-/// The client's lines, checked to have exited 0.
-fn client_run(ns: &Netns, args: &[&str], timeout: Duration) -> (u32, Vec<String>) {
-    let client = ns.client(args);
-    let pid = client.pid();
-    let (status, lines) = client.wait(timeout);
-    assert!(status.success(), "client failed: {status}");
-    (pid, lines)
-}
-
-fn sport_of(line: &str) -> u64 {
-    field(line, "sport")
-        .and_then(|p| p.parse().ok())
-        .expect("sport in client line")
-}
-
-fn for_port(port: u64) -> impl Fn(&Value) -> bool {
-    move |r: &Value| r["dst"]["port"] == port
-}
-
-fn assert_process(r: &Value, pid: u32) {
-    assert_eq!(r["process"]["pid"], pid, "{r}");
-    assert_eq!(r["process"]["comm"], "tt-client", "{r}");
-    assert_eq!(r["process"]["uid"], 0, "{r}");
-}
+use tracer_tests::{
+    Netns, Tracer,
+    process::field,
+    scenario::{
+        CLOSED_PORT, assert_process, blackhole_port, client_run, for_port, sport_of, table,
+    },
+    tracer::Stopped,
+};
 
 #[test]
 fn refused_by_rst_names_the_client_process() {
@@ -205,7 +178,7 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
     ]);
     let sport = sport_of(&client.wait_line("connected", Duration::from_secs(5)));
     // Silently drop the idle flow, as a NAT or firewall that forgot it would.
-    ns.nft(&format!("add rule inet tt out tcp dport {port} drop\n"));
+    ns.nft(&blackhole_port(&port));
     let pid = client.pid();
     let r = tracer
         .wait_failures(1, Duration::from_secs(6), |r| r["src"]["port"] == sport)
@@ -220,6 +193,13 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
     assert_eq!(r["evidence"]["probes_sent"], 2);
     assert_eq!(r["evidence"]["keepalive_enabled"], true);
     assert_eq!(r["evidence"]["data_retransmits"], 0);
+    assert_eq!(r["evidence"]["unacked_bytes"], 0, "idle: nothing outstanding");
+    // The socket's own settings: idle 1 s before the first probe, 1 s between, 2 probes.
+    assert_eq!(r["evidence"]["keepalive_idle_ms"], 1000.0, "{r}");
+    assert_eq!(r["evidence"]["keepalive_interval_ms"], 1000.0, "{r}");
+    assert_eq!(r["evidence"]["keepalive_probes"], 2, "{r}");
+    assert!(r["evidence"]["idle_ms"].as_f64().unwrap() >= 2000.0, "{r}");
+    assert!(r["hint"].as_str().unwrap().contains("idle timeout"), "{r}");
     assert!(
         r["evidence"]["connection_age_ms"].as_f64().unwrap() >= 2000.0,
         "{r}"

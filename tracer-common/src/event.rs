@@ -33,6 +33,7 @@ pub const VALID_KEEPALIVE_CFG: u32 = 1 << 10;
 pub const VALID_BYTES: u32 = 1 << 11;
 pub const VALID_TCP_FLAGS: u32 = 1 << 12;
 pub const VALID_LOOPBACK: u32 = 1 << 13;
+pub const VALID_UNACKED: u32 = 1 << 14;
 
 /// `rst_*_state` value when a RST happened but the socket state could not be read.
 pub const STATE_UNKNOWN: u8 = 0xff;
@@ -125,7 +126,10 @@ pub struct RawEvent {
     pub tcp_flags: u8,
     /// KIND_INBOUND_RESET: 1 when it arrived on a loopback device (the peer is this host).
     pub loopback: u8,
-    pub _pad2: [u8; 5],
+    pub _pad2: u8,
+    /// Bytes the application wrote that the peer has not acknowledged
+    /// (`tcp_sock.write_seq - tcp_sock.snd_una`) at CLOSE.
+    pub unacked: u32,
     /// `tcp_sock.bytes_sent`, `bytes_acked`, `bytes_received` at CLOSE.
     pub bytes_sent: u64,
     pub bytes_acked: u64,

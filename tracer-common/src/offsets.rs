@@ -143,8 +143,11 @@ pub struct MemberOffsets {
     pub dev_flags: u32,
     /// Value of `SK_RST_REASON_NO_SOCKET` in `enum sk_rst_reason`.
     pub rst_reason_no_socket: u32,
+    /// `tcp_sock.write_seq`, `tcp_sock.snd_una` (u32).
+    pub write_seq: u32,
+    pub snd_una: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 104);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -161,7 +164,7 @@ pub struct KernelOffsets {
     pub error_report: ErrorReportFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 176);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 184);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -209,6 +212,8 @@ impl KernelOffsets {
             dev_nd_net: MEMBER_MISSING,
             dev_flags: MEMBER_MISSING,
             rst_reason_no_socket: MEMBER_MISSING,
+            write_seq: MEMBER_MISSING,
+            snd_una: MEMBER_MISSING,
         },
     };
 }

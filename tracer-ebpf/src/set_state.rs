@@ -13,7 +13,7 @@ use aya_log_ebpf::warn;
 use tracer_common::{
     IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_BYTES, VALID_ERR_QUEUE,
     VALID_ICSK_RETRANSMITS, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_NETNS,
-    VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, tcp_state,
+    VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_UNACKED, tcp_state,
 };
 
 use crate::{
@@ -219,6 +219,13 @@ fn read_tcp_counters(sk: *const u8, ev: &mut RawEvent) {
         &mut ev.keepalive_probes,
     ) {
         ev.valid |= VALID_KEEPALIVE_CFG;
+    }
+    let (mut write_seq, mut snd_una) = (0u32, 0u32);
+    if member(sk, offset!(members.write_seq), &mut write_seq)
+        && member(sk, offset!(members.snd_una), &mut snd_una)
+    {
+        ev.unacked = write_seq.wrapping_sub(snd_una);
+        ev.valid |= VALID_UNACKED;
     }
     if member(sk, offset!(members.bytes_sent), &mut ev.bytes_sent)
         && member(sk, offset!(members.bytes_acked), &mut ev.bytes_acked)

@@ -13,7 +13,7 @@ use tracer_common::{
     AF_INET, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, KIND_INBOUND_RESET, RawEvent,
     SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_ERR_QUEUE, VALID_IDLE, VALID_KEEPALIVE,
     VALID_KEEPALIVE_CFG, VALID_LOOPBACK, VALID_PROBES_OUT, VALID_RST_SENT_REASON, VALID_SK_ERR,
-    VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, tcp_state,
+    VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, VALID_UNACKED, tcp_state,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,6 +123,8 @@ pub struct Evidence {
     pub keepalive_probes: Option<u8>,
     /// Bytes sent, acknowledged by the peer, received (established connections).
     pub bytes: Option<(u64, u64, u64)>,
+    /// Bytes written by the application and not yet acknowledged, at the failure.
+    pub unacked_bytes: Option<u32>,
     /// `enum sk_rst_reason` value of the RST this host sent, when the kernel says.
     pub rst_sent_reason: Option<u16>,
     /// Inbound: TCP flags of the segment that found no socket.
@@ -371,20 +373,14 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
             Label::Reset
         } else {
             match errno {
-                Some(ETIMEDOUT) => {
-                    let probed = ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0;
-                    if probed && ev.data_retransmits == 0 {
-                        Label::DroppedKeepalive
-                    } else {
-                        Label::RtoTimeout
-                    }
-                }
+                Some(ETIMEDOUT) if died_idle_probing(ev) => Label::DroppedKeepalive,
+                Some(ETIMEDOUT) => Label::RtoTimeout,
                 Some(EHOSTUNREACH | ENETUNREACH) => Label::Unreachable,
                 _ => return None,
             }
         }
     };
-    if label == Label::DroppedKeepalive {
+    if was_established && ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0 {
         evidence.probes_sent = Some(ev.probes_out);
     }
     evidence.elapsed_ms = ms(ev.ts_ns.saturating_sub(ev.start_ns));
@@ -396,6 +392,16 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
         errno,
         evidence,
     })
+}
+
+/// A keepalive death: probes went unanswered while the connection was idle — no data
+/// retransmitted, nothing written left unacknowledged, and SO_KEEPALIVE not known to be off.
+/// (Probes with data outstanding are zero-window or local-transmit probes: an RTO-class death.)
+fn died_idle_probing(ev: &RawEvent) -> bool {
+    let probed = ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0;
+    let keepalive_off = ev.valid & VALID_KEEPALIVE != 0 && ev.keepalive == 0;
+    let outstanding = ev.valid & VALID_UNACKED != 0 && ev.unacked > 0;
+    probed && ev.data_retransmits == 0 && !keepalive_off && !outstanding
 }
 
 /// RTT, idle time, keepalive settings and byte counts of a connection that was established.
@@ -412,6 +418,7 @@ fn established_evidence(ev: &RawEvent, kernel: &KernelParams, e: &mut Evidence) 
     }
     e.bytes =
         (ev.valid & VALID_BYTES != 0).then_some((ev.bytes_sent, ev.bytes_acked, ev.bytes_received));
+    e.unacked_bytes = (ev.valid & VALID_UNACKED != 0).then_some(ev.unacked);
 }
 
 fn base_evidence(ev: &RawEvent) -> Evidence {

@@ -168,7 +168,31 @@ fn etimedout_with_data_retransmits_is_rto_not_keepalive() {
     ev.probes_out = 1;
     let o = one(&[close(&ev, tcp_state::ESTABLISHED, 2500, ETIMEDOUT)]);
     assert_eq!(o.label, Label::RtoTimeout);
-    assert_eq!(o.evidence.probes_sent, None);
+    assert_eq!(o.evidence.probes_sent, Some(1));
+}
+
+#[test]
+fn probes_with_unacknowledged_data_are_not_a_keepalive_death() {
+    // A local firewall refused the data (the transmit failed, so no retransmissions were
+    // counted) and the persist timer probed: data outstanding, so not an idle death.
+    let mut ev = connect();
+    established(&mut ev, 1);
+    ev.probes_out = 3;
+    ev.keepalive = 1;
+    ev.valid |= tracer_common::VALID_UNACKED;
+    ev.unacked = 8192;
+    let o = one(&[close(&ev, tcp_state::ESTABLISHED, 2500, ETIMEDOUT)]);
+    assert_eq!(o.label, Label::RtoTimeout);
+}
+
+#[test]
+fn probes_on_a_socket_without_so_keepalive_are_not_keepalive() {
+    let mut ev = connect();
+    established(&mut ev, 1);
+    ev.probes_out = 2;
+    ev.keepalive = 0;
+    let o = one(&[close(&ev, tcp_state::ESTABLISHED, 2500, ETIMEDOUT)]);
+    assert_eq!(o.label, Label::RtoTimeout);
 }
 
 #[test]

@@ -218,7 +218,7 @@ type MemberSpec = (
     usize,
     &'static str,
 );
-const MEMBERS: [MemberSpec; 20] = [
+const MEMBERS: [MemberSpec; 22] = [
     (
         "sock.sk_err",
         "sock",
@@ -359,6 +359,20 @@ const MEMBERS: [MemberSpec; 20] = [
         4,
         "inbound refusals over loopback are not told apart",
     ),
+    (
+        "tcp_sock.write_seq",
+        "tcp_sock",
+        &["write_seq"],
+        4,
+        "keepalive deaths are not told from deaths with data outstanding",
+    ),
+    (
+        "tcp_sock.snd_una",
+        "tcp_sock",
+        &["snd_una"],
+        4,
+        "keepalive deaths are not told from deaths with data outstanding",
+    ),
 ];
 
 fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes: &mut Vec<Probe>) {
@@ -418,6 +432,8 @@ fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes:
         m.skb_data,
         m.dev_nd_net,
         m.dev_flags,
+        m.write_seq,
+        m.snd_una,
     ] = values;
     let name = "enum sk_rst_reason.SK_RST_REASON_NO_SOCKET";
     match btf.enum_value("sk_rst_reason", "SK_RST_REASON_NO_SOCKET") {

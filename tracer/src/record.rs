@@ -117,6 +117,8 @@ pub struct EvidenceOut {
     pub bytes_acked: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_received: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unacked_bytes: Option<u32>,
     pub rst_received: bool,
     pub rst_sent: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,6 +266,7 @@ impl Failure {
                 bytes_sent: e.bytes.map(|b| b.0),
                 bytes_acked: e.bytes.map(|b| b.1),
                 bytes_received: e.bytes.map(|b| b.2),
+                unacked_bytes: e.unacked_bytes,
                 rst_received: e.rst_received,
                 rst_sent: e.rst_sent,
                 rst_sent_reason: e.rst_sent_reason.map(|r| reasons.name(r)),

@@ -46,10 +46,26 @@ enum Mode {
         #[arg(long)]
         cnt: u32,
     },
+    /// Connect, then wait in recv until the connection ends (e.g. the server resets it).
+    Recv {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+    /// Connect with TCP_USER_TIMEOUT, wait for a line on stdin, send data, then wait in recv
+    /// until the kernel gives up on the unacknowledged data.
+    Send {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        user_timeout_ms: u32,
+    },
     /// Listen and hold every accepted connection open until killed.
     Listen {
         #[arg(long)]
         addr: SocketAddr,
+        /// Abort each accepted connection with a RST (SO_LINGER 0) after this many ms.
+        #[arg(long)]
+        reset_after_ms: Option<u64>,
     },
 }
 
@@ -72,7 +88,15 @@ fn main() -> Result<()> {
             intvl,
             cnt,
         } => keepalive(addr, idle, intvl, cnt),
-        Mode::Listen { addr } => listen(addr),
+        Mode::Recv { addr } => recv(addr),
+        Mode::Send {
+            addr,
+            user_timeout_ms,
+        } => send(addr, user_timeout_ms),
+        Mode::Listen {
+            addr,
+            reset_after_ms,
+        } => listen(addr, reset_after_ms),
     }
 }
 
@@ -169,23 +193,61 @@ fn keepalive(addr: SocketAddr, idle: u64, intvl: u64, cnt: u32) -> Result<()> {
     s.set_tcp_keepalive(&ka)?;
     s.connect(&SockAddr::from(addr)).context("connect")?;
     say(&format!("connected sport={}", sport(&s)));
-    let mut buf = [0u8; 64];
-    let mut stream: std::net::TcpStream = s.into();
-    let sport = stream.local_addr()?.port();
-    match stream.read(&mut buf) {
-        Ok(0) => say(&format!("result=eof sport={sport}")),
-        Ok(_) => say(&format!("result=data sport={sport}")),
-        Err(e) => say(&format!("result={} sport={sport}", errno_name(&e))),
-    }
+    wait_in_recv(s.into());
     Ok(())
 }
 
-fn listen(addr: SocketAddr) -> Result<()> {
+/// Reads until the connection ends; prints how.
+fn wait_in_recv(mut stream: std::net::TcpStream) {
+    let sport = stream.local_addr().map_or(0, |a| a.port());
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return say(&format!("result=eof sport={sport}")),
+            Ok(_) => continue,
+            Err(e) => return say(&format!("result={} sport={sport}", errno_name(&e))),
+        }
+    }
+}
+
+fn recv(addr: SocketAddr) -> Result<()> {
+    let s = socket_for(addr)?;
+    s.connect(&SockAddr::from(addr)).context("connect")?;
+    say(&format!("connected sport={}", sport(&s)));
+    wait_in_recv(s.into());
+    Ok(())
+}
+
+fn send(addr: SocketAddr, user_timeout_ms: u32) -> Result<()> {
+    let s = socket_for(addr)?;
+    s.set_tcp_user_timeout(Some(Duration::from_millis(user_timeout_ms.into())))?;
+    s.connect(&SockAddr::from(addr)).context("connect")?;
+    say(&format!("connected sport={}", sport(&s)));
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go)?;
+    let mut stream: std::net::TcpStream = s.into();
+    stream.write_all(&[b'x'; 8192])?;
+    wait_in_recv(stream);
+    Ok(())
+}
+
+fn listen(addr: SocketAddr, reset_after_ms: Option<u64>) -> Result<()> {
     let l = std::net::TcpListener::bind(addr).context("bind")?;
     say(&format!("listening port={}", l.local_addr()?.port()));
     let mut held = Vec::new();
     for conn in l.incoming() {
-        held.push(conn?);
+        let conn = conn?;
+        match reset_after_ms {
+            Some(ms) => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    let s = Socket::from(conn);
+                    let _ = s.set_linger(Some(Duration::ZERO));
+                    drop(s);
+                });
+            }
+            None => held.push(conn),
+        }
     }
     Ok(())
 }
