@@ -14,6 +14,7 @@ pub struct Netns {
     pub name: String,
     /// The namespace's inode: what the tracer reports as `netns` and filters on.
     pub inode: u32,
+    veths: std::cell::Cell<u32>,
 }
 
 fn sh(cmd: &mut Command) -> String {
@@ -34,7 +35,11 @@ impl Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("tt-{}-{n}-{tag}", std::process::id());
         sh(Command::new("ip").args(["netns", "add", &name]));
-        let mut ns = Netns { inode: 0, name };
+        let mut ns = Netns {
+            inode: 0,
+            name,
+            veths: Default::default(),
+        };
         ns.inode = std::fs::metadata(format!("/run/netns/{}", ns.name))
             .expect("stat /run/netns/NAME")
             .ino() as u32;
@@ -75,19 +80,24 @@ impl Netns {
         );
     }
 
-    /// Joins this namespace to `peer` with a veth pair: `local` (CIDR) here on `veth0`, and
-    /// `peer_addr` (CIDR) there on `veth1`, or no address there when `None`.
-    pub fn veth(&self, peer: &Netns, local: &str, peer_addr: Option<&str>) {
+    /// Joins this namespace to `peer` with a veth pair: `local` (CIDR) on a new interface here,
+    /// and `peer_addr` (CIDR) on its peer there, or no address there when `None`. Returns the
+    /// local interface's name.
+    pub fn veth(&self, peer: &Netns, local: &str, peer_addr: Option<&str>) -> String {
+        let n = self.veths.get();
+        self.veths.set(n + 1);
+        let (here, there) = (format!("tt{n}"), format!("tt{n}p"));
         sh(Command::new("ip").args([
-            "-n", &self.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            "-n", &self.name, "link", "add", &here, "type", "veth", "peer", "name", &there,
             "netns", &peer.name,
         ]));
-        self.exec(&["ip", "addr", "add", local, "dev", "veth0"]);
-        self.exec(&["ip", "link", "set", "veth0", "up"]);
+        self.exec(&["ip", "addr", "add", local, "dev", &here]);
+        self.exec(&["ip", "link", "set", &here, "up"]);
         if let Some(addr) = peer_addr {
-            peer.exec(&["ip", "addr", "add", addr, "dev", "veth1"]);
+            peer.exec(&["ip", "addr", "add", addr, "dev", &there]);
         }
-        peer.exec(&["ip", "link", "set", "veth1", "up"]);
+        peer.exec(&["ip", "link", "set", &there, "up"]);
+        here
     }
 
     /// Starts a program inside the namespace. `ip netns exec` execs in place, so the pid is

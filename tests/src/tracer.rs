@@ -85,17 +85,40 @@ impl Tracer {
             .collect()
     }
 
-    /// Waits until at least `n` failure records satisfy `pred`; returns them.
+    /// Waits until at least `n` failure records satisfy `pred`; returns them. On timeout the
+    /// panic lists what did arrive.
     pub fn wait_failures(
         &self,
         n: usize,
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Vec<Value> {
-        wait_until(&format!("{n} matching failure record(s)"), timeout, || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
             let hits: Vec<Value> = self.failures().into_iter().filter(|r| pred(r)).collect();
-            (hits.len() >= n).then_some(hits)
-        })
+            if hits.len() >= n {
+                return hits;
+            }
+            if std::time::Instant::now() >= deadline {
+                let seen: Vec<String> = self
+                    .failures()
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {} {}->{}",
+                            r["label"], r["direction"], r["src"], r["dst"]
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {n} matching failure records, {} matched; all failures:\n{}\nstderr:\n{}",
+                    hits.len(),
+                    seen.join("\n"),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM; expects exit 0 within 5 s with a final `stats` record. Returns every record,

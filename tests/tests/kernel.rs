@@ -193,7 +193,10 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
     assert_eq!(r["evidence"]["probes_sent"], 2);
     assert_eq!(r["evidence"]["keepalive_enabled"], true);
     assert_eq!(r["evidence"]["data_retransmits"], 0);
-    assert_eq!(r["evidence"]["unacked_bytes"], 0, "idle: nothing outstanding");
+    assert_eq!(
+        r["evidence"]["unacked_bytes"], 0,
+        "idle: nothing outstanding"
+    );
     // The socket's own settings: idle 1 s before the first probe, 1 s between, 2 probes.
     assert_eq!(r["evidence"]["keepalive_idle_ms"], 1000.0, "{r}");
     assert_eq!(r["evidence"]["keepalive_interval_ms"], 1000.0, "{r}");

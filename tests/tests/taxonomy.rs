@@ -57,9 +57,9 @@ fn unreachable_when_no_host_answers_arp() {
     let ns = Netns::new("arp");
     let silent = Netns::new("arp-peer");
     // The peer end has no address: nobody answers ARP for 10.201.0.2.
-    ns.veth(&silent, "10.201.0.1/24", None);
-    ns.sysctl("net.ipv4.neigh.veth0.mcast_solicit", "1");
-    ns.sysctl("net.ipv4.neigh.veth0.retrans_time_ms", "200");
+    let dev = ns.veth(&silent, "10.201.0.1/24", None);
+    ns.sysctl(&format!("net.ipv4.neigh.{dev}.mcast_solicit"), "1");
+    ns.sysctl(&format!("net.ipv4.neigh.{dev}.retrans_time_ms"), "200");
     let tracer = Tracer::start(&ns, &[]);
     let (pid, lines) = client_run(
         &ns,
