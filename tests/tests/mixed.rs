@@ -63,7 +63,7 @@ fn mixed_failures_are_counted_exactly() {
             ns.client(&["connect", "--addr", "127.0.0.1:47"]),
             ns.client(&["connect", "--addr", "127.0.0.1:48"]),
             ns.client(&["connect", "--addr", "127.0.0.1:49"]),
-            ns.client(&["connect", "--addr", "127.0.0.1:49", "--give-up-ms", "1500"]),
+            ns.client(&["connect", "--addr", "127.0.0.1:49", "--give-up-ms", "2000"]),
             ns.client(&["connect", "--addr", "127.0.0.1:49", "--give-up-ms", "50"]),
             ns.client(&["connect", "--addr", "127.0.0.1:50"]),
             ns.client(&["connect", "--addr", "10.201.0.2:80", "--blocking"]),

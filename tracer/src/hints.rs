@@ -45,13 +45,13 @@ const RULES: &[Rule] = &[
     },
     Rule {
         when: When::SynTimeout(GaveUp::Kernel, true),
-        template: "no SYN-ACK from {dst} after {syn_retransmits} SYN retransmissions, and an ICMP \
+        template: "no SYN-ACK from {dst} after {syn_retransmits} SYN retransmission(s), and an ICMP \
                    error ({soft_errno}) was met on the way: check the route to {ip} \
                    (`ip route get {ip}`, `traceroute -T -p {port} {ip}`)",
     },
     Rule {
         when: When::SynTimeout(GaveUp::Kernel, false),
-        template: "no SYN-ACK from {dst} after {syn_retransmits} SYN retransmissions: the host is \
+        template: "no SYN-ACK from {dst} after {syn_retransmits} SYN retransmission(s): the host is \
                    down, or a firewall or security group silently drops the SYN; try \
                    `nc -zv {ip} {port}` and `traceroute -T -p {port} {ip}`, and check DROP rules \
                    and ACLs on the path",
@@ -65,7 +65,7 @@ const RULES: &[Rule] = &[
     Rule {
         when: When::SynTimeout(GaveUp::Application, false),
         template: "the application gave up on {dst} after {elapsed_ms} ms with the SYN unanswered \
-                   ({syn_retransmits} retransmissions): the host is down or a firewall drops the \
+                   ({syn_retransmits} SYN retransmission(s)): the host is down or a firewall drops the \
                    SYN, or the application's connect timeout is too short for this path; try \
                    `nc -zv {ip} {port}`",
     },
@@ -97,7 +97,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         when: When::Label(Label::RtoTimeout),
-        template: "{dst} stopped acknowledging data ({data_retransmits} retransmissions): the peer \
+        template: "{dst} stopped acknowledging data ({data_retransmits} retransmission(s)): the peer \
                    or the path vanished mid-transfer (host down, route change, a firewall \
                    dropping the established flow, or an MTU black hole); try `ping {ip}`, \
                    `mtr {ip}`, and `ping -M do -s 1472 {ip}` for the MTU",

@@ -91,7 +91,7 @@ fn syn_timeouts_tell_kernel_application_and_icmp_apart() {
         e(GaveUp::Kernel, None),
     );
     assert!(
-        h.contains("after 2 SYN retransmissions") && h.contains("nc -zv 10.1.2.3 5432"),
+        h.contains("after 2 SYN retransmission(s)") && h.contains("nc -zv 10.1.2.3 5432"),
         "{h}"
     );
     assert!(h.contains("silently drops"), "{h}");
@@ -176,7 +176,7 @@ fn reset_and_rto_carry_their_numbers() {
         },
     );
     assert!(
-        h.contains("(7 retransmissions)") && h.contains("mtr 10.1.2.3"),
+        h.contains("(7 retransmission(s))") && h.contains("mtr 10.1.2.3"),
         "{h}"
     );
 }
