@@ -49,9 +49,27 @@ pub struct RunArgs {
     /// (`stat -L -c %i /proc/PID/ns/net`). Filtered in the kernel.
     #[arg(long, value_name = "INODE", value_parser = clap::value_parser!(u32).range(1..))]
     pub netns: Option<u32>,
+    /// Where records go, repeatable: `-` (stdout, the default), `PATH` (appended; reopened on
+    /// SIGHUP), `unix:PATH` or `tcp:HOST:PORT` (NDJSON to a log shipper, reconnecting).
+    #[arg(long, value_name = "TARGET", value_parser = crate::output::Target::parse)]
+    pub output: Vec<crate::output::Target>,
     /// Also print a `connect` record for every successful connect (latency, SYN retransmits).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["failures_only", "summaries_only"])]
     pub successes: bool,
+    /// Print only `failure` records (and `stats`).
+    #[arg(long, conflicts_with = "summaries_only")]
+    pub failures_only: bool,
+    /// Print only `summary` records (and `stats`).
+    #[arg(long)]
+    pub summaries_only: bool,
+    /// Seconds per summary window (one `summary` record per active destination); 0 disables.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub summary_interval: u64,
+    /// Destinations held for summaries; beyond it the least recently active is evicted
+    /// (counted in stats.destinations_evicted).
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_destinations: u64,
     /// Seconds between `stats` records; 0 prints one only at exit.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stats_interval: u64,

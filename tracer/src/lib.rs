@@ -1,4 +1,5 @@
 //! tracer: an eBPF TCP connection tracer that says why connections fail. See ARCHITECTURE.md.
+pub mod aggregate;
 pub mod check;
 pub mod classify;
 pub mod cli;

@@ -1,24 +1,40 @@
 //! Userspace path of one record: bytes → decode → classify → output record.
-use std::io::{self, Write};
+use std::io;
 
 use crate::{
+    aggregate::Aggregator,
     classify::{Classifier, KernelParams, Label},
     clock::WallClock,
     decode::decode,
-    output::ndjson::NdjsonWriter,
-    record::{Connect, Failure, Record, RstReasons, Stats},
+    output::Output,
+    record::{Connect, Failure, Record, RstReasons, Stats, SummaryOut},
     source::CounterTotals,
 };
 
-/// Which records to print.
-#[derive(Clone, Copy, Debug, Default)]
+/// Which records to print (`stats` always are).
+#[derive(Clone, Copy, Debug)]
 pub struct Select {
-    /// Print `connect` records for successful connects.
+    /// `failure` records.
+    pub failures: bool,
+    /// `connect` records for successful connects.
     pub successes: bool,
+    /// `summary` records.
+    pub summaries: bool,
+}
+
+impl Default for Select {
+    fn default() -> Self {
+        Self {
+            failures: true,
+            successes: false,
+            summaries: true,
+        }
+    }
 }
 
 pub struct Pipeline {
     classifier: Classifier,
+    aggregator: Option<Aggregator>,
     clock: WallClock,
     select: Select,
     reasons: RstReasons,
@@ -29,14 +45,17 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// `aggregator`: per-destination windows, or `None` when summaries are off.
     pub fn new(
         clock: WallClock,
         kernel: KernelParams,
         reasons: RstReasons,
         select: Select,
+        aggregator: Option<Aggregator>,
     ) -> Self {
         Self {
             classifier: Classifier::new(kernel),
+            aggregator,
             clock,
             select,
             reasons,
@@ -48,7 +67,7 @@ impl Pipeline {
     }
 
     /// Processes one ring-buffer record, writing the record it produces, if any.
-    pub fn process<W: Write>(&mut self, bytes: &[u8], out: &mut NdjsonWriter<W>) -> io::Result<()> {
+    pub fn process(&mut self, bytes: &[u8], out: &mut Output) -> io::Result<()> {
         let ev = match decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
@@ -63,6 +82,9 @@ impl Pipeline {
         let Some(outcome) = self.classifier.observe(&ev) else {
             return Ok(());
         };
+        if let Some(a) = self.aggregator.as_mut() {
+            a.record(&outcome);
+        }
         match outcome.label {
             Label::Cancelled => Ok(()),
             Label::Connected => {
@@ -75,6 +97,9 @@ impl Pipeline {
             }
             _ => {
                 self.failures += 1;
+                if !self.select.failures {
+                    return Ok(());
+                }
                 let time = self.clock.rfc3339(outcome.at_ns);
                 out.write(&Record::Failure(Failure::from_outcome(
                     &outcome,
@@ -85,7 +110,27 @@ impl Pipeline {
         }
     }
 
-    pub fn stats(&mut self, kernel: &CounterTotals, now_mono_ns: u64) -> Record {
+    /// Closes the summary window at `now_mono_ns` and writes a `summary` per active destination.
+    pub fn summaries(&mut self, now_mono_ns: u64, out: &mut Output) -> io::Result<()> {
+        let Some(a) = self.aggregator.as_mut() else {
+            return Ok(());
+        };
+        let summaries = a.close_window(now_mono_ns);
+        if !self.select.summaries {
+            return Ok(());
+        }
+        for s in &summaries {
+            out.write(&Record::Summary(SummaryOut::from_summary(s, &self.clock)))?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(
+        &mut self,
+        kernel: &CounterTotals,
+        output_dropped: u64,
+        now_mono_ns: u64,
+    ) -> Record {
         self.clock.resync();
         let c = self.classifier.counts;
         Record::Stats(Stats {
@@ -100,6 +145,8 @@ impl Pipeline {
             connects: self.connects,
             unclassified: c.unclassified,
             inbound_ignored: c.inbound_ignored,
+            destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
+            output_dropped,
             read_errors: kernel.read_errors,
         })
     }

@@ -20,7 +20,101 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Record {
     Failure(Failure),
     Connect(Connect),
+    Summary(SummaryOut),
     Stats(Stats),
+}
+
+/// One destination's window (`--summary-interval`).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct SummaryOut {
+    pub time: String,
+    pub window_s: f64,
+    pub dst: Endpoint,
+    pub attempts: u64,
+    pub connected: u64,
+    pub cancelled: u64,
+    pub failures: FailureCounts,
+    pub syn_retransmits: u64,
+    /// Connect latency quantiles; null when nothing connected in the window.
+    pub connect_ms: Option<LatencyOut>,
+    pub top_processes: Vec<TopProcess>,
+    pub first_failure: Option<String>,
+    pub last_failure: Option<String>,
+    /// Consecutive failures up to the window's end (carried across windows until a success).
+    pub failure_streak: u64,
+    /// Longest run of consecutive failures within the window.
+    pub longest_streak: u64,
+    pub verdict: &'static str,
+}
+
+#[derive(Serialize, Debug, PartialEq, Default)]
+pub struct FailureCounts {
+    pub refused: u64,
+    pub syn_timeout: u64,
+    pub dropped_keepalive: u64,
+    pub unreachable: u64,
+    pub reset: u64,
+    pub rto_timeout: u64,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct LatencyOut {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct TopProcess {
+    pub pid: u32,
+    pub comm: String,
+    pub attempts: u64,
+}
+
+impl SummaryOut {
+    pub fn from_summary(s: &crate::aggregate::Summary, clock: &crate::clock::WallClock) -> Self {
+        use crate::classify::Label;
+        let n = |l| s.failure_count(l);
+        Self {
+            time: clock.rfc3339(s.window_end_ns),
+            window_s: (s.window_end_ns.saturating_sub(s.window_start_ns) / 1_000_000) as f64
+                / 1000.0,
+            dst: s.dst.into(),
+            attempts: s.attempts,
+            connected: s.connected,
+            cancelled: s.cancelled,
+            failures: FailureCounts {
+                refused: n(Label::Refused),
+                syn_timeout: n(Label::SynTimeout),
+                dropped_keepalive: n(Label::DroppedKeepalive),
+                unreachable: n(Label::Unreachable),
+                reset: n(Label::Reset),
+                rto_timeout: n(Label::RtoTimeout),
+            },
+            syn_retransmits: s.syn_retransmits,
+            connect_ms: s.connect_ms.map(|l| LatencyOut {
+                p50: l.p50,
+                p90: l.p90,
+                p99: l.p99,
+                max: l.max,
+            }),
+            top_processes: s
+                .top_processes
+                .iter()
+                .map(|(p, attempts)| TopProcess {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    attempts: *attempts,
+                })
+                .collect(),
+            first_failure: s.first_failure_ns.map(|t| clock.rfc3339(t)),
+            last_failure: s.last_failure_ns.map(|t| clock.rfc3339(t)),
+            failure_streak: s.failure_streak,
+            longest_streak: s.longest_streak,
+            verdict: s.verdict.as_str(),
+        }
+    }
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -161,6 +255,10 @@ pub struct Stats {
     pub unclassified: u64,
     /// Socket-less RSTs that were not inbound refusals (over loopback, or not answering a SYN).
     pub inbound_ignored: u64,
+    /// Destinations dropped from the summaries because `--max-destinations` was reached.
+    pub destinations_evicted: u64,
+    /// Lines output sinks could not deliver (a socket peer away too long, a file write error).
+    pub output_dropped: u64,
     /// Kernel reads that failed (a struct field could not be read).
     pub read_errors: u64,
 }

@@ -1,6 +1,7 @@
 //! `tracer run`: load, attach, stream records until SIGINT/SIGTERM.
 use std::{
     io::{self, ErrorKind},
+    num::NonZeroUsize,
     process::ExitCode,
     time::Duration,
 };
@@ -9,16 +10,18 @@ use aya_log::EbpfLogger;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    time::{Instant, Interval, interval_at},
 };
 
 use crate::{
+    aggregate::Aggregator,
     classify::KernelParams,
     cli::RunArgs,
     clock::WallClock,
     kernel_btf::KernelBtf,
-    loader::{self, LoadOptions},
+    loader::{self, LoadOptions, Loaded},
     offsets::resolve,
-    output::ndjson::NdjsonWriter,
+    output::Output,
     pipeline::{Pipeline, Select},
     privileges,
     record::RstReasons,
@@ -64,7 +67,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-async fn run(args: RunArgs) -> Result<(), Failure> {
+/// Checks the environment, resolves offsets, loads and attaches: everything before streaming.
+fn start(args: &RunArgs) -> Result<(Loaded, RstReasons), Failure> {
     let missing = privileges::missing_capabilities();
     if !missing.is_empty() {
         return Err(Failure::Environment(privileges::explain(&missing)));
@@ -90,20 +94,53 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                 .into(),
         ));
     }
-
     let opts = LoadOptions {
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
         netns: args.netns.unwrap_or(0),
     };
-    let mut loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
+    let loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("EPERM") || msg.contains("Operation not permitted") {
-            Failure::Environment(format!("{msg}: the kernel refused; is this a locked-down kernel or a restricted container? Try `tracer check`"))
+            Failure::Environment(format!(
+                "{msg}: the kernel refused; is this a locked-down kernel or a restricted container? Try `tracer check`"
+            ))
         } else {
             Failure::Runtime(e.into())
         }
     })?;
+    let reasons = RstReasons(match &btf {
+        Ok(b) => b
+            .enum_variants("sk_rst_reason")
+            .into_iter()
+            .map(|(v, n)| (v, n.trim_start_matches("SK_RST_REASON_").to_lowercase()))
+            .collect(),
+        Err(_) => Vec::new(),
+    });
+    Ok((loaded, reasons))
+}
+
+/// A periodic timer, or none when `seconds` is 0.
+fn every(seconds: u64) -> Option<Interval> {
+    (seconds > 0).then(|| {
+        let period = Duration::from_secs(seconds);
+        interval_at(Instant::now() + period, period)
+    })
+}
+
+async fn tick(timer: &mut Option<Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Failure> {
+    // Output targets first: a bad path fails before anything is loaded.
+    let mut out = Output::open(&args.output).map_err(|e| Failure::Environment(e.to_string()))?;
+    let (mut loaded, reasons) = start(&args)?;
     // Keep the logger alive as long as the programs: dropping it closes its map.
     let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {
         Ok(l) => Some(register_readable(l)?),
@@ -115,7 +152,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut events = EventSource::new(loaded.take_events()?)?;
     let counters = KernelCounters::new(loaded.take_counters()?);
     log::info!(
-        "attached {} programs ({}); streaming records to stdout{}",
+        "attached {} programs ({}); streaming records{}",
         loaded.attached.len(),
         loaded.attached.join(", "),
         match args.netns {
@@ -124,46 +161,47 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         }
     );
 
-    let mut out = NdjsonWriter::new(io::stdout().lock());
-    let reasons = RstReasons(match &btf {
-        Ok(b) => b
-            .enum_variants("sk_rst_reason")
-            .into_iter()
-            .map(|(v, n)| (v, n.trim_start_matches("SK_RST_REASON_").to_lowercase()))
-            .collect(),
-        Err(_) => Vec::new(),
+    let select = Select {
+        failures: !args.summaries_only,
+        successes: args.successes,
+        summaries: !args.failures_only,
+    };
+    let aggregator = (args.summary_interval > 0).then(|| {
+        let cap = NonZeroUsize::new(args.max_destinations as usize).unwrap_or(NonZeroUsize::MIN);
+        Aggregator::new(cap, WallClock::now_mono_ns())
     });
     let kernel = KernelParams {
         hz: crate::clock::kernel_hz(),
     };
-    let select = Select {
-        successes: args.successes,
-    };
-    let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select);
+    let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let stats_every = Duration::from_secs(args.stats_interval.max(1));
-    let mut stats_tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
-    let mut write_result: io::Result<()> = Ok(());
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut stats_tick = every(args.stats_interval);
+    let mut summary_tick = every(args.summary_interval);
+    let mut written: io::Result<()> = Ok(());
 
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => out.reopen(),
             batch = events.next_batch(|bytes| {
-                if write_result.is_ok() {
-                    write_result = pipeline.process(bytes, &mut out);
+                if written.is_ok() {
+                    written = pipeline.process(bytes, &mut out);
                 }
             }) => {
                 batch?;
-                if write_result.is_ok() {
-                    write_result = out.flush();
-                }
+                written = written.and_then(|()| out.flush());
             }
-            _ = stats_tick.tick(), if args.stats_interval > 0 => {
-                let record = pipeline.stats(&counters.read()?, WallClock::now_mono_ns());
-                write_result = write_result.and_then(|()| out.write(&record)).and_then(|()| out.flush());
+            _ = tick(&mut summary_tick) => {
+                written = written
+                    .and_then(|()| pipeline.summaries(WallClock::now_mono_ns(), &mut out))
+                    .and_then(|()| out.flush());
+            }
+            _ = tick(&mut stats_tick) => {
+                let record = pipeline.stats(&counters.read()?, out.dropped(), WallClock::now_mono_ns());
+                written = written.and_then(|()| out.write(&record)).and_then(|()| out.flush());
             }
             Some(guard) = readable(&mut logger) => {
                 let mut guard = guard?;
@@ -171,7 +209,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                 guard.clear_ready();
             }
         }
-        if let Err(e) = &write_result {
+        if let Err(e) = &written {
             if e.kind() == ErrorKind::BrokenPipe {
                 // The reader went away (`tracer | head -1`): stop quietly.
                 return Ok(());
@@ -180,17 +218,20 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         }
     }
 
-    // Last records already in the buffer, then the final stats.
+    // What is still in the buffer, the last summaries, then the final stats.
     events.drain_now(|bytes| {
-        if write_result.is_ok() {
-            write_result = pipeline.process(bytes, &mut out);
+        if written.is_ok() {
+            written = pipeline.process(bytes, &mut out);
         }
     });
-    let record = pipeline.stats(&counters.read()?, WallClock::now_mono_ns());
-    match write_result
+    let now = WallClock::now_mono_ns();
+    let record = pipeline.stats(&counters.read()?, out.dropped(), now);
+    let result = written
+        .and_then(|()| pipeline.summaries(now, &mut out))
         .and_then(|()| out.write(&record))
-        .and_then(|()| out.flush())
-    {
+        .and_then(|()| out.flush());
+    drop(out); // closes the socket sinks' queues: their tasks flush what they hold
+    match result {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => {
             Err(anyhow::anyhow!("writing records to stdout failed: {e}").into())
         }

@@ -1,0 +1,147 @@
+//! A stream socket (TCP, or a Unix socket) to a log shipper that reads NDJSON: Vector's
+//! `socket` source, Fluent Bit's `tcp` input, Logstash's `tcp` input with the json_lines codec.
+//!
+//! The event loop only enqueues lines (bounded); a task owns the connection, reconnects with
+//! exponential backoff, and writes. While the peer is away lines wait in the queue; when it is
+//! full, new lines are dropped and counted (`stats.output_dropped`), never blocking the tracer.
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncWrite, AsyncWriteExt, BufWriter},
+    net::{TcpStream, UnixStream},
+    sync::mpsc,
+};
+
+use super::Sink;
+
+/// Lines held while the peer is away.
+pub const QUEUE_LINES: usize = 16_384;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+pub struct SocketSink {
+    endpoint: Endpoint,
+    tx: mpsc::Sender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SocketSink {
+    /// Starts the connection task (needs a tokio runtime).
+    pub fn start(endpoint: Endpoint) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_LINES);
+        tokio::spawn(deliver(endpoint.clone(), rx));
+        Self {
+            endpoint,
+            tx,
+            dropped: Arc::default(),
+        }
+    }
+}
+
+impl Sink for SocketSink {
+    fn send(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.tx.try_send(line.to_vec()).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn describe(&self) -> String {
+        self.endpoint.to_string()
+    }
+}
+
+async fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn AsyncWrite + Unpin + Send>> {
+    Ok(match endpoint {
+        Endpoint::Tcp(addr) => Box::new(TcpStream::connect(addr).await?),
+        Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
+    })
+}
+
+/// Owns the connection: connect (with backoff), write queued lines, reconnect on error keeping
+/// the line that failed.
+async fn deliver(endpoint: Endpoint, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut pending: Option<Vec<u8>> = None;
+    let mut warned = false;
+    loop {
+        let stream = match connect(&endpoint).await {
+            Ok(s) => s,
+            Err(e) => {
+                if !warned {
+                    log::warn!(
+                        "output {endpoint}: cannot connect ({e}); retrying, records queue up to {QUEUE_LINES}"
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                if rx.is_closed() && rx.is_empty() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if std::mem::take(&mut warned) {
+            log::info!("output {endpoint}: connected");
+        }
+        backoff = BACKOFF_MIN;
+        let mut w = BufWriter::new(stream);
+        let result: io::Result<()> = async {
+            loop {
+                let line = match pending.take() {
+                    Some(l) => l,
+                    None => match rx.recv().await {
+                        Some(l) => l,
+                        None => {
+                            w.flush().await?;
+                            return Ok(());
+                        }
+                    },
+                };
+                if let Err(e) = w.write_all(&line).await {
+                    pending = Some(line);
+                    return Err(e);
+                }
+                if rx.is_empty() {
+                    w.flush().await?;
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => log::warn!("output {endpoint}: connection lost ({e}); reconnecting"),
+        }
+    }
+}
