@@ -69,6 +69,11 @@ impl Tracer {
         t
     }
 
+    /// Sends `sig` to the tracer.
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal tracer");
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

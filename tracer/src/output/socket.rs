@@ -14,7 +14,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncWrite, AsyncWriteExt, BufWriter},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter},
     net::{TcpStream, UnixStream},
     sync::mpsc,
 };
@@ -81,7 +81,11 @@ impl Sink for SocketSink {
     }
 }
 
-async fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn AsyncWrite + Unpin + Send>> {
+/// A connected stream of either kind.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+async fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn Conn>> {
     Ok(match endpoint {
         Endpoint::Tcp(addr) => Box::new(TcpStream::connect(addr).await?),
         Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
@@ -116,17 +120,28 @@ async fn deliver(endpoint: Endpoint, mut rx: mpsc::Receiver<Vec<u8>>) {
             log::info!("output {endpoint}: connected");
         }
         backoff = BACKOFF_MIN;
-        let mut w = BufWriter::new(stream);
+        let (mut reader, writer) = tokio::io::split(stream);
+        let mut w = BufWriter::new(writer);
+        let mut scratch = [0u8; 512];
         let result: io::Result<()> = async {
             loop {
                 let line = match pending.take() {
                     Some(l) => l,
-                    None => match rx.recv().await {
-                        Some(l) => l,
-                        None => {
-                            w.flush().await?;
-                            return Ok(());
-                        }
+                    None => tokio::select! {
+                        line = rx.recv() => match line {
+                            Some(l) => l,
+                            None => {
+                                w.flush().await?;
+                                return Ok(());
+                            }
+                        },
+                        // The peer sends nothing; a read returning means it closed (or reset):
+                        // reconnect now rather than write into a dead connection.
+                        read = reader.read(&mut scratch) => match read {
+                            Ok(0) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "closed by the peer")),
+                            Ok(_) => continue,
+                            Err(e) => return Err(e),
+                        },
                     },
                 };
                 if let Err(e) = w.write_all(&line).await {
