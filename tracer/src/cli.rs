@@ -53,6 +53,13 @@ pub struct RunArgs {
     /// SIGHUP), `unix:PATH` or `tcp:HOST:PORT` (NDJSON to a log shipper, reconnecting).
     #[arg(long, value_name = "TARGET", value_parser = crate::output::Target::parse)]
     pub output: Vec<crate::output::Target>,
+    /// Serve Prometheus / OpenMetrics at http://ADDR/metrics: `PORT` (binds 127.0.0.1) or `IP:PORT`.
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Destinations with their own metric series; the rest share ip="other".
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub metrics_max_destinations: u64,
     /// Also print a `connect` record for every successful connect (latency, SYN retransmits).
     #[arg(long, conflicts_with_all = ["failures_only", "summaries_only"])]
     pub successes: bool,

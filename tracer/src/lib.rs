@@ -9,6 +9,7 @@ pub mod hints;
 pub mod kernel_btf;
 pub mod loader;
 pub mod logging;
+pub mod metrics;
 pub mod offsets;
 pub mod output;
 pub mod pipeline;

@@ -6,6 +6,7 @@ use crate::{
     classify::{Classifier, KernelParams, Label},
     clock::WallClock,
     decode::decode,
+    metrics::{Health, Metrics},
     output::Output,
     record::{Connect, Failure, Record, RstReasons, Stats, SummaryOut},
     source::CounterTotals,
@@ -34,6 +35,7 @@ impl Default for Select {
 
 pub struct Pipeline {
     classifier: Classifier,
+    metrics: Option<Metrics>,
     aggregator: Option<Aggregator>,
     clock: WallClock,
     select: Select,
@@ -55,6 +57,7 @@ impl Pipeline {
     ) -> Self {
         Self {
             classifier: Classifier::new(kernel),
+            metrics: None,
             aggregator,
             clock,
             select,
@@ -85,6 +88,9 @@ impl Pipeline {
         if let Some(a) = self.aggregator.as_mut() {
             a.record(&outcome);
         }
+        if let Some(m) = self.metrics.as_mut() {
+            m.record(&outcome);
+        }
         match outcome.label {
             Label::Cancelled => Ok(()),
             Label::Connected => {
@@ -107,6 +113,27 @@ impl Pipeline {
                     &self.reasons,
                 )))
             }
+        }
+    }
+
+    /// Counts outcomes into Prometheus metrics too.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Brings the health metrics up to date.
+    pub fn update_health(&mut self, kernel: &CounterTotals, output_dropped: u64) {
+        let destinations_evicted = self.aggregator.as_ref().map_or(0, |a| a.evicted);
+        if let Some(m) = self.metrics.as_mut() {
+            m.health(Health {
+                events: self.events,
+                lost: kernel.lost,
+                decode_errors: self.decode_errors,
+                evicted: kernel.evicted,
+                destinations_evicted,
+                output_dropped,
+            });
         }
     }
 

@@ -20,6 +20,7 @@ use crate::{
     clock::WallClock,
     kernel_btf::KernelBtf,
     loader::{self, LoadOptions, Loaded},
+    metrics::Metrics,
     offsets::resolve,
     output::Output,
     pipeline::{Pipeline, Select},
@@ -140,6 +141,12 @@ async fn tick(timer: &mut Option<Interval>) {
 async fn run(args: RunArgs) -> Result<(), Failure> {
     // Output targets first: a bad path fails before anything is loaded.
     let mut out = Output::open(&args.output).map_err(|e| Failure::Environment(e.to_string()))?;
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::Environment(format!("--metrics-addr {addr}: cannot listen: {e}"))
+        })?),
+        None => None,
+    };
     let (mut loaded, reasons) = start(&args)?;
     // Keep the logger alive as long as the programs: dropping it closes its map.
     let mut logger = match EbpfLogger::init(&mut loaded.ebpf) {
@@ -174,6 +181,17 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         hz: crate::clock::kernel_hz(),
     };
     let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
+    let mut metrics_tick = None;
+    if let Some(listener) = metrics_listener {
+        let metrics = Metrics::new(args.metrics_max_destinations as usize);
+        log::info!(
+            "serving metrics at http://{}/metrics",
+            listener.local_addr()?
+        );
+        tokio::spawn(crate::metrics::serve(listener, metrics.registry()));
+        pipeline = pipeline.with_metrics(metrics);
+        metrics_tick = every(1);
+    }
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -199,6 +217,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                     .and_then(|()| pipeline.summaries(WallClock::now_mono_ns(), &mut out))
                     .and_then(|()| out.flush());
             }
+            _ = tick(&mut metrics_tick) => pipeline.update_health(&counters.read()?, out.dropped()),
             _ = tick(&mut stats_tick) => {
                 let record = pipeline.stats(&counters.read()?, out.dropped(), WallClock::now_mono_ns());
                 written = written.and_then(|()| out.write(&record)).and_then(|()| out.flush());

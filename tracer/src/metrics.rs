@@ -1,0 +1,371 @@
+//! Prometheus / OpenMetrics endpoint (`--metrics-addr`): connect attempts and failures per
+//! destination (with a cardinality limit: past it, destinations share the series `other`),
+//! a connect-latency histogram, and the tracer's own health.
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
+
+use http_body_util::Full;
+use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+
+use crate::classify::{Direction, Label, Outcome};
+
+/// The series destinations share once the cardinality limit is reached.
+pub const OTHER: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DstLabels {
+    ip: String,
+    port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    ip: String,
+    port: String,
+    label: String,
+}
+
+/// The tracer's own counters, as totals; the metrics follow them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub events: u64,
+    pub lost: u64,
+    pub decode_errors: u64,
+    pub evicted: u64,
+    pub destinations_evicted: u64,
+    pub output_dropped: u64,
+}
+
+pub struct Metrics {
+    registry: Arc<Registry>,
+    attempts: Family<DstLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    inbound_refusals: Counter,
+    latency: Histogram,
+    overflow: Counter,
+    health: [Counter; 6],
+    last: Health,
+    admitted: HashSet<SocketAddr>,
+    limit: usize,
+}
+
+impl Metrics {
+    /// `limit`: destinations with their own series.
+    pub fn new(limit: usize) -> Self {
+        let mut r = Registry::default();
+        let attempts = Family::<DstLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let inbound_refusals = Counter::default();
+        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let overflow = Counter::default();
+        r.register(
+            "tracer_connect_attempts",
+            "Outbound TCP connects that succeeded or failed in the connect phase, per destination",
+            attempts.clone(),
+        );
+        r.register("tracer_connect_failures", "Failed outbound TCP connections per destination and label (refused, syn_timeout, dropped_keepalive, unreachable, reset, rto_timeout)", failures.clone());
+        r.register(
+            "tracer_inbound_refusals",
+            "SYNs from remote peers that found no listener on this host",
+            inbound_refusals.clone(),
+        );
+        r.register(
+            "tracer_connect_latency_seconds",
+            "Time from connect() to ESTABLISHED",
+            latency.clone(),
+        );
+        r.register(
+            "tracer_metrics_destinations_overflow",
+            "Outcomes counted under ip=\"other\" because the destination limit was reached",
+            overflow.clone(),
+        );
+        let health: [Counter; 6] = Default::default();
+        let names = [
+            ("tracer_events", "Records received from the kernel"),
+            (
+                "tracer_lost_events",
+                "Records the kernel dropped because the ring buffer was full",
+            ),
+            ("tracer_decode_errors", "Records that could not be decoded"),
+            (
+                "tracer_evicted_sockets",
+                "Connections whose kernel state was evicted before they ended",
+            ),
+            (
+                "tracer_evicted_destinations",
+                "Destinations dropped from summaries at --max-destinations",
+            ),
+            (
+                "tracer_output_dropped",
+                "Output lines the sinks could not deliver",
+            ),
+        ];
+        for ((name, help), c) in names.into_iter().zip(&health) {
+            r.register(name, help, c.clone());
+        }
+        Self {
+            registry: Arc::new(r),
+            attempts,
+            failures,
+            inbound_refusals,
+            latency,
+            overflow,
+            health,
+            last: Health::default(),
+            admitted: HashSet::new(),
+            limit,
+        }
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    fn labels(&mut self, dst: SocketAddr) -> DstLabels {
+        if self.admitted.contains(&dst) || self.admitted.len() < self.limit {
+            self.admitted.insert(dst);
+            DstLabels {
+                ip: dst.ip().to_string(),
+                port: dst.port().to_string(),
+            }
+        } else {
+            self.overflow.inc();
+            DstLabels {
+                ip: OTHER.into(),
+                port: OTHER.into(),
+            }
+        }
+    }
+
+    pub fn record(&mut self, o: &Outcome) {
+        if o.direction == Direction::Inbound {
+            self.inbound_refusals.inc();
+            return;
+        }
+        if o.label == Label::Cancelled {
+            return;
+        }
+        let dst = self.labels(o.conn.dst);
+        let connect_phase = o.evidence.connection_age_ms.is_none();
+        if o.label == Label::Connected {
+            self.attempts.get_or_create(&dst).inc();
+            self.latency.observe(o.evidence.elapsed_ms / 1000.0);
+            return;
+        }
+        if connect_phase {
+            self.attempts.get_or_create(&dst).inc();
+        }
+        let labels = FailureLabels {
+            ip: dst.ip,
+            port: dst.port,
+            label: o.label.as_str().into(),
+        };
+        self.failures.get_or_create(&labels).inc();
+    }
+
+    /// Moves the health counters up to `now`'s totals.
+    pub fn health(&mut self, now: Health) {
+        let pairs = [
+            (now.events, self.last.events),
+            (now.lost, self.last.lost),
+            (now.decode_errors, self.last.decode_errors),
+            (now.evicted, self.last.evicted),
+            (now.destinations_evicted, self.last.destinations_evicted),
+            (now.output_dropped, self.last.output_dropped),
+        ];
+        for ((new, old), c) in pairs.into_iter().zip(&self.health) {
+            c.inc_by(new.saturating_sub(old));
+        }
+        self.last = now;
+    }
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut s = String::new();
+    encode(&mut s, registry).expect("writing to a String cannot fail");
+    s
+}
+
+/// `--metrics-addr`: `PORT` (binds 127.0.0.1) or `IP:PORT`.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    s.parse().map_err(|_| {
+        format!("`{s}`: expected PORT (binds 127.0.0.1) or IP:PORT, e.g. 9464 or 0.0.0.0:9464")
+    })
+}
+
+/// Serves `GET /metrics` until the process ends.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let registry = registry.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &registry)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(registry),
+        ),
+        _ => (
+            404,
+            "text/plain; charset=utf-8",
+            "not found: the metrics are at /metrics\n".to_string(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{Connection, Evidence};
+
+    fn outcome(dst: &str, label: Label) -> Outcome {
+        Outcome {
+            label,
+            direction: Direction::Outbound,
+            conn: Connection {
+                src: "10.0.0.1:1".parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                pid: 1,
+                tid: 1,
+                uid: 0,
+                comm: [0; 16],
+                cgroup_id: 0,
+                netns: None,
+                sock_id: 0,
+            },
+            at_ns: 0,
+            errno: None,
+            evidence: Evidence {
+                elapsed_ms: 2.0,
+                ..Evidence::default()
+            },
+        }
+    }
+
+    #[test]
+    fn counts_per_destination_and_label() {
+        let mut m = Metrics::new(10);
+        for _ in 0..7 {
+            m.record(&outcome("10.1.2.3:5432", Label::Refused));
+        }
+        m.record(&outcome("10.1.2.3:5432", Label::Connected));
+        let text = render(&m.registry());
+        assert!(
+            text.contains(
+                r#"tracer_connect_failures_total{ip="10.1.2.3",port="5432",label="refused"} 7"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tracer_connect_attempts_total{ip="10.1.2.3",port="5432"} 8"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_connect_latency_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics: {text}");
+    }
+
+    #[test]
+    fn destinations_past_the_limit_share_the_other_series() {
+        let mut m = Metrics::new(2);
+        for d in [
+            "10.0.0.1:1",
+            "10.0.0.2:1",
+            "10.0.0.3:1",
+            "10.0.0.4:1",
+            "10.0.0.1:1",
+        ] {
+            m.record(&outcome(d, Label::Refused));
+        }
+        let text = render(&m.registry());
+        assert!(
+            text.contains(
+                r#"tracer_connect_failures_total{ip="other",port="other",label="refused"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"tracer_connect_failures_total{ip="10.0.0.1",port="1",label="refused"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_metrics_destinations_overflow_total 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn health_counters_follow_the_totals() {
+        let mut m = Metrics::new(1);
+        m.health(Health {
+            events: 5,
+            lost: 1,
+            ..Health::default()
+        });
+        m.health(Health {
+            events: 9,
+            lost: 1,
+            ..Health::default()
+        });
+        let text = render(&m.registry());
+        assert!(text.contains("tracer_events_total 9"), "{text}");
+        assert!(text.contains("tracer_lost_events_total 1"), "{text}");
+    }
+
+    #[test]
+    fn metrics_addr_forms() {
+        assert_eq!(parse_addr("9464"), Ok("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(
+            parse_addr("0.0.0.0:9464"),
+            Ok("0.0.0.0:9464".parse().unwrap())
+        );
+        assert_eq!(parse_addr("[::1]:9464"), Ok("[::1]:9464".parse().unwrap()));
+        assert!(
+            parse_addr("localhost:9464")
+                .unwrap_err()
+                .contains("IP:PORT")
+        );
+    }
+}
