@@ -82,6 +82,9 @@ pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
     } else {
         return None;
     }
+    if !crate::filter::inbound_wanted(ev.family, &ev.daddr_be, ev.dport) {
+        return None;
+    }
     submit(ev);
     Some(())
 }

@@ -10,6 +10,7 @@
 mod destroy;
 mod emit;
 mod error_report;
+mod filter;
 mod inbound;
 mod read;
 mod reset;
@@ -29,7 +30,7 @@ static OFFSETS: KernelOffsets = KernelOffsets::MISSING;
 
 /// Run-time settings; see `tracer_common::Config`.
 #[unsafe(no_mangle)]
-static CONFIG: Config = Config { netns: 0, _pad: 0 };
+static CONFIG: Config = Config::ALL;
 
 /// Records for userspace. The loader sets the real size.
 #[map]

@@ -113,6 +113,9 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
     ev.old_state = tcp_state::CLOSE;
     ev.new_state = tcp_state::SYN_SENT;
     read_tuple(ctx, ev);
+    if !crate::filter::connect_wanted(ev) {
+        return None;
+    }
     // By reference: a copy of the record would not fit the BPF stack.
     let record: &RawEvent = ev;
     match SOCKS.insert(skaddr, record, 0) {

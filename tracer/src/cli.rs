@@ -77,6 +77,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_destinations: u64,
+    /// Trace only connections to this destination port (repeatable, up to 16). Filtered in the kernel.
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+    /// Trace only connections to this address or CIDR prefix (repeatable, up to 8), e.g.
+    /// 10.0.0.0/8 or fd00::/8. Filtered in the kernel.
+    #[arg(long = "dst", value_name = "CIDR", value_parser = crate::filter::parse_cidr)]
+    pub dsts: Vec<tracer_common::Cidr>,
+    /// Trace only connections made by this process id (repeatable, up to 16). Filtered in the kernel.
+    #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+    /// Trace only connections made by tasks of this name (`ps -o comm`; repeatable, up to 8).
+    /// Filtered in the kernel.
+    #[arg(long = "comm", value_name = "NAME", value_parser = crate::filter::parse_comm)]
+    pub comms: Vec<[u8; 16]>,
     /// Seconds between `stats` records; 0 prints one only at exit.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stats_interval: u64,

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod decode;
+pub mod filter;
 pub mod hints;
 pub mod kernel_btf;
 pub mod loader;

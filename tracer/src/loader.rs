@@ -20,8 +20,8 @@ pub struct LoadOptions {
     pub max_sockets: u32,
     /// Size of the ring buffer (bytes, a power of two multiple of the page size).
     pub ring_buffer_bytes: u32,
-    /// Track only this network namespace (inode); 0 for all.
-    pub netns: u32,
+    /// Namespace and process/destination filters.
+    pub config: Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +86,9 @@ impl Loaded {
 
 pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock_limit();
-    let config = Config {
-        netns: opts.netns,
-        _pad: 0,
-    };
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
-        .override_global("CONFIG", &config, true)
+        .override_global("CONFIG", &opts.config, true)
         .map_max_entries("SOCKS", opts.max_sockets)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .load(OBJECT)

@@ -46,7 +46,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Environment(msg)) => {
+        Err(Failure::Environment(msg) | Failure::Usage(msg)) => {
             log::error!("{msg}");
             ExitCode::from(EXIT_ENVIRONMENT)
         }
@@ -58,6 +58,8 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 enum Failure {
+    /// A flag value clap could not check alone.
+    Usage(String),
     Environment(String),
     Runtime(anyhow::Error),
 }
@@ -95,10 +97,18 @@ fn start(args: &RunArgs) -> Result<(Loaded, RstReasons), Failure> {
                 .into(),
         ));
     }
+    let config = crate::filter::config(
+        args.netns.unwrap_or(0),
+        &args.ports,
+        &args.dsts,
+        &args.pids,
+        &args.comms,
+    )
+    .map_err(Failure::Usage)?;
     let opts = LoadOptions {
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
-        netns: args.netns.unwrap_or(0),
+        config,
     };
     let loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
         let msg = e.to_string();

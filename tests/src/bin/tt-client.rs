@@ -34,6 +34,9 @@ enum Mode {
         /// One blocking connect() instead (the kernel decides when it fails).
         #[arg(long, conflicts_with_all = ["count", "give_up_ms"])]
         blocking: bool,
+        /// Wait for a line on stdin before connecting (print `ready` first).
+        #[arg(long)]
+        after_line: bool,
     },
     /// Connect with SO_KEEPALIVE, report, then wait in recv until the connection dies.
     Keepalive {
@@ -73,15 +76,21 @@ fn main() -> Result<()> {
     match Cli::parse().mode {
         Mode::Connect {
             addr,
-            blocking: true,
-            ..
-        } => connect_blocking(addr),
-        Mode::Connect {
-            addr,
             count,
             give_up_ms,
-            ..
-        } => connect_many(addr, count, give_up_ms),
+            blocking,
+            after_line,
+        } => {
+            if after_line {
+                say("ready");
+                std::io::stdin().read_line(&mut String::new())?;
+            }
+            if blocking {
+                connect_blocking(addr)
+            } else {
+                connect_many(addr, count, give_up_ms)
+            }
+        }
         Mode::Keepalive {
             addr,
             idle,
