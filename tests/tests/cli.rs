@@ -123,3 +123,14 @@ fn schema_command_prints_the_shipped_schema() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), schema::SCHEMA);
     schema::validate(&[]); // it compiles as a JSON Schema
 }
+
+#[test]
+fn top_needs_a_terminal() {
+    let o = tracer(&["top"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("needs a terminal") && e.contains("tracer run"),
+        "{e}"
+    );
+}

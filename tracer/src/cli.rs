@@ -22,11 +22,15 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
 pub enum Command {
     /// Stream failure records to stdout until SIGINT/SIGTERM (the default).
     Run(RunArgs),
     /// Check privileges, tracefs, BTF, every tracepoint and struct field; exit 0 only if all are ok.
     Check(EnvArgs),
+    /// A live terminal table per destination (attempts/s, failures by label, p99 connect
+    /// latency, verdict), most failures first; q quits. Takes the same filters as `run`.
+    Top(RunArgs),
     /// Print the JSON Schema of the output records.
     Schema,
 }

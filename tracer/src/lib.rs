@@ -18,6 +18,7 @@ pub mod privileges;
 pub mod record;
 pub mod run;
 pub mod source;
+pub mod top;
 pub mod tracefs;
 
 /// The JSON Schema of the output records (`tracer schema`).

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(args) => tracer::run::main(args),
         Command::Check(args) => tracer::check::main(&args),
+        Command::Top(args) => tracer::top::main(args),
         Command::Schema => {
             print!("{}", tracer::SCHEMA);
             ExitCode::SUCCESS

@@ -2,7 +2,7 @@
 use std::io;
 
 use crate::{
-    aggregate::Aggregator,
+    aggregate::{Aggregator, Summary},
     classify::{Classifier, KernelParams, Label},
     clock::WallClock,
     decode::decode,
@@ -137,12 +137,17 @@ impl Pipeline {
         }
     }
 
-    /// Closes the summary window at `now_mono_ns` and writes a `summary` per active destination.
+    /// Closes the summary window at `now_mono_ns`: the destinations active in it.
+    pub fn close_window(&mut self, now_mono_ns: u64) -> Vec<Summary> {
+        self.aggregator
+            .as_mut()
+            .map(|a| a.close_window(now_mono_ns))
+            .unwrap_or_default()
+    }
+
+    /// Closes the summary window and writes a `summary` per active destination.
     pub fn summaries(&mut self, now_mono_ns: u64, out: &mut Output) -> io::Result<()> {
-        let Some(a) = self.aggregator.as_mut() else {
-            return Ok(());
-        };
-        let summaries = a.close_window(now_mono_ns);
+        let summaries = self.close_window(now_mono_ns);
         if !self.select.summaries {
             return Ok(());
         }

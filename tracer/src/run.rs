@@ -34,6 +34,11 @@ use crate::{
 const EXIT_ENVIRONMENT: u8 = 2;
 
 pub fn main(args: RunArgs) -> ExitCode {
+    block_on(run(args))
+}
+
+/// Runs `task` on a single-threaded runtime and maps its failure to an exit code.
+pub(crate) fn block_on(task: impl std::future::Future<Output = Result<(), Failure>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -44,7 +49,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    match rt.block_on(task) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Environment(msg) | Failure::Usage(msg)) => {
             log::error!("{msg}");
@@ -57,7 +62,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     }
 }
 
-enum Failure {
+pub(crate) enum Failure {
     /// A flag value clap could not check alone.
     Usage(String),
     Environment(String),
@@ -71,7 +76,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 /// Checks the environment, resolves offsets, loads and attaches: everything before streaming.
-fn start(args: &RunArgs) -> Result<(Loaded, RstReasons), Failure> {
+pub(crate) fn start(args: &RunArgs) -> Result<(Loaded, RstReasons), Failure> {
     let missing = privileges::missing_capabilities();
     if !missing.is_empty() {
         return Err(Failure::Environment(privileges::explain(&missing)));
@@ -132,14 +137,14 @@ fn start(args: &RunArgs) -> Result<(Loaded, RstReasons), Failure> {
 }
 
 /// A periodic timer, or none when `seconds` is 0.
-fn every(seconds: u64) -> Option<Interval> {
+pub(crate) fn every(seconds: u64) -> Option<Interval> {
     (seconds > 0).then(|| {
         let period = Duration::from_secs(seconds);
         interval_at(Instant::now() + period, period)
     })
 }
 
-async fn tick(timer: &mut Option<Interval>) {
+pub(crate) async fn tick(timer: &mut Option<Interval>) {
     match timer {
         Some(t) => {
             t.tick().await;
@@ -272,7 +277,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 /// Readiness of the kernel-side logger, or never when there is none.
-async fn readable<T: std::os::fd::AsRawFd>(
+pub(crate) async fn readable<T: std::os::fd::AsRawFd>(
     fd: &mut Option<AsyncFd<T>>,
 ) -> Option<io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>>> {
     match fd {

@@ -9,13 +9,14 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker (matching the nightly's LLVM), and the tools the
 /// real-kernel tests drive (nftables, iproute2 for namespaces, util-linux for setpriv, a
-/// Prometheus server that scrapes the metrics endpoint).
-const PACKAGES: [&str; 5] = [
+/// Prometheus server that scrapes the metrics endpoint, tmux to drive `tracer top`).
+const PACKAGES: [&str; 6] = [
     "llvm-22-dev",
     "nftables",
     "iproute2",
     "util-linux",
     "prometheus",
+    "tmux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -1,0 +1,266 @@
+//! `tracer top`: a live table of destinations, sorted by failures, refreshed every second.
+use std::{
+    collections::HashMap, io::IsTerminal, net::SocketAddr, num::NonZeroUsize, process::ExitCode,
+};
+
+use ratatui::{
+    crossterm::event::{self, Event, KeyCode, KeyModifiers},
+    layout::Constraint,
+    style::{Modifier, Style},
+    widgets::{Block, Row, Table},
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    aggregate::{Aggregator, FAILURE_LABELS, Summary, Verdict},
+    classify::KernelParams,
+    cli::RunArgs,
+    clock::WallClock,
+    output::Output,
+    pipeline::{Pipeline, Select},
+    run::{Failure, block_on, every, readable, start, tick},
+    source::{EventSource, KernelCounters, register_readable},
+};
+
+/// One destination's line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line {
+    pub dst: SocketAddr,
+    /// Attempts per second in the last window.
+    pub attempts_per_s: f64,
+    /// Failures per label (`FAILURE_LABELS` order) since `tracer top` started.
+    pub failures: [u64; FAILURE_LABELS.len()],
+    /// p99 connect latency of the last window that had successes.
+    pub p99_ms: Option<f64>,
+    /// Verdict of the last window the destination was active in.
+    pub verdict: Verdict,
+}
+
+/// The table's content, fed one window of summaries at a time. Pure.
+#[derive(Default)]
+pub struct TopTable {
+    lines: HashMap<SocketAddr, Line>,
+}
+
+impl TopTable {
+    pub fn update(&mut self, window_s: f64, summaries: &[Summary]) {
+        for l in self.lines.values_mut() {
+            l.attempts_per_s = 0.0;
+        }
+        for s in summaries {
+            let l = self.lines.entry(s.dst).or_insert(Line {
+                dst: s.dst,
+                attempts_per_s: 0.0,
+                failures: [0; FAILURE_LABELS.len()],
+                p99_ms: None,
+                verdict: Verdict::Healthy,
+            });
+            l.attempts_per_s = s.attempts as f64 / window_s.max(0.001);
+            for (total, n) in l.failures.iter_mut().zip(s.failures) {
+                *total += n;
+            }
+            if let Some(c) = s.connect_ms {
+                l.p99_ms = Some(c.p99);
+            }
+            l.verdict = s.verdict;
+        }
+    }
+
+    /// Most failures first, then busiest, then by address.
+    pub fn sorted(&self) -> Vec<&Line> {
+        let mut v: Vec<&Line> = self.lines.values().collect();
+        v.sort_by(|a, b| {
+            let (fa, fb): (u64, u64) = (a.failures.iter().sum(), b.failures.iter().sum());
+            fb.cmp(&fa)
+                .then(b.attempts_per_s.total_cmp(&a.attempts_per_s))
+                .then(a.dst.cmp(&b.dst))
+        });
+        v
+    }
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    if !std::io::stdout().is_terminal() {
+        log::error!(
+            "tracer top draws a live table and needs a terminal, but stdout is not one; \
+             for a stream of records use `tracer run` (NDJSON)"
+        );
+        return ExitCode::from(2);
+    }
+    block_on(top(args))
+}
+
+async fn top(args: RunArgs) -> Result<(), Failure> {
+    let (mut loaded, reasons) = start(&args)?;
+    let mut logger = aya_log::EbpfLogger::init(&mut loaded.ebpf)
+        .ok()
+        .map(register_readable)
+        .transpose()?;
+    let mut events = EventSource::new(loaded.take_events()?)?;
+    let _counters = KernelCounters::new(loaded.take_counters()?);
+    let select = Select {
+        failures: false,
+        successes: false,
+        summaries: false,
+    };
+    let cap = NonZeroUsize::new(args.max_destinations as usize).unwrap_or(NonZeroUsize::MIN);
+    let aggregator = Aggregator::new(cap, WallClock::now_mono_ns());
+    let kernel = KernelParams {
+        hz: crate::clock::kernel_hz(),
+    };
+    let mut pipeline = Pipeline::new(
+        WallClock::sample(),
+        kernel,
+        reasons,
+        select,
+        Some(aggregator),
+    );
+    let mut nowhere = Output::new(Vec::new());
+
+    // Keys come from a thread: crossterm's reads block.
+    let (keys_tx, mut keys) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        while let Ok(ev) = event::read() {
+            if keys_tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    let mut terminal = ratatui::try_init()?;
+    let mut table = TopTable::default();
+    let mut refresh = every(1);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut last = WallClock::now_mono_ns();
+    let result: Result<(), Failure> = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break Ok(()),
+            batch = events.next_batch(|bytes| { let _ = pipeline.process(bytes, &mut nowhere); }) => {
+                if let Err(e) = batch { break Err(e.into()); }
+            }
+            _ = tick(&mut refresh) => {
+                let now = WallClock::now_mono_ns();
+                let window_s = now.saturating_sub(last) as f64 / 1e9;
+                last = now;
+                table.update(window_s, &pipeline.close_window(now));
+                if let Err(e) = terminal.draw(|f| draw(f, &table)) { break Err(e.into()); }
+            }
+            Some(key) = keys.recv() => {
+                if let Event::Key(k) = key {
+                    let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                    if k.code == KeyCode::Char('q') || k.code == KeyCode::Esc || ctrl_c {
+                        break Ok(());
+                    }
+                }
+                if let Event::Resize(..) = key {
+                    let _ = terminal.draw(|f| draw(f, &table));
+                }
+            }
+            Some(guard) = readable(&mut logger) => {
+                if let Ok(mut guard) = guard {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            }
+        }
+    };
+    ratatui::restore();
+    result
+}
+
+fn draw(f: &mut ratatui::Frame, table: &TopTable) {
+    let header = Row::new([
+        "DESTINATION",
+        "ATT/S",
+        "REFUSED",
+        "SYN_TO",
+        "KEEPALIVE",
+        "UNREACH",
+        "RESET",
+        "RTO",
+        "P99 MS",
+        "VERDICT",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let rows = table.sorted().into_iter().map(|l| {
+        let mut cells = vec![l.dst.to_string(), format!("{:.1}", l.attempts_per_s)];
+        cells.extend(l.failures.iter().map(u64::to_string));
+        cells.push(l.p99_ms.map_or("-".into(), |p| format!("{p:.2}")));
+        cells.push(l.verdict.as_str().to_string());
+        Row::new(cells)
+    });
+    let widths = [
+        Constraint::Min(24),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(9),
+        Constraint::Length(12),
+    ];
+    let title = format!(
+        " tracer top: {} destinations, most failures first; q quits ",
+        table.lines.len()
+    );
+    f.render_widget(
+        Table::new(rows, widths)
+            .header(header)
+            .block(Block::bordered().title(title)),
+        f.area(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Latency;
+
+    fn summary(dst: &str, attempts: u64, refused: u64, verdict: Verdict) -> Summary {
+        let mut failures = [0; FAILURE_LABELS.len()];
+        failures[0] = refused;
+        Summary {
+            dst: dst.parse().unwrap(),
+            window_start_ns: 0,
+            window_end_ns: 1,
+            attempts,
+            connected: attempts - refused,
+            cancelled: 0,
+            failures,
+            syn_retransmits: 0,
+            connect_ms: (attempts > refused).then_some(Latency {
+                p50: 1.0,
+                p90: 2.0,
+                p99: 3.0,
+                max: 4.0,
+            }),
+            top_processes: Vec::new(),
+            first_failure_ns: None,
+            last_failure_ns: None,
+            failure_streak: 0,
+            longest_streak: 0,
+            verdict,
+        }
+    }
+
+    #[test]
+    fn rows_sort_by_failures_and_accumulate() {
+        let mut t = TopTable::default();
+        t.update(
+            1.0,
+            &[
+                summary("10.0.0.1:80", 10, 0, Verdict::Healthy),
+                summary("10.0.0.2:5432", 3, 3, Verdict::Refusing),
+            ],
+        );
+        t.update(2.0, &[summary("10.0.0.2:5432", 4, 4, Verdict::Refusing)]);
+        let rows = t.sorted();
+        assert_eq!(rows[0].dst.to_string(), "10.0.0.2:5432");
+        assert_eq!(rows[0].failures[0], 7);
+        assert_eq!(rows[0].attempts_per_s, 2.0);
+        assert_eq!(rows[0].verdict, Verdict::Refusing);
+        assert_eq!(rows[1].attempts_per_s, 0.0, "idle in the last window");
+        assert_eq!(rows[1].p99_ms, Some(3.0), "the last latency seen stays");
+    }
+}
