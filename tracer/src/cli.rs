@@ -22,7 +22,6 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
 pub enum Command {
     /// Stream failure records to stdout until SIGINT/SIGTERM (the default).
     Run(RunArgs),
