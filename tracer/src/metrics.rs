@@ -71,7 +71,7 @@ impl Metrics {
         let attempts = Family::<DstLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let inbound_refusals = Counter::default();
-        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let latency = Histogram::new(exponential_buckets(0.000_025, 2.0, 20));
         let overflow = Counter::default();
         r.register(
             "tracer_connect_attempts",
