@@ -34,58 +34,36 @@ fn endpoint_wanted(family: u8, addr: &[u8; 16], port: u16) -> bool {
     port_wanted(port) && dst_wanted(family, addr)
 }
 
+/// True when no value of this kind is set (`n` = 0), or `value` is one of the first `n`.
 #[inline(always)]
-fn port_wanted(port: u16) -> bool {
-    let n: u8 = config!(n_ports);
+fn one_of<T: PartialEq, const N: usize>(n: u8, value: &T, at: impl Fn(usize) -> T) -> bool {
     if n == 0 {
         return true;
     }
-    for i in 0..MAX_PORTS {
+    for i in 0..N {
         if i >= n as usize {
             break;
         }
-        let p: u16 = config_at!(ports, i);
-        if p == port {
+        if at(i) == *value {
             return true;
         }
     }
     false
+}
+
+#[inline(always)]
+fn port_wanted(port: u16) -> bool {
+    one_of::<u16, MAX_PORTS>(config!(n_ports), &port, |i| config_at!(ports, i))
 }
 
 #[inline(always)]
 fn pid_wanted(pid: u32) -> bool {
-    let n: u8 = config!(n_pids);
-    if n == 0 {
-        return true;
-    }
-    for i in 0..MAX_PIDS {
-        if i >= n as usize {
-            break;
-        }
-        let p: u32 = config_at!(pids, i);
-        if p == pid {
-            return true;
-        }
-    }
-    false
+    one_of::<u32, MAX_PIDS>(config!(n_pids), &pid, |i| config_at!(pids, i))
 }
 
 #[inline(always)]
 fn comm_wanted(comm: &[u8; 16]) -> bool {
-    let n: u8 = config!(n_comms);
-    if n == 0 {
-        return true;
-    }
-    for i in 0..MAX_COMMS {
-        if i >= n as usize {
-            break;
-        }
-        let c: [u8; 16] = config_at!(comms, i);
-        if c == *comm {
-            return true;
-        }
-    }
-    false
+    one_of::<[u8; 16], MAX_COMMS>(config!(n_comms), comm, |i| config_at!(comms, i))
 }
 
 #[inline(always)]

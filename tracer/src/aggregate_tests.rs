@@ -5,19 +5,11 @@ use crate::classify::{Connection, Evidence};
 const S: u64 = 1_000_000_000;
 
 fn conn(dst: &str, pid: u32, comm: &str) -> Connection {
-    let mut c = [0u8; 16];
-    c[..comm.len()].copy_from_slice(comm.as_bytes());
-    Connection {
-        src: "10.0.0.1:40000".parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        pid,
-        tid: pid,
-        uid: 0,
-        comm: c,
-        cgroup_id: 1,
-        netns: Some(1),
-        sock_id: 0,
-    }
+    let mut c = Outcome::example(dst, Label::Connected).conn;
+    c.pid = pid;
+    c.comm = [0; 16];
+    c.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    c
 }
 
 fn outcome(dst: &str, label: Label, at_s: u64) -> Outcome {

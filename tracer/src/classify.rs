@@ -471,5 +471,32 @@ pub fn ip(family: u8, bytes: &[u8; 16]) -> IpAddr {
 }
 
 #[cfg(test)]
+impl Outcome {
+    /// An outbound outcome from 10.0.0.1:40000 to `dst` by pid 1 "app", for other modules' tests.
+    pub(crate) fn example(dst: &str, label: Label) -> Outcome {
+        let mut comm = [0u8; 16];
+        comm[..3].copy_from_slice(b"app");
+        Outcome {
+            label,
+            direction: Direction::Outbound,
+            conn: Connection {
+                src: "10.0.0.1:40000".parse().expect("an address"),
+                dst: dst.parse().expect("an address"),
+                pid: 1,
+                tid: 1,
+                uid: 0,
+                comm,
+                cgroup_id: 1,
+                netns: Some(1),
+                sock_id: 0,
+            },
+            at_ns: 0,
+            errno: None,
+            evidence: Evidence::default(),
+        }
+    }
+}
+
+#[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;

@@ -1,25 +1,15 @@
 //! Each label/evidence combination gets its own hint, with the real address and port.
 use super::*;
-use crate::classify::{Connection, Evidence};
+use crate::classify::Evidence;
 
 fn outcome(label: Label, direction: Direction, errno: Option<i32>, evidence: Evidence) -> Outcome {
+    let mut o = Outcome::example("10.1.2.3:5432", label);
+    o.conn.src = "10.9.8.7:40000".parse().unwrap();
     Outcome {
-        label,
         direction,
-        conn: Connection {
-            src: "10.9.8.7:40000".parse().unwrap(),
-            dst: "10.1.2.3:5432".parse().unwrap(),
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            comm: [0; 16],
-            cgroup_id: 0,
-            netns: None,
-            sock_id: 0,
-        },
-        at_ns: 0,
         errno,
         evidence,
+        ..o
     }
 }
 

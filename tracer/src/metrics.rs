@@ -254,30 +254,11 @@ fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{Connection, Evidence};
 
     fn outcome(dst: &str, label: Label) -> Outcome {
-        Outcome {
-            label,
-            direction: Direction::Outbound,
-            conn: Connection {
-                src: "10.0.0.1:1".parse().unwrap(),
-                dst: dst.parse().unwrap(),
-                pid: 1,
-                tid: 1,
-                uid: 0,
-                comm: [0; 16],
-                cgroup_id: 0,
-                netns: None,
-                sock_id: 0,
-            },
-            at_ns: 0,
-            errno: None,
-            evidence: Evidence {
-                elapsed_ms: 2.0,
-                ..Evidence::default()
-            },
-        }
+        let mut o = Outcome::example(dst, label);
+        o.evidence.elapsed_ms = 2.0;
+        o
     }
 
     #[test]
