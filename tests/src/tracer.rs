@@ -25,11 +25,24 @@ pub struct Tracer {
 impl Tracer {
     /// Starts `tracer run --netns <ns>` plus `extra` flags and waits until it is attached.
     pub fn start(ns: &Netns, extra: &[&str]) -> Self {
+        let netns = ns.inode.to_string();
+        let mut args = vec!["run", "--netns", netns.as_str()];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// Starts `tracer run` for the whole host (tests must pick their own records).
+    pub fn start_unfiltered(extra: &[&str]) -> Self {
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    fn spawn(args: &[&str]) -> Self {
         crate::require_kernel();
         let bin = crate::tracer_bin().unwrap();
         let mut child = Command::new(bin)
-            .args(["run", "--netns", &ns.inode.to_string()])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

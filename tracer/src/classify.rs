@@ -176,11 +176,19 @@ impl Default for KernelParams {
     }
 }
 
+/// How long a close without a readable `sk_err` waits for its error report: the kernel reports
+/// the error right after the CLOSE transition, in the same call (`tcp_done_with_error`).
+pub const PARK_NS: u64 = 100_000_000;
+/// How many such closes wait at most.
+const PARK_CAPACITY: usize = 4096;
+
 #[derive(Default)]
 pub struct Classifier {
     kernel: KernelParams,
     reports: HashMap<TupleKey, (i32, u64)>,
     report_order: VecDeque<(TupleKey, u64)>,
+    /// Closes whose `sk_err` could not be read (no BTF), waiting for their error report.
+    parked: VecDeque<RawEvent>,
     pub counts: ClassifierCounts,
 }
 
@@ -197,6 +205,15 @@ impl Classifier {
     pub fn observe(&mut self, ev: &RawEvent) -> Option<Outcome> {
         match ev.kind {
             KIND_ERROR_REPORT => {
+                let key = tuple_key(ev);
+                let waiting = self
+                    .parked
+                    .iter()
+                    .position(|c| tuple_key(c) == key && ev.ts_ns >= c.start_ns);
+                if let Some(i) = waiting.filter(|_| ev.error > 0) {
+                    let close = self.parked.remove(i).expect("index from position");
+                    return self.finish_close(&close, Some(ev.error));
+                }
                 self.remember_report(ev);
                 None
             }
@@ -210,16 +227,45 @@ impl Classifier {
             }
             KIND_CLOSED => {
                 let reported = self.take_report(ev);
-                let outcome = closed(ev, reported, &self.kernel);
-                match outcome.as_ref().map(|o| o.label) {
-                    Some(Label::Cancelled) => self.counts.cancelled += 1,
-                    None if errno_of(ev, reported).is_some() => self.counts.unclassified += 1,
-                    _ => {}
+                if reported.is_none() && ev.valid & VALID_SK_ERR == 0 {
+                    // The error report, if any, comes right after the CLOSE: wait for it.
+                    let mut out = None;
+                    if self.parked.len() >= PARK_CAPACITY
+                        && let Some(oldest) = self.parked.pop_front()
+                    {
+                        out = self.finish_close(&oldest, None);
+                    }
+                    self.parked.push_back(*ev);
+                    return out;
                 }
-                outcome
+                self.finish_close(ev, reported)
             }
             _ => None,
         }
+    }
+
+    /// Classifies the parked closes whose error report did not come within `PARK_NS` of `now_ns`.
+    pub fn flush(&mut self, now_ns: u64) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        while self
+            .parked
+            .front()
+            .is_some_and(|c| c.ts_ns.saturating_add(PARK_NS) <= now_ns)
+        {
+            let close = self.parked.pop_front().expect("front exists");
+            out.extend(self.finish_close(&close, None));
+        }
+        out
+    }
+
+    fn finish_close(&mut self, ev: &RawEvent, reported: Option<i32>) -> Option<Outcome> {
+        let outcome = closed(ev, reported, &self.kernel);
+        match outcome.as_ref().map(|o| o.label) {
+            Some(Label::Cancelled) => self.counts.cancelled += 1,
+            None if errno_of(ev, reported).is_some() => self.counts.unclassified += 1,
+            _ => {}
+        }
+        outcome
     }
 
     fn remember_report(&mut self, ev: &RawEvent) {

@@ -71,7 +71,8 @@ fn report(ev: &RawEvent, at_ms: u64, errno: i32) -> RawEvent {
 
 fn run(events: &[RawEvent]) -> (Vec<Outcome>, ClassifierCounts) {
     let mut c = Classifier::new(KernelParams { hz: 250 });
-    let out = events.iter().filter_map(|e| c.observe(e)).collect();
+    let mut out: Vec<Outcome> = events.iter().filter_map(|e| c.observe(e)).collect();
+    out.extend(c.flush(u64::MAX)); // settle closes still waiting for an error report
     (out, c.counts)
 }
 
@@ -237,6 +238,39 @@ fn error_report_with_error_zero_changes_nothing() {
     let ev = connect();
     let o = one(&[report(&ev, 10, 0), close(&ev, tcp_state::SYN_SENT, 50, 0)]);
     assert_eq!(o.label, Label::Cancelled);
+}
+
+#[test]
+fn a_close_without_sk_err_waits_for_the_report_that_follows_it() {
+    // No BTF: sk_err unreadable. The kernel reports the error right after the CLOSE.
+    let mut ev = connect();
+    ev.valid &= !VALID_SK_ERR;
+    ev.rst_received_state = STATE_UNKNOWN;
+    let mut c = Classifier::new(KernelParams::default());
+    assert_eq!(
+        c.observe(&close(&ev, tcp_state::SYN_SENT, 1, 0)),
+        None,
+        "parked"
+    );
+    let o = c
+        .observe(&report(&ev, 1, ECONNREFUSED))
+        .expect("the report completes it");
+    assert_eq!(o.label, Label::Refused);
+    assert_eq!(o.errno, Some(ECONNREFUSED));
+    assert!(c.flush(T0 + 10 * 1000 * MS).is_empty());
+}
+
+#[test]
+fn a_parked_close_without_a_report_is_classified_after_the_wait() {
+    let mut ev = connect();
+    ev.valid &= !VALID_SK_ERR;
+    let mut c = Classifier::new(KernelParams::default());
+    assert_eq!(c.observe(&close(&ev, tcp_state::SYN_SENT, 1, 0)), None);
+    assert!(c.flush(T0 + MS + PARK_NS - 1).is_empty(), "still waiting");
+    let out = c.flush(T0 + MS + PARK_NS);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].label, Label::Cancelled);
+    assert_eq!(c.counts.cancelled, 1);
 }
 
 #[test]

@@ -3,7 +3,7 @@ use std::io;
 
 use crate::{
     aggregate::{Aggregator, Summary},
-    classify::{Classifier, KernelParams, Label},
+    classify::{Classifier, KernelParams, Label, Outcome},
     clock::WallClock,
     decode::decode,
     metrics::{Health, Metrics},
@@ -82,14 +82,26 @@ impl Pipeline {
             }
         };
         self.events += 1;
-        let Some(outcome) = self.classifier.observe(&ev) else {
-            return Ok(());
-        };
+        match self.classifier.observe(&ev) {
+            Some(outcome) => self.emit(&outcome, out),
+            None => Ok(()),
+        }
+    }
+
+    /// Classifies closes that waited long enough for an error report (see `Classifier::flush`).
+    pub fn flush(&mut self, now_mono_ns: u64, out: &mut Output) -> io::Result<()> {
+        for outcome in self.classifier.flush(now_mono_ns) {
+            self.emit(&outcome, out)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, outcome: &Outcome, out: &mut Output) -> io::Result<()> {
         if let Some(a) = self.aggregator.as_mut() {
-            a.record(&outcome);
+            a.record(outcome);
         }
         if let Some(m) = self.metrics.as_mut() {
-            m.record(&outcome);
+            m.record(outcome);
         }
         match outcome.label {
             Label::Cancelled => Ok(()),
@@ -99,7 +111,7 @@ impl Pipeline {
                     return Ok(());
                 }
                 let time = self.clock.rfc3339(outcome.at_ns);
-                out.write(&Record::Connect(Connect::from_outcome(&outcome, time)))
+                out.write(&Record::Connect(Connect::from_outcome(outcome, time)))
             }
             _ => {
                 self.failures += 1;
@@ -108,7 +120,7 @@ impl Pipeline {
                 }
                 let time = self.clock.rfc3339(outcome.at_ns);
                 out.write(&Record::Failure(Failure::from_outcome(
-                    &outcome,
+                    outcome,
                     time,
                     &self.reasons,
                 )))

@@ -154,6 +154,10 @@ pub(crate) async fn tick(timer: &mut Option<Interval>) {
 }
 
 async fn run(args: RunArgs) -> Result<(), Failure> {
+    // Signal handlers first: a signal that arrives once we say "attached" must be handled.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     // Output targets first: a bad path fails before anything is loaded.
     let mut out = Output::open(&args.output).map_err(|e| Failure::Environment(e.to_string()))?;
     let metrics_listener = match args.metrics_addr {
@@ -207,10 +211,9 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         pipeline = pipeline.with_metrics(metrics);
         metrics_tick = every(1);
     }
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut stats_tick = every(args.stats_interval);
+    // Closes waiting for their error report (no BTF) are settled on this beat.
+    let mut settle_tick = Some(tokio::time::interval(Duration::from_millis(200)));
     let mut summary_tick = every(args.summary_interval);
     let mut written: io::Result<()> = Ok(());
 
@@ -226,6 +229,11 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
             }) => {
                 batch?;
                 written = written.and_then(|()| out.flush());
+            }
+            _ = tick(&mut settle_tick) => {
+                written = written
+                    .and_then(|()| pipeline.flush(WallClock::now_mono_ns(), &mut out))
+                    .and_then(|()| out.flush());
             }
             _ = tick(&mut summary_tick) => {
                 written = written
@@ -259,6 +267,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         }
     });
     let now = WallClock::now_mono_ns();
+    written = written.and_then(|()| pipeline.flush(u64::MAX, &mut out));
     let record = pipeline.stats(&counters.read()?, out.dropped(), now);
     let result = written
         .and_then(|()| pipeline.summaries(now, &mut out))

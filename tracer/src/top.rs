@@ -91,6 +91,7 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 async fn top(args: RunArgs) -> Result<(), Failure> {
+    let mut sigterm = signal(SignalKind::terminate())?;
     let (mut loaded, reasons) = start(&args)?;
     let mut logger = aya_log::EbpfLogger::init(&mut loaded.ebpf)
         .ok()
@@ -129,7 +130,6 @@ async fn top(args: RunArgs) -> Result<(), Failure> {
     let mut terminal = ratatui::try_init()?;
     let mut table = TopTable::default();
     let mut refresh = every(1);
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut last = WallClock::now_mono_ns();
     let result: Result<(), Failure> = loop {
         tokio::select! {
@@ -139,6 +139,7 @@ async fn top(args: RunArgs) -> Result<(), Failure> {
             }
             _ = tick(&mut refresh) => {
                 let now = WallClock::now_mono_ns();
+                let _ = pipeline.flush(now, &mut nowhere);
                 let window_s = now.saturating_sub(last) as f64 / 1e9;
                 last = now;
                 table.update(window_s, &pipeline.close_window(now));

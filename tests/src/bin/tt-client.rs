@@ -37,6 +37,9 @@ enum Mode {
         /// Wait for a line on stdin before connecting (print `ready` first).
         #[arg(long)]
         after_line: bool,
+        /// Rename this process (PR_SET_NAME) to these raw bytes, given in hex, before connecting.
+        #[arg(long, value_name = "HEX")]
+        comm_hex: Option<String>,
     },
     /// Connect with SO_KEEPALIVE, report, then wait in recv until the connection dies.
     Keepalive {
@@ -80,7 +83,11 @@ fn main() -> Result<()> {
             give_up_ms,
             blocking,
             after_line,
+            comm_hex,
         } => {
+            if let Some(hex) = comm_hex {
+                rename(&hex)?;
+            }
             if after_line {
                 say("ready");
                 std::io::stdin().read_line(&mut String::new())?;
@@ -107,6 +114,22 @@ fn main() -> Result<()> {
             reset_after_ms,
         } => listen(addr, reset_after_ms),
     }
+}
+
+/// Sets this task's name to raw bytes (at most 15; the kernel truncates).
+fn rename(hex: &str) -> Result<()> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .context("--comm-hex takes hex digits")?;
+    let mut name = [0u8; 16];
+    let n = bytes.len().min(15);
+    name[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `name`.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    anyhow::ensure!(ret == 0, "prctl(PR_SET_NAME) failed");
+    Ok(())
 }
 
 fn say(line: &str) {
