@@ -161,9 +161,14 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     // Output targets first: a bad path fails before anything is loaded.
     let mut out = Output::open(&args.output).map_err(|e| Failure::Environment(e.to_string()))?;
     let metrics_listener = match args.metrics_addr {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Failure::Environment(format!("--metrics-addr {addr}: cannot listen: {e}"))
-        })?),
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Failure::Environment(format!("--metrics-addr {addr}: cannot listen: {e}"))
+            })?;
+            // Before "attached": whoever waits for that line may read this one.
+            log::info!("serving metrics at http://{}/metrics", listener.local_addr()?);
+            Some(listener)
+        }
         None => None,
     };
     let (mut loaded, reasons) = start(&args)?;
@@ -203,10 +208,6 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut metrics_tick = None;
     if let Some(listener) = metrics_listener {
         let metrics = Metrics::new(args.metrics_max_destinations as usize);
-        log::info!(
-            "serving metrics at http://{}/metrics",
-            listener.local_addr()?
-        );
         tokio::spawn(crate::metrics::serve(listener, metrics.registry()));
         pipeline = pipeline.with_metrics(metrics);
         metrics_tick = every(1);
