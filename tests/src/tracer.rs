@@ -82,6 +82,14 @@ impl Tracer {
         t
     }
 
+    /// SIGKILL, then waits for the process to be gone.
+    pub fn kill9(mut self) {
+        self.signal(Signal::SIGKILL);
+        wait_until("the killed tracer to exit", Duration::from_secs(5), || {
+            self.child.try_wait().expect("try_wait")
+        });
+    }
+
     /// Sends `sig` to the tracer.
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal tracer");

@@ -166,7 +166,10 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                 Failure::Environment(format!("--metrics-addr {addr}: cannot listen: {e}"))
             })?;
             // Before "attached": whoever waits for that line may read this one.
-            log::info!("serving metrics at http://{}/metrics", listener.local_addr()?);
+            log::info!(
+                "serving metrics at http://{}/metrics",
+                listener.local_addr()?
+            );
             Some(listener)
         }
         None => None,

@@ -9,14 +9,16 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker (matching the nightly's LLVM), and the tools the
 /// real-kernel tests drive (nftables, iproute2 for namespaces, util-linux for setpriv, a
-/// Prometheus server that scrapes the metrics endpoint, tmux to drive `tracer top`).
-const PACKAGES: [&str; 6] = [
+/// Prometheus server that scrapes the metrics endpoint, tmux to drive `tracer top`, bpftool to
+/// check that nothing stays attached).
+const PACKAGES: [&str; 7] = [
     "llvm-22-dev",
     "nftables",
     "iproute2",
     "util-linux",
     "prometheus",
     "tmux",
+    "bpftool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

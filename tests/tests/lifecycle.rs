@@ -1,0 +1,73 @@
+//! SIGKILL mid-load leaves nothing attached: every program and link belongs to the process's
+//! file descriptors, so the kernel detaches them when it dies. (Its own test binary: no other
+//! tracer runs meanwhile, so the counts are the tracer's alone.)
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
+
+/// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes).
+const PROGRAMS: [&str; 6] = [
+    "inet_sock_set_state",
+    "tcp_retransmit_skb",
+    "tcp_receive_reset",
+    "tcp_send_reset",
+    "inet_sk_error_report",
+    "tcp_destroy_sock",
+];
+
+fn bpftool(what: &str) -> Vec<Value> {
+    let o = Command::new("bpftool")
+        .args([what, "show", "-j"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    assert!(
+        o.status.success(),
+        "bpftool {what} show: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_default()
+}
+
+/// (our programs loaded, links of any kind)
+fn counts() -> (usize, usize) {
+    let ours = bpftool("prog")
+        .iter()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && PROGRAMS.iter().any(|ours| ours.starts_with(n)))
+        })
+        .count();
+    (ours, bpftool("link").len())
+}
+
+#[test]
+fn sigkill_twenty_times_mid_load_leaves_nothing_attached() {
+    require_kernel();
+    let ns = Netns::new("sigkill");
+    let baseline = counts();
+    assert_eq!(baseline.0, 0, "no tracer programs before the test");
+    for round in 0..20 {
+        let tracer = Tracer::start(&ns, &[]);
+        let loaded = counts();
+        assert_eq!(
+            loaded.0,
+            PROGRAMS.len(),
+            "round {round}: all programs loaded"
+        );
+        assert!(
+            loaded.1 >= baseline.1 + PROGRAMS.len(),
+            "round {round}: links attached"
+        );
+        let load = ns.client(&["connect", "--addr", "127.0.0.1:47", "--count", "300"]);
+        tracer.wait_failures(1, Duration::from_secs(10), |_| true);
+        tracer.kill9();
+        wait_until(
+            &format!("round {round}: programs and links back to the baseline"),
+            Duration::from_secs(10),
+            || (counts() == baseline).then_some(()),
+        );
+        load.wait(Duration::from_secs(10));
+    }
+}
