@@ -63,20 +63,18 @@ pub fn tracer_bin() -> Result<PathBuf, String> {
     }
 }
 
-/// The test client binary, which cargo builds next to the test executables' `deps/` folder.
+/// The test client binary: beside this executable (a bin such as tt-soak) or beside the
+/// `deps/` folder a test executable runs from.
 pub fn client_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>/deps/<test>");
-    let client = dir.join("tt-client");
-    assert!(
-        client.is_file(),
-        "test client not built at {}",
-        client.display()
-    );
-    client
+    let here = exe.parent().expect("an executable's folder");
+    [
+        here.join("tt-client"),
+        here.parent().unwrap_or(here).join("tt-client"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| panic!("test client tt-client not built next to {}", exe.display()))
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline.

@@ -95,6 +95,10 @@ impl Tracer {
         kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal tracer");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

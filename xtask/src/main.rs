@@ -2,6 +2,7 @@
 //!
 //! `setup` installs every prerequisite idempotently (and says what it does); `run` and `test`
 //! call it first, so a fresh Debian machine needs nothing but the README's two commands.
+mod fuzz;
 mod setup;
 
 use std::{
@@ -30,7 +31,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the unit tests and the real-kernel scenario tests (needs root).
+    /// Run a steady mixed fault load against the tracer and report RSS, loss and exact counts
+    /// (needs root).
+    Soak {
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+    },
+    /// Run the fuzz targets (cargo fuzz, nightly) for a while each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Run the unit tests, the real-kernel scenario tests (needs root) and a short fuzz run.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -44,6 +57,8 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Run { args } => run(&args),
         Task::Test { args } => test(&args),
+        Task::Soak { minutes } => soak(minutes),
+        Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::run(seconds).map(|_| ())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,7 +69,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -92,6 +107,23 @@ fn run(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("cannot start {}", bin.display()))
 }
 
+fn soak(minutes: f64) -> Result<()> {
+    setup::run()?;
+    let bin = build_release()?;
+    cargo(&["build", "--release", "--package", "tracer-tests", "--bins"])?;
+    let status = Command::new(workspace_root().join("target/release/tt-soak"))
+        .arg("--minutes")
+        .arg(minutes.to_string())
+        .current_dir(workspace_root())
+        .env("TRACER_BIN", &bin)
+        .status()
+        .context("cannot run the soak")?;
+    if !status.success() {
+        bail!("soak failed ({status})");
+    }
+    Ok(())
+}
+
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     let bin = build_release()?;
@@ -122,9 +154,26 @@ fn test(args: &[String]) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    // A short fuzz run of every target, each counted as a test.
+    let fuzzed = if status.success() {
+        fuzz::run(fuzz::SHORT_RUN_SECONDS)?
+    } else {
+        Vec::new()
+    };
+    for (target, ok) in &fuzzed {
+        println!(
+            "fuzz target {target} ... {}",
+            if *ok { "ok" } else { "FAILED" }
+        );
+    }
+    passed += fuzzed.iter().filter(|(_, ok)| *ok).count() as u64;
+    failed += fuzzed.iter().filter(|(_, ok)| !*ok).count() as u64;
     println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("tests failed ({status})");
+    }
+    if failed > 0 {
+        bail!("a fuzz target failed: its crash input is under fuzz/artifacts/");
     }
     Ok(())
 }

@@ -159,7 +159,18 @@ pub fn run() -> Result<()> {
         )?;
     }
 
-    // 4. tracefs, where the tracepoints are.
+    // 4. cargo-fuzz, for the fuzz targets.
+    let fuzz_ok = cargo_bin().is_some_and(|b| b.join("cargo-fuzz").exists());
+    if fuzz_ok {
+        say("ok: cargo-fuzz");
+    } else {
+        run_step(
+            "cargo-fuzz",
+            Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]),
+        )?;
+    }
+
+    // 5. tracefs, where the tracepoints are.
     if Path::new(TRACEFS).join("events").is_dir() {
         say(&format!("ok: tracefs at {TRACEFS}"));
     } else if root {
