@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tracer_tests::{Netns, Tracer, client_bin, process::field, scenario::table};
+use tracer_tests::{Netns, Tracer, client_bin, scenario::table};
 
 #[derive(Parser)]
 struct Args {
@@ -245,7 +245,6 @@ fn main() -> Result<()> {
     }
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)?;
     println!("report: {}", args.report.display());
-    let _ = field; // (the harness's line parser is not needed here)
     if mismatch || lost != 0 || drift > 0.05 {
         bail!(
             "soak failed: counts {}, lost {lost}, RSS drift {:+.1}%",
