@@ -128,7 +128,7 @@ fn main() -> Result<()> {
             None,
         )?);
         add("refused/inbound", 1);
-        if cycle % 5 == 0 {
+        if cycle.is_multiple_of(5) {
             running.push(client(
                 &ns,
                 &[
@@ -159,7 +159,7 @@ fn main() -> Result<()> {
             add("rto_timeout/outbound", 1);
         }
         running.retain_mut(|c| c.try_wait().ok().flatten().is_none());
-        if cycle % 10 == 0 {
+        if cycle.is_multiple_of(10) {
             let sample = (start.elapsed().as_secs_f64(), rss_kib(tracer.pid()));
             eprintln!(
                 "soak: {:>6.0} s  tracer RSS {} KiB  in flight {}",
