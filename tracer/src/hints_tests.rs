@@ -173,14 +173,7 @@ fn reset_and_rto_carry_their_numbers() {
 
 #[test]
 fn every_failure_label_has_a_hint_and_no_unfilled_field() {
-    for label in [
-        Label::Refused,
-        Label::SynTimeout,
-        Label::DroppedKeepalive,
-        Label::Unreachable,
-        Label::Reset,
-        Label::RtoTimeout,
-    ] {
+    for label in crate::aggregate::FAILURE_LABELS {
         for via in [Some(Via::Rst), Some(Via::Icmp)] {
             for gave_up in [Some(GaveUp::Kernel), Some(GaveUp::Application)] {
                 let e = Evidence {
