@@ -1,7 +1,16 @@
-//! Arbitrary ring-buffer bytes through the decoder: it must return an error, never panic.
+//! Arbitrary ring-buffer bytes through the decoder: it must return an error, never panic. The
+//! input is decoded as it is (any length) and also cut or padded to a record's size, so that
+//! the kind and family checks and the field read are exercised too.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use tracer_common::RAW_EVENT_SIZE;
 
 fuzz_target!(|data: &[u8]| {
     let _ = tracer::decode::decode(data);
+    let mut record = [0u8; RAW_EVENT_SIZE];
+    let n = data.len().min(RAW_EVENT_SIZE);
+    record[..n].copy_from_slice(&data[..n]);
+    if let Ok(ev) = tracer::decode::decode(&record) {
+        assert!(matches!(ev.kind, 1..=4), "decoded an unknown kind {}", ev.kind);
+    }
 });
