@@ -186,7 +186,10 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     if !running.is_empty() {
-        eprintln!("soak: {} clients still waiting for their connection to die", running.len());
+        eprintln!(
+            "soak: {} clients still waiting for their connection to die",
+            running.len()
+        );
     }
     rss.push((start.elapsed().as_secs_f64(), rss_kib(tracer.pid())));
     servers.clear();
