@@ -66,15 +66,21 @@ pub fn tracer_bin() -> Result<PathBuf, String> {
 /// The test client binary: beside this executable (a bin such as tt-soak) or beside the
 /// `deps/` folder a test executable runs from.
 pub fn client_bin() -> PathBuf {
+    sibling_bin("tt-client")
+}
+
+/// The load generator (`tt-load`), found like `client_bin`.
+pub fn load_bin() -> PathBuf {
+    sibling_bin("tt-load")
+}
+
+fn sibling_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let here = exe.parent().expect("an executable's folder");
-    [
-        here.join("tt-client"),
-        here.parent().unwrap_or(here).join("tt-client"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| panic!("test client tt-client not built next to {}", exe.display()))
+    [here.join(name), here.parent().unwrap_or(here).join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("test program {name} not built next to {}", exe.display()))
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline.

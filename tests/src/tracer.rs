@@ -95,6 +95,24 @@ impl Tracer {
         kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal tracer");
     }
 
+    /// SIGSTOP, then waits until the kernel shows the process stopped: from then on nothing
+    /// reads the ring buffer, while the kernel side keeps producing.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.pid());
+        wait_until("the tracer to stop", Duration::from_secs(5), || {
+            let s = std::fs::read_to_string(&stat).ok()?;
+            // The state follows the parenthesised command name.
+            let state = s.rsplit_once(") ")?.1.chars().next()?;
+            (state == 'T').then_some(())
+        });
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -14,5 +14,11 @@ pub const COUNTER_EVICTED: u32 = 4;
 pub const COUNTER_READ_ERRORS: u32 = 5;
 /// Inserting a state entry failed.
 pub const COUNTER_INSERT_ERRORS: u32 = 6;
+/// Of the lost records, those that ended a connection (`KIND_CLOSED`): connections whose
+/// outcome userspace never learns.
+pub const COUNTER_LOST_CLOSED: u32 = 7;
+/// Socket-less RSTs sent over a loopback device, not submitted: the host refused itself, and
+/// the outbound connect that caused it is reported on its own.
+pub const COUNTER_INBOUND_LOOPBACK: u32 = 8;
 /// Number of counters (the array's size).
-pub const COUNTER_COUNT: u32 = 8;
+pub const COUNTER_COUNT: u32 = 10;

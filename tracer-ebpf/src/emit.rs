@@ -1,8 +1,8 @@
 //! Ring-buffer output and the per-CPU counters.
 use tracer_common::RawEvent;
 pub use tracer_common::{
-    COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_LOST, COUNTER_PRODUCED, COUNTER_READ_ERRORS,
-    COUNTER_TRACKED, COUNTER_UNTRACKED,
+    COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS, COUNTER_LOST,
+    COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED,
 };
 
 use crate::{COUNTERS, EVENTS};
@@ -15,12 +15,18 @@ pub fn count(index: u32) {
     }
 }
 
-/// Submits a copy of `event`; counts it as produced or, if the buffer is full, as lost.
+/// Submits a copy of `event`; counts it as produced or, if the buffer is full, as lost (and a
+/// lost close separately: that connection's outcome is unknown).
 #[inline(always)]
 pub fn submit(event: &RawEvent) {
     match EVENTS.output::<RawEvent>(event, 0) {
         Ok(()) => count(COUNTER_PRODUCED),
-        Err(_) => count(COUNTER_LOST),
+        Err(_) => {
+            count(COUNTER_LOST);
+            if event.kind == tracer_common::KIND_CLOSED {
+                count(COUNTER_LOST_CLOSED);
+            }
+        }
     }
 }
 

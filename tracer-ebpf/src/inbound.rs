@@ -1,8 +1,8 @@
 //! Inbound refusals: `tcp:tcp_send_reset` with no socket and reason `SK_RST_REASON_NO_SOCKET`,
 //! i.e. a segment (normally a SYN) arrived for a port where nothing listens and this host answered
 //! with a RST. The record names the remote peer (src) and the local address and port (dst), the
-//! segment's TCP flags, the namespace it arrived in, and whether it came over a loopback device
-//! (then the peer is this host, whose outbound connect is traced on its own).
+//! segment's TCP flags and the namespace it arrived in. A RST over a loopback device is only
+//! counted: the peer is this host, whose outbound connect is traced on its own.
 use aya_ebpf::programs::TracePointContext;
 use tracer_common::{
     AF_INET, AF_INET6, KIND_INBOUND_RESET, MEMBER_MISSING, VALID_LOOPBACK, VALID_NETNS,
@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{now_ns, submit},
+    emit::{COUNTER_INBOUND_LOOPBACK, count, now_ns, submit},
     read::{config, field, member, offset},
     state::{SCRATCH_INBOUND, scratch},
 };
@@ -56,7 +56,12 @@ pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
     }
     let mut flags = 0u32;
     if member(dev, offset!(members.dev_flags), &mut flags) {
-        ev.loopback = (flags & IFF_LOOPBACK != 0) as u8;
+        if flags & IFF_LOOPBACK != 0 {
+            // The host refused itself: its outbound connect carries the story. Counted, and
+            // kept out of the ring buffer (a refusal-heavy local load would double its records).
+            count(COUNTER_INBOUND_LOOPBACK);
+            return None;
+        }
         ev.valid |= VALID_LOOPBACK;
     }
     let mut data: *const u8 = core::ptr::null();

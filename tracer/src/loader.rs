@@ -5,11 +5,15 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{ProgramFd, TracePoint},
 };
-use tracer_common::{Config, KernelOffsets};
+use tracer_common::{Config, KernelOffsets, MEMBER_MISSING};
 
 use crate::offsets::HOOKS;
+
+/// The program that reports socket errors by 4-tuple: the errno source when `sk_err` cannot be
+/// read (no BTF).
+const ERROR_REPORT_PROGRAM: &str = "inet_sk_error_report";
 
 /// The object built from `tracer-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -84,6 +88,28 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// Duplicates of the attached programs' fds (for their kernel statistics).
+    pub fn program_fds(&self) -> Result<Vec<ProgramFd>, LoadError> {
+        let mut fds = Vec::new();
+        for name in &self.attached {
+            let program = self
+                .ebpf
+                .program(name)
+                .ok_or(LoadError::MissingProgram { program: name })?;
+            let fd = program
+                .fd()
+                .and_then(|fd| fd.try_clone().map_err(Into::into))
+                .map_err(|source| LoadError::Program {
+                    program: name,
+                    source: Box::new(source),
+                })?;
+            fds.push(fd);
+        }
+        Ok(fds)
+    }
+}
+
 pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
@@ -95,6 +121,11 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     let mut attached = Vec::new();
     for (program, group, name) in HOOKS {
+        if program == ERROR_REPORT_PROGRAM && offsets.members.sk_err != MEMBER_MISSING {
+            // `sk_err`, read at CLOSE, already says what the error report would: with BTF the
+            // report adds only ring-buffer traffic, so the program is not even loaded.
+            continue;
+        }
         let prog: &mut TracePoint = ebpf
             .program_mut(program)
             .ok_or(LoadError::MissingProgram { program })?

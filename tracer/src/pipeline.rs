@@ -6,6 +6,7 @@ use crate::{
     classify::{Classifier, KernelParams, Label, Outcome},
     clock::WallClock,
     decode::decode,
+    loss::LossTotals,
     metrics::{Health, Metrics},
     output::Output,
     record::{Connect, Failure, Record, RstReasons, Stats, SummaryOut},
@@ -149,6 +150,17 @@ impl Pipeline {
         }
     }
 
+    /// Everything not delivered so far, by cause.
+    pub fn losses(&self, kernel: &CounterTotals, output_dropped: u64) -> LossTotals {
+        LossTotals {
+            ring_full: kernel.lost,
+            connections: kernel.lost_closed,
+            skipped: kernel.skipped,
+            undecodable: self.decode_errors,
+            output: output_dropped,
+        }
+    }
+
     /// Closes the summary window at `now_mono_ns`: the destinations active in it.
     pub fn close_window(&mut self, now_mono_ns: u64) -> Vec<Summary> {
         self.aggregator
@@ -179,8 +191,11 @@ impl Pipeline {
         let c = self.classifier.counts;
         Record::Stats(Stats {
             time: self.clock.rfc3339(now_mono_ns),
+            produced: kernel.produced,
             events: self.events,
             lost: kernel.lost,
+            lost_connections: kernel.lost_closed,
+            kernel_skipped: kernel.skipped,
             decode_errors: self.decode_errors,
             tracked_sockets: kernel.tracked_now(),
             evicted: kernel.evicted,
@@ -188,7 +203,7 @@ impl Pipeline {
             failures: self.failures,
             connects: self.connects,
             unclassified: c.unclassified,
-            inbound_ignored: c.inbound_ignored,
+            inbound_ignored: c.inbound_ignored + kernel.inbound_loopback,
             destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
             output_dropped,
             read_errors: kernel.read_errors,

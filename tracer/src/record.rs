@@ -236,10 +236,16 @@ pub struct Icmp {
 #[derive(Serialize, Debug, Default, PartialEq)]
 pub struct Stats {
     pub time: String,
+    /// Records the kernel put in the ring buffer.
+    pub produced: u64,
     /// Records received from the kernel and decoded.
     pub events: u64,
     /// Records the kernel could not put in the ring buffer (it was full).
     pub lost: u64,
+    /// Of `lost`, records that ended a connection: connections whose outcome is unknown.
+    pub lost_connections: u64,
+    /// Tracepoint hits the kernel skipped because another BPF program was running on that CPU.
+    pub kernel_skipped: u64,
     pub decode_errors: u64,
     /// Outbound connections the kernel is tracking now.
     pub tracked_sockets: u64,

@@ -20,6 +20,7 @@ use crate::{
     clock::WallClock,
     kernel_btf::KernelBtf,
     loader::{self, LoadOptions, Loaded},
+    loss::{LossMonitor, Notice},
     metrics::Metrics,
     offsets::resolve,
     output::Output,
@@ -184,7 +185,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         }
     };
     let mut events = EventSource::new(loaded.take_events()?)?;
-    let counters = KernelCounters::new(loaded.take_counters()?);
+    let counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
     log::info!(
         "attached {} programs ({}); streaming records{}",
         loaded.attached.len(),
@@ -219,6 +220,8 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     // Closes waiting for their error report (no BTF) are settled on this beat.
     let mut settle_tick = Some(tokio::time::interval(Duration::from_millis(200)));
     let mut summary_tick = every(args.summary_interval);
+    let mut loss_tick = every(1);
+    let mut loss = LossMonitor::new(args.ring_buffer_kib);
     let mut written: io::Result<()> = Ok(());
 
     loop {
@@ -245,6 +248,14 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                     .and_then(|()| out.flush());
             }
             _ = tick(&mut metrics_tick) => pipeline.update_health(&counters.read()?, out.dropped()),
+            _ = tick(&mut loss_tick) => {
+                let totals = pipeline.losses(&counters.read()?, out.dropped());
+                match loss.check(WallClock::now_mono_ns(), totals) {
+                    Some(Notice::Losing(msg)) => log::warn!("{msg}"),
+                    Some(Notice::Stopped(msg)) => log::info!("{msg}"),
+                    None => {}
+                }
+            }
             _ = tick(&mut stats_tick) => {
                 let record = pipeline.stats(&counters.read()?, out.dropped(), WallClock::now_mono_ns());
                 written = written.and_then(|()| out.write(&record)).and_then(|()| out.flush());

@@ -1,12 +1,20 @@
 //! The kernel side as userspace sees it: ring-buffer records (in an `AsyncFd`) and counters.
-use std::{io, os::fd::AsRawFd};
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd},
+};
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::ProgramFd,
+};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::{
-    COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_LOST, COUNTER_PRODUCED, COUNTER_READ_ERRORS,
-    COUNTER_TRACKED, COUNTER_UNTRACKED,
+    COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS, COUNTER_LOST,
+    COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED,
 };
+
+use crate::prog_stats;
 
 pub struct EventSource {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -62,6 +70,13 @@ pub struct CounterTotals {
     pub evicted: u64,
     pub read_errors: u64,
     pub insert_errors: u64,
+    /// Of `lost`, records that ended a connection: outcomes userspace never learns.
+    pub lost_closed: u64,
+    /// Socket-less RSTs over loopback, counted and not submitted.
+    pub inbound_loopback: u64,
+    /// Tracepoint hits the kernel did not run our programs for (another BPF program was running
+    /// on that CPU): facts nobody saw.
+    pub skipped: u64,
 }
 
 impl CounterTotals {
@@ -75,11 +90,13 @@ impl CounterTotals {
 
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
+    programs: Vec<ProgramFd>,
 }
 
 impl KernelCounters {
-    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
-        Self { map }
+    /// `programs`: the attached programs, whose skipped runs the kernel counts.
+    pub fn new(map: PerCpuArray<MapData, u64>, programs: Vec<ProgramFd>) -> Self {
+        Self { map, programs }
     }
 
     pub fn read(&self) -> Result<CounterTotals, aya::maps::MapError> {
@@ -94,6 +111,14 @@ impl KernelCounters {
             evicted: sum(COUNTER_EVICTED)?,
             read_errors: sum(COUNTER_READ_ERRORS)?,
             insert_errors: sum(COUNTER_INSERT_ERRORS)?,
+            lost_closed: sum(COUNTER_LOST_CLOSED)?,
+            inbound_loopback: sum(COUNTER_INBOUND_LOOPBACK)?,
+            skipped: self
+                .programs
+                .iter()
+                .filter_map(|p| prog_stats::read(p.as_fd()).ok())
+                .map(|s| s.recursion_misses)
+                .sum(),
         })
     }
 }

@@ -98,7 +98,7 @@ async fn top(args: RunArgs) -> Result<(), Failure> {
         .map(register_readable)
         .transpose()?;
     let mut events = EventSource::new(loaded.take_events()?)?;
-    let _counters = KernelCounters::new(loaded.take_counters()?);
+    let _counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
     let select = Select {
         failures: false,
         successes: false,

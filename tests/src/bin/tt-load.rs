@@ -1,0 +1,165 @@
+//! Load generator for the benchmark and the overload test: blocking TCP connects as fast as
+//! possible (or at a fixed rate), counting how each ended. With `--serve` it also runs a listener
+//! that accepts and closes; successful connects close with SO_LINGER 0 (a RST), so TIME_WAIT never
+//! caps the rate. Prints one JSON object with the counts on stdout.
+//!
+//! Run it inside a namespace the caller made: it connects only where `--addr` points.
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use socket2::{Domain, Socket, Type};
+
+#[derive(Parser)]
+struct Args {
+    /// Where to connect (the first destination when `--destinations` > 1).
+    #[arg(long)]
+    addr: SocketAddrV4,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Stop after this many attempts (across all threads) instead, whatever the time.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Connecting threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Attempts per second across all threads (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Cycle over this many distinct destination addresses, counting up from `--addr`'s.
+    #[arg(long, default_value_t = 1)]
+    destinations: u32,
+    /// Also listen on `--addr`, accepting and closing every connection.
+    #[arg(long)]
+    serve: bool,
+    /// Pin every thread of this process to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+#[derive(Default)]
+struct Counts {
+    attempts: AtomicU64,
+    connected: AtomicU64,
+    refused: AtomicU64,
+    other: AtomicU64,
+}
+
+fn pin(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).context("--cpu out of range")?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("cannot pin to CPU {cpu}"))
+}
+
+fn serve(addr: SocketAddrV4, cpu: Option<usize>) -> Result<()> {
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    listener.set_reuse_address(true)?;
+    listener.bind(&SocketAddr::V4(addr).into())?;
+    listener.listen(4096)?;
+    std::thread::spawn(move || {
+        if let Some(cpu) = cpu {
+            let _ = pin(cpu);
+        }
+        while let Ok((conn, _)) = listener.accept() {
+            drop(conn);
+        }
+    });
+    Ok(())
+}
+
+/// The `i`-th destination: `--addr`'s IPv4 address plus `i`, same port.
+fn destination(base: SocketAddrV4, i: u32) -> SocketAddr {
+    let ip = Ipv4Addr::from(u32::from(*base.ip()).wrapping_add(i));
+    SocketAddr::V4(SocketAddrV4::new(ip, base.port()))
+}
+
+fn connect_once(to: &SocketAddr, counts: &Counts) {
+    let outcome = Socket::new(Domain::IPV4, Type::STREAM, None).and_then(|s| {
+        s.connect(&(*to).into())?;
+        s.set_linger(Some(Duration::ZERO))?;
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => &counts.connected,
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => &counts.refused,
+        Err(_) => &counts.other,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.threads == 0 || args.destinations == 0 {
+        bail!("--threads and --destinations must be at least 1");
+    }
+    if let Some(cpu) = args.cpu {
+        pin(cpu)?;
+    }
+    if args.serve {
+        serve(args.addr, args.cpu)?;
+    }
+    let counts = Arc::new(Counts::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.seconds);
+    let workers: Vec<_> = (0..args.threads)
+        .map(|_| {
+            let (counts, next, stop) = (counts.clone(), next.clone(), stop.clone());
+            let (base, limit, rate, dests, cpu) = (
+                args.addr,
+                args.count,
+                args.rate,
+                args.destinations,
+                args.cpu,
+            );
+            std::thread::spawn(move || {
+                if let Some(cpu) = cpu {
+                    let _ = pin(cpu);
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if limit.is_some_and(|l| n >= l) || (limit.is_none() && Instant::now() >= end) {
+                        break;
+                    }
+                    if let Some(rate) = rate {
+                        // Attempt n is due at start + n / rate.
+                        let due = start + Duration::from_secs_f64(n as f64 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    counts.attempts.fetch_add(1, Ordering::Relaxed);
+                    connect_once(&destination(base, (n % dests as u64) as u32), &counts);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    let attempts = counts.attempts.load(Ordering::Relaxed);
+    println!(
+        "{}",
+        serde_json::json!({
+            "attempts": attempts,
+            "connected": counts.connected.load(Ordering::Relaxed),
+            "refused": counts.refused.load(Ordering::Relaxed),
+            "other": counts.other.load(Ordering::Relaxed),
+            "seconds": seconds,
+            "per_second": attempts as f64 / seconds,
+        })
+    );
+    Ok(())
+}
