@@ -4,6 +4,7 @@
 //! Everything a test creates is removed by a `Drop` guard, also when the test fails: the
 //! namespace (and with it its nftables rules and sysctls), and every process it started (by pid).
 //! Traffic stays on loopback inside the test's own namespace.
+pub mod bench;
 pub mod netns;
 pub mod process;
 pub mod scenario;

@@ -9,6 +9,8 @@
 //! Destinations are capped; the least recently active is evicted, and counted.
 use std::{collections::HashMap, net::SocketAddr, num::NonZeroUsize};
 
+use foldhash::fast::RandomState;
+
 use hdrhistogram::Histogram;
 use lru::LruCache;
 
@@ -60,7 +62,8 @@ impl Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcessKey {
     pub pid: u32,
-    pub comm: String,
+    /// The task name as the kernel gave it (see `record::comm`).
+    pub comm: [u8; 16],
 }
 
 /// Connect latency quantiles of a window, ms.
@@ -114,7 +117,7 @@ struct Window {
     failures: [u64; FAILURE_LABELS.len()],
     syn_retransmits: u64,
     latency_us: Option<Histogram<u32>>,
-    processes: HashMap<ProcessKey, u64>,
+    processes: HashMap<ProcessKey, u64, RandomState>,
     first_failure_ns: Option<u64>,
     last_failure_ns: Option<u64>,
     longest_streak: u64,
@@ -134,7 +137,7 @@ struct Destination {
 
 /// The aggregator. `record` outcomes as they come; `close_window` at each window's end.
 pub struct Aggregator {
-    destinations: LruCache<SocketAddr, Destination>,
+    destinations: LruCache<SocketAddr, Destination, RandomState>,
     window_start_ns: u64,
     /// Destinations evicted because the cap was reached.
     pub evicted: u64,
@@ -144,7 +147,7 @@ impl Aggregator {
     /// `max_destinations` ≥ 1; `now_ns` starts the first window.
     pub fn new(max_destinations: NonZeroUsize, now_ns: u64) -> Self {
         Self {
-            destinations: LruCache::new(max_destinations),
+            destinations: LruCache::with_hasher(max_destinations, RandomState::default()),
             window_start_ns: now_ns,
             evicted: 0,
         }
@@ -236,7 +239,7 @@ impl Aggregator {
 fn count_process(w: &mut Window, o: &Outcome) {
     let key = ProcessKey {
         pid: o.conn.pid,
-        comm: crate::record::comm(&o.conn.comm),
+        comm: o.conn.comm,
     };
     if let Some(n) = w.processes.get_mut(&key) {
         *n += 1;

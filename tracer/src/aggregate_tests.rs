@@ -4,11 +4,16 @@ use crate::classify::{Connection, Evidence};
 
 const S: u64 = 1_000_000_000;
 
+fn raw_comm(comm: &str) -> [u8; 16] {
+    let mut raw = [0; 16];
+    raw[..comm.len()].copy_from_slice(comm.as_bytes());
+    raw
+}
+
 fn conn(dst: &str, pid: u32, comm: &str) -> Connection {
     let mut c = Outcome::example(dst, Label::Connected).conn;
     c.pid = pid;
-    c.comm = [0; 16];
-    c.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    c.comm = raw_comm(comm);
     c
 }
 
@@ -70,7 +75,7 @@ fn a_window_counts_attempts_successes_and_each_label() {
         vec![(
             ProcessKey {
                 pid: 7,
-                comm: "app".into()
+                comm: raw_comm("app")
             },
             5
         )]
@@ -204,7 +209,7 @@ fn summaries_list_most_failures_first_and_name_the_top_processes() {
         (
             ProcessKey {
                 pid: 9,
-                comm: "worker".into()
+                comm: raw_comm("worker")
             },
             10
         )

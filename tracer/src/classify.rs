@@ -185,7 +185,7 @@ const PARK_CAPACITY: usize = 4096;
 #[derive(Default)]
 pub struct Classifier {
     kernel: KernelParams,
-    reports: HashMap<TupleKey, (i32, u64)>,
+    reports: HashMap<TupleKey, (i32, u64), foldhash::fast::RandomState>,
     report_order: VecDeque<(TupleKey, u64)>,
     /// Closes whose `sk_err` could not be read (no BTF), waiting for their error report.
     parked: VecDeque<RawEvent>,

@@ -1,6 +1,38 @@
 //! Kernel monotonic time → wall-clock time for records.
-use chrono::{DateTime, SecondsFormat, Utc};
+use std::fmt;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use nix::time::{ClockId, clock_gettime};
+use serde::{Serialize, Serializer};
+
+/// An instant that prints (and serializes) as RFC 3339 UTC with microseconds,
+/// `2026-11-24T05:44:52.123456Z`, straight into the output without an intermediate string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            // A leap second shows as 60 s in chrono's nanoseconds: keep six digits.
+            (t.nanosecond() % 1_000_000_000) / 1_000
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 /// Maps `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to UTC, sampled once (call `resync` to follow
 /// wall-clock steps).
@@ -35,8 +67,12 @@ impl WallClock {
 
     /// RFC 3339, UTC, microseconds: `2026-11-24T05:44:52.123456Z`.
     pub fn rfc3339(&self, mono_ns: u64) -> String {
-        self.wall(mono_ns)
-            .to_rfc3339_opts(SecondsFormat::Micros, true)
+        self.timestamp(mono_ns).to_string()
+    }
+
+    /// The wall-clock time of `mono_ns`, to serialize without building a string.
+    pub fn timestamp(&self, mono_ns: u64) -> Timestamp {
+        Timestamp(self.wall(mono_ns))
     }
 
     /// The current monotonic time, ns.
@@ -74,5 +110,21 @@ mod tests {
     fn formats_rfc3339_utc_micros() {
         let c = WallClock::with_offset_ns(1_700_000_000_000_000_000);
         assert_eq!(c.rfc3339(123_456_789), "2023-11-14T22:13:20.123456Z");
+    }
+
+    #[test]
+    fn timestamps_match_chronos_rfc3339_across_years_and_in_json() {
+        let c = WallClock::with_offset_ns(0);
+        // From 1970 to 2100 in uneven steps (leap years, month ends, sub-microsecond parts).
+        let mut t: u64 = 0;
+        while t < 4_102_444_800_000_000_000 {
+            let want = c
+                .wall(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(c.timestamp(t).to_string(), want, "at {t} ns");
+            t += 86_399_999_999_937 + t / 1000;
+        }
+        let json = serde_json::to_string(&c.timestamp(1_000_000_001_000)).unwrap();
+        assert_eq!(json, "\"1970-01-01T00:16:40.000001Z\"");
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! The hints are data: a table of rules, first match wins, each a template whose `{…}` fields
 //! are filled from the outcome. The classifier never builds strings.
-use std::net::SocketAddr;
+use std::{borrow::Cow, fmt, net::SocketAddr};
+
+use serde::{Serialize, Serializer};
 
 use crate::classify::{Direction, GaveUp, Label, Outcome, Via};
 
@@ -121,40 +123,69 @@ fn matches(when: When, o: &Outcome) -> bool {
 }
 
 /// The hint for a failure; `None` for outcomes that are not failures.
-pub fn hint(o: &Outcome) -> Option<String> {
+pub fn hint(o: &Outcome) -> Option<Hint<'_>> {
     let rule = RULES.iter().find(|r| matches(r.when, o))?;
-    Some(render(rule.template, o))
+    Some(Hint {
+        template: rule.template,
+        o,
+    })
 }
 
-fn render(template: &str, o: &Outcome) -> String {
-    let e = &o.evidence;
-    let dst: SocketAddr = o.conn.dst;
-    let errno = |n: Option<i32>| {
-        n.map(crate::record::errno_name)
-            .unwrap_or_else(|| "none".into())
-    };
-    let fields: [(&str, String); 10] = [
-        ("{dst}", dst.to_string()),
-        ("{ip}", dst.ip().to_string()),
-        ("{port}", dst.port().to_string()),
-        ("{src_ip}", o.conn.src.ip().to_string()),
-        ("{syn_retransmits}", e.syn_retransmits.to_string()),
-        ("{data_retransmits}", e.data_retransmits.to_string()),
-        ("{elapsed_ms}", format!("{:.0}", e.elapsed_ms)),
-        (
-            "{connection_age_ms}",
-            format!("{:.0}", e.connection_age_ms.unwrap_or(0.0)),
-        ),
-        ("{soft_errno}", errno(e.soft_errno)),
-        ("{errno}", errno(o.errno)),
-    ];
-    let mut out = template.to_string();
-    for (key, value) in fields {
-        if out.contains(key) {
-            out = out.replace(key, &value);
+/// A rule's template with the outcome's fields filled in as it is printed: it goes straight
+/// into the output line, with no string built per record.
+#[derive(Clone, Copy)]
+pub struct Hint<'a> {
+    template: &'static str,
+    o: &'a Outcome,
+}
+
+impl fmt::Display for Hint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.template;
+        while let Some(open) = rest.find('{') {
+            let Some(len) = rest[open..].find('}') else {
+                break;
+            };
+            f.write_str(&rest[..open])?;
+            self.field(&rest[open..=open + len], f)?;
+            rest = &rest[open + len + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+impl fmt::Debug for Hint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Hint<'_> {
+    /// Writes the value of one `{field}` of the template.
+    fn field(&self, key: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (o, e) = (self.o, &self.o.evidence);
+        let dst: SocketAddr = o.conn.dst;
+        let errno = |n: Option<i32>| n.map_or(Cow::Borrowed("none"), crate::record::errno_name);
+        match key {
+            "{dst}" => write!(f, "{dst}"),
+            "{ip}" => write!(f, "{}", dst.ip()),
+            "{port}" => write!(f, "{}", dst.port()),
+            "{src_ip}" => write!(f, "{}", o.conn.src.ip()),
+            "{syn_retransmits}" => write!(f, "{}", e.syn_retransmits),
+            "{data_retransmits}" => write!(f, "{}", e.data_retransmits),
+            "{elapsed_ms}" => write!(f, "{:.0}", e.elapsed_ms),
+            "{connection_age_ms}" => write!(f, "{:.0}", e.connection_age_ms.unwrap_or(0.0)),
+            "{soft_errno}" => f.write_str(&errno(e.soft_errno)),
+            "{errno}" => f.write_str(&errno(o.errno)),
+            other => f.write_str(other),
         }
     }
-    out
+}
+
+impl Serialize for Hint<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[cfg(test)]

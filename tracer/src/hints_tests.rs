@@ -14,7 +14,9 @@ fn outcome(label: Label, direction: Direction, errno: Option<i32>, evidence: Evi
 }
 
 fn out(label: Label, errno: Option<i32>, evidence: Evidence) -> String {
-    hint(&outcome(label, Direction::Outbound, errno, evidence)).expect("a hint")
+    hint(&outcome(label, Direction::Outbound, errno, evidence))
+        .expect("a hint")
+        .to_string()
 }
 
 #[test]
@@ -59,7 +61,7 @@ fn inbound_refusal_names_the_remote_peer() {
             ..Default::default()
         },
     );
-    let h = hint(&o).unwrap();
+    let h = hint(&o).unwrap().to_string();
     assert!(
         h.starts_with("10.9.8.7 tried to connect to port 5432"),
         "{h}"
@@ -200,7 +202,7 @@ fn ipv6_destinations_are_bracketed_with_their_port() {
         },
     );
     o.conn.dst = "[2001:db8::1]:443".parse().unwrap();
-    let h = hint(&o).unwrap();
+    let h = hint(&o).unwrap().to_string();
     assert!(
         h.starts_with("nothing listens on [2001:db8::1]:443") && h.contains("on 2001:db8::1 run"),
         "{h}"
@@ -215,7 +217,8 @@ fn successes_and_cancels_have_no_hint() {
             Direction::Outbound,
             None,
             Evidence::default()
-        )),
+        ))
+        .map(|h| h.to_string()),
         None
     );
     assert_eq!(
@@ -224,7 +227,8 @@ fn successes_and_cancels_have_no_hint() {
             Direction::Outbound,
             None,
             Evidence::default()
-        )),
+        ))
+        .map(|h| h.to_string()),
         None
     );
 }

@@ -111,7 +111,7 @@ impl Pipeline {
                 if !self.select.successes {
                     return Ok(());
                 }
-                let time = self.clock.rfc3339(outcome.at_ns);
+                let time = self.clock.timestamp(outcome.at_ns);
                 out.write(&Record::Connect(Connect::from_outcome(outcome, time)))
             }
             _ => {
@@ -119,7 +119,7 @@ impl Pipeline {
                 if !self.select.failures {
                     return Ok(());
                 }
-                let time = self.clock.rfc3339(outcome.at_ns);
+                let time = self.clock.timestamp(outcome.at_ns);
                 out.write(&Record::Failure(Failure::from_outcome(
                     outcome,
                     time,
@@ -186,7 +186,7 @@ impl Pipeline {
         kernel: &CounterTotals,
         output_dropped: u64,
         now_mono_ns: u64,
-    ) -> Record {
+    ) -> Record<'static> {
         self.clock.resync();
         let c = self.classifier.counts;
         Record::Stats(Stats {

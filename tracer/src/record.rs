@@ -1,25 +1,28 @@
 //! The output records (ARCHITECTURE §5, schema version 1). Field names are a contract: change
 //! them only with a schema version bump and `schema/records.v1.json`.
-use std::net::SocketAddr;
+use std::{
+    borrow::Cow,
+    net::{IpAddr, SocketAddr},
+    sync::OnceLock,
+};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::{
     classify::{Direction, GaveUp, Outcome, Via},
-    hints,
+    clock::Timestamp,
+    hints::{self, Hint},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Serialize, Debug, PartialEq)]
+/// One output line. Failure and connect records borrow from the outcome they describe, so that
+/// writing one allocates nothing.
+#[derive(Serialize, Debug)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "built on the stack and serialized at once"
-)]
-pub enum Record {
-    Failure(Failure),
-    Connect(Connect),
+pub enum Record<'a> {
+    Failure(Failure<'a>),
+    Connect(Connect<'a>),
     Summary(SummaryOut),
     Stats(Stats),
 }
@@ -104,7 +107,7 @@ impl SummaryOut {
                 .iter()
                 .map(|(p, attempts)| TopProcess {
                     pid: p.pid,
-                    comm: p.comm.clone(),
+                    comm: comm(&p.comm).into_owned(),
                     attempts: *attempts,
                 })
                 .collect(),
@@ -120,73 +123,88 @@ impl SummaryOut {
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Endpoint {
     /// IPv4 dotted quad or IPv6 without brackets.
-    pub ip: String,
+    #[serde(serialize_with = "display")]
+    pub ip: IpAddr,
     pub port: u16,
 }
 
 impl From<SocketAddr> for Endpoint {
     fn from(a: SocketAddr) -> Self {
         Self {
-            ip: a.ip().to_string(),
+            ip: a.ip(),
             port: a.port(),
         }
     }
 }
 
-#[derive(Serialize, Debug, PartialEq)]
-pub struct Process {
-    pub pid: u32,
-    pub tid: u32,
-    /// The task name; bytes that are not UTF-8 become U+FFFD.
-    pub comm: String,
-    pub uid: u32,
+/// Serializes a value as the string its `Display` prints, without building the string.
+fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 #[derive(Serialize, Debug, PartialEq)]
-pub struct Failure {
-    pub time: String,
+pub struct Process<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    /// The task name; bytes that are not UTF-8 become U+FFFD.
+    pub comm: Cow<'a, str>,
+    pub uid: u32,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Failure<'a> {
+    pub time: Timestamp,
     pub label: &'static str,
     /// `outbound` (this host connected) or `inbound` (a peer's SYN found no listener here).
     pub direction: &'static str,
     pub src: Endpoint,
     pub dst: Endpoint,
     /// The process that called connect(); null for inbound records.
-    pub process: Option<Process>,
+    pub process: Option<Process<'a>>,
     pub cgroup_id: Option<u64>,
     pub netns: Option<u32>,
     /// Symbolic errno (`ECONNREFUSED`), or null when the socket had none.
-    pub errno: Option<String>,
-    pub evidence: EvidenceOut,
-    /// Likely causes and the next diagnostic step, with this connection's address filled in.
-    pub hint: String,
+    pub errno: Option<Cow<'static, str>>,
+    pub evidence: EvidenceOut<'a>,
+    /// Likely causes and the next diagnostic step, with this connection's address filled in
+    /// (empty when no rule applies).
+    #[serde(serialize_with = "hint_or_empty")]
+    pub hint: Option<Hint<'a>>,
+}
+
+fn hint_or_empty<S: Serializer>(h: &Option<Hint<'_>>, s: S) -> Result<S::Ok, S::Error> {
+    match h {
+        Some(h) => h.serialize(s),
+        None => s.serialize_str(""),
+    }
 }
 
 /// A successful connect (`--successes`).
 #[derive(Serialize, Debug, PartialEq)]
-pub struct Connect {
-    pub time: String,
+pub struct Connect<'a> {
+    pub time: Timestamp,
     pub src: Endpoint,
     pub dst: Endpoint,
-    pub process: Process,
+    pub process: Process<'a>,
     pub cgroup_id: u64,
     pub netns: Option<u32>,
     /// From connect() to ESTABLISHED.
     pub latency_ms: f64,
     /// Non-zero: a lossy path, or SYN backlog drops at the server.
     pub syn_retransmits: u16,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub syn_retransmit_ms: Vec<f64>,
+    #[serde(skip_serializing_if = "<[f64]>::is_empty")]
+    pub syn_retransmit_ms: &'a [f64],
 }
 
 #[derive(Serialize, Debug, Default, PartialEq)]
-pub struct EvidenceOut {
+pub struct EvidenceOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gave_up: Option<&'static str>,
     pub syn_retransmits: u16,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub syn_retransmit_ms: Vec<f64>,
+    #[serde(skip_serializing_if = "<[f64]>::is_empty")]
+    pub syn_retransmit_ms: &'a [f64],
     pub elapsed_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_age_ms: Option<f64>,
@@ -216,9 +234,9 @@ pub struct EvidenceOut {
     pub rst_received: bool,
     pub rst_sent: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rst_sent_reason: Option<String>,
+    pub rst_sent_reason: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub soft_errno: Option<String>,
+    pub soft_errno: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -270,19 +288,31 @@ pub struct Stats {
 }
 
 /// The symbolic name of an errno (`ECONNREFUSED`), or its number.
-pub fn errno_name(errno: i32) -> String {
-    let e = nix::errno::Errno::from_raw(errno);
-    if e == nix::errno::Errno::UnknownErrno {
-        errno.to_string()
-    } else {
-        format!("{e:?}")
+pub fn errno_name(errno: i32) -> Cow<'static, str> {
+    /// Names of errnos 0..256, built once.
+    static NAMES: OnceLock<Vec<Option<String>>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (0..256)
+            .map(|n| {
+                let e = nix::errno::Errno::from_raw(n);
+                (e != nix::errno::Errno::UnknownErrno).then(|| format!("{e:?}"))
+            })
+            .collect()
+    });
+    match usize::try_from(errno)
+        .ok()
+        .and_then(|i| names.get(i))
+        .and_then(Option::as_deref)
+    {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(errno.to_string()),
     }
 }
 
 /// The task name up to its NUL; invalid UTF-8 replaced (serde_json escapes control bytes).
-pub fn comm(raw: &[u8; 16]) -> String {
+pub fn comm(raw: &[u8; 16]) -> Cow<'_, str> {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    String::from_utf8_lossy(&raw[..end])
 }
 
 /// TCP flags as letters in tcpdump's order: `S`, `SA`, `R`, `F`, `P`, `.` for a bare ACK.
@@ -313,16 +343,16 @@ pub fn tcp_flags(flags: u8) -> String {
 pub struct RstReasons(pub Vec<(u64, String)>);
 
 impl RstReasons {
-    pub fn name(&self, value: u16) -> String {
+    pub fn name(&self, value: u16) -> Cow<'_, str> {
         self.0
             .iter()
             .find(|(v, _)| *v == u64::from(value))
-            .map(|(_, n)| n.clone())
-            .unwrap_or_else(|| value.to_string())
+            .map(|(_, n)| Cow::Borrowed(n.as_str()))
+            .unwrap_or_else(|| Cow::Owned(value.to_string()))
     }
 }
 
-fn process(o: &Outcome) -> Process {
+fn process(o: &Outcome) -> Process<'_> {
     Process {
         pid: o.conn.pid,
         tid: o.conn.tid,
@@ -331,8 +361,8 @@ fn process(o: &Outcome) -> Process {
     }
 }
 
-impl Failure {
-    pub fn from_outcome(o: &Outcome, time: String, reasons: &RstReasons) -> Self {
+impl<'a> Failure<'a> {
+    pub fn from_outcome(o: &'a Outcome, time: Timestamp, reasons: &'a RstReasons) -> Self {
         debug_assert!(o.label.is_failure());
         let e = &o.evidence;
         let inbound = o.direction == Direction::Inbound;
@@ -356,7 +386,7 @@ impl Failure {
                     GaveUp::Application => "application",
                 }),
                 syn_retransmits: e.syn_retransmits,
-                syn_retransmit_ms: e.syn_retransmit_ms.clone(),
+                syn_retransmit_ms: &e.syn_retransmit_ms,
                 elapsed_ms: e.elapsed_ms,
                 connection_age_ms: e.connection_age_ms,
                 data_retransmits: e.data_retransmits,
@@ -378,13 +408,13 @@ impl Failure {
                 icmp: e.icmp.map(|(icmp_type, code)| Icmp { icmp_type, code }),
                 tcp_flags: e.tcp_flags.map(tcp_flags),
             },
-            hint: hints::hint(o).unwrap_or_default(),
+            hint: hints::hint(o),
         }
     }
 }
 
-impl Connect {
-    pub fn from_outcome(o: &Outcome, time: String) -> Self {
+impl<'a> Connect<'a> {
+    pub fn from_outcome(o: &'a Outcome, time: Timestamp) -> Self {
         Self {
             time,
             src: o.conn.src.into(),
@@ -394,7 +424,7 @@ impl Connect {
             netns: o.conn.netns,
             latency_ms: o.evidence.elapsed_ms,
             syn_retransmits: o.evidence.syn_retransmits,
-            syn_retransmit_ms: o.evidence.syn_retransmit_ms.clone(),
+            syn_retransmit_ms: &o.evidence.syn_retransmit_ms,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask setup | run | test`: the project's whole developer workflow.
+//! `cargo xtask setup | run | test | bench | soak | fuzz`: the project's whole developer workflow.
 //!
 //! `setup` installs every prerequisite idempotently (and says what it does); `run` and `test`
 //! call it first, so a fresh Debian machine needs nothing but the README's two commands.
@@ -37,6 +37,19 @@ enum Task {
         #[arg(long, default_value_t = 5.0)]
         minutes: f64,
     },
+    /// Measure tracer side by side with no tracer and with the bpftrace peer script; print a
+    /// table and write target/bench/results.json (needs root).
+    Bench {
+        /// A run of seconds, not minutes, with sanity checks only (what `test` runs).
+        #[arg(long)]
+        short: bool,
+        /// Interleaved rounds per figure.
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Seconds per throughput run.
+        #[arg(long)]
+        seconds: Option<f64>,
+    },
     /// Run the fuzz targets (cargo fuzz, nightly) for a while each.
     Fuzz {
         /// Seconds per target.
@@ -57,7 +70,26 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Run { args } => run(&args),
         Task::Test { args } => test(&args),
-        Task::Soak { minutes } => soak(minutes),
+        Task::Soak { minutes } => {
+            setup::run().and_then(|()| tool("tt-soak", &["--minutes".into(), minutes.to_string()]))
+        }
+        Task::Bench {
+            short,
+            rounds,
+            seconds,
+        } => {
+            let mut args = Vec::new();
+            if short {
+                args.push("--short".to_string());
+            }
+            if let Some(r) = rounds {
+                args.extend(["--rounds".to_string(), r.to_string()]);
+            }
+            if let Some(s) = seconds {
+                args.extend(["--seconds".to_string(), s.to_string()]);
+            }
+            setup::run().and_then(|()| tool("tt-bench", &args))
+        }
         Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::run(seconds).map(|_| ())),
     };
     match result {
@@ -107,19 +139,19 @@ fn run(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("cannot start {}", bin.display()))
 }
 
-fn soak(minutes: f64) -> Result<()> {
-    setup::run()?;
+/// Builds the tracer and the test programs, then runs `name` (tt-soak, tt-bench) from the
+/// workspace root against the release tracer.
+fn tool(name: &str, args: &[String]) -> Result<()> {
     let bin = build_release()?;
     cargo(&["build", "--release", "--package", "tracer-tests", "--bins"])?;
-    let status = Command::new(workspace_root().join("target/release/tt-soak"))
-        .arg("--minutes")
-        .arg(minutes.to_string())
+    let status = Command::new(workspace_root().join("target/release").join(name))
+        .args(args)
         .current_dir(workspace_root())
         .env("TRACER_BIN", &bin)
         .status()
-        .context("cannot run the soak")?;
+        .with_context(|| format!("cannot run {name}"))?;
     if !status.success() {
-        bail!("soak failed ({status})");
+        bail!("{name} failed ({status})");
     }
     Ok(())
 }
@@ -168,12 +200,31 @@ fn test(args: &[String]) -> Result<()> {
     }
     passed += fuzzed.iter().filter(|(_, ok)| *ok).count() as u64;
     failed += fuzzed.iter().filter(|(_, ok)| !*ok).count() as u64;
+    // The benchmark in its short mode, counted as one test: its sanity checks, not its timings.
+    let bench = status.success() && {
+        let ok = tool("tt-bench", &["--short".into()]);
+        if let Err(e) = &ok {
+            eprintln!("xtask: {e:#}");
+        }
+        ok.is_ok()
+    };
+    if status.success() {
+        println!(
+            "benchmark (short) ... {}",
+            if bench { "ok" } else { "FAILED" }
+        );
+        if bench {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
     println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("tests failed ({status})");
     }
     if failed > 0 {
-        bail!("a fuzz target failed: its crash input is under fuzz/artifacts/");
+        bail!("a fuzz target or the short benchmark failed (see above)");
     }
     Ok(())
 }

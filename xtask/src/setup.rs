@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 /// real-kernel tests drive (nftables, iproute2 for namespaces, util-linux for setpriv, a
 /// Prometheus server that scrapes the metrics endpoint, tmux to drive `tracer top`, bpftool to
 /// check that nothing stays attached).
-const PACKAGES: [&str; 7] = [
+const PACKAGES: [&str; 8] = [
     "llvm-22-dev",
     "nftables",
     "iproute2",
@@ -19,6 +19,7 @@ const PACKAGES: [&str; 7] = [
     "prometheus",
     "tmux",
     "bpftool",
+    "bpftrace",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

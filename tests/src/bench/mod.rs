@@ -1,0 +1,8 @@
+//! The pieces of `cargo xtask bench` (the `tt-bench` binary): load generation, observers
+//! (none, tracer, the bpftrace peer), kernel program statistics, the synthetic userspace pass,
+//! and the numbers' summaries.
+pub mod load;
+pub mod observer;
+pub mod programs;
+pub mod spread;
+pub mod synthetic;

@@ -1,0 +1,599 @@
+//! `cargo xtask bench`: what tracer costs and how much it can take, measured side by side with
+//! no tracer and with the bpftrace peer script (bench/peer.bt), in one run. Prints a table and
+//! writes target/bench/results.json. Fails only when its own sanity checks fail (no throughput,
+//! a peer that never attached, counts that do not add up), never on a timing threshold.
+//!
+//! Traffic stays on loopback inside a namespace this program creates (and removes).
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+use tracer_tests::{
+    Netns,
+    bench::{
+        load,
+        observer::{self, Observer},
+        programs,
+        spread::Spread,
+        synthetic::{self, Stream},
+    },
+};
+
+/// Counts heap allocations, for the allocations-per-record figure of the synthetic pass.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above, i.e. from the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `dealloc`; the new size is the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds, not minutes: one round, short runs (what CI runs). Sanity checks only.
+    #[arg(long)]
+    short: bool,
+    /// Interleaved rounds per figure (default 5, or 1 with --short).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds per throughput run (default 5, or 1 with --short).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Run only these parts (comma-separated): connect, refused, programs, userspace,
+    /// capacity, overload, memory.
+    #[arg(long, value_delimiter = ',', value_parser = PARTS)]
+    only: Vec<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+}
+
+const PARTS: [&str; 7] = [
+    "connect",
+    "refused",
+    "programs",
+    "userspace",
+    "capacity",
+    "overload",
+    "memory",
+];
+
+/// The CPU the load generator is pinned to; the other is left to the observer.
+const LOAD_CPU: usize = 1;
+/// Connecting threads of the load generator.
+const LOAD_THREADS: usize = 2;
+/// Refusals in the overload check.
+const OVERLOAD: u64 = 20_000;
+
+struct Bench {
+    ns: Netns,
+    dir: PathBuf,
+    rounds: usize,
+    seconds: f64,
+    short: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    preflight()?;
+    let short = args.short;
+    let dir = args
+        .out
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir)?;
+    let b = Bench {
+        ns: Netns::new("bench"),
+        dir,
+        rounds: args.rounds.unwrap_or(if short { 1 } else { 5 }),
+        seconds: args.seconds.unwrap_or(if short { 1.0 } else { 5.0 }),
+        short,
+    };
+    let machine = machine();
+    println!(
+        "tracer benchmark: {} CPUs, kernel {}; load generator pinned to CPU {LOAD_CPU} ({LOAD_THREADS} threads); {} interleaved round(s) of {} s; peer: bpftrace {}",
+        machine["cpus"],
+        machine["kernel"].as_str().unwrap_or("?"),
+        b.rounds,
+        b.seconds,
+        machine["bpftrace"].as_str().unwrap_or("?"),
+    );
+    println!(
+        "{:<24} {:>28} {:>28} {:>28}",
+        "median [± half-spread]", "no tracer", "tracer", "bpftrace (bench/peer.bt)"
+    );
+    let want = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+    let mut results = serde_json::Map::new();
+    let mut record = |key: &str, value: Result<Value>| -> Result<()> {
+        results.insert(key.into(), value?);
+        Ok(())
+    };
+    if want("connect") {
+        record("connect_close_per_s", b.throughput("connect", true))?;
+    }
+    if want("refused") {
+        record("refused_per_s", b.throughput("refused", false))?;
+    }
+    if want("programs") {
+        record("program_cost", b.program_costs())?;
+    }
+    if want("userspace") {
+        record("userspace", b.userspace())?;
+    }
+    if want("capacity") {
+        record("kernel_to_output", b.capacity())?;
+    }
+    if want("overload") {
+        record("overload", b.overload())?;
+    }
+    if want("memory") {
+        record("memory", b.memory())?;
+    }
+    results.insert("mode".into(), json!(if short { "short" } else { "full" }));
+    results.insert("machine".into(), machine);
+    results.insert("rounds".into(), json!(b.rounds));
+    results.insert("seconds_per_run".into(), json!(b.seconds));
+    let results = Value::Object(results);
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    println!("results: {}", args.out.display());
+    Ok(())
+}
+
+/// Root, the tracer binary, bpftrace and bpftool: what the benchmark cannot run without.
+fn preflight() -> Result<()> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "the benchmark loads eBPF programs and creates a network namespace: run it as root (`cargo xtask bench` does)"
+    );
+    tracer_tests::tracer_bin().map_err(anyhow::Error::msg)?;
+    for (tool, package) in [("bpftrace", "bpftrace"), ("bpftool", "bpftool")] {
+        let found = std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ensure!(
+            found,
+            "{tool} is missing (the peer baseline needs it): `cargo xtask setup` installs Debian's {package}"
+        );
+    }
+    ensure!(
+        observer::peer_script().is_file(),
+        "the peer script {} is missing",
+        observer::peer_script().display()
+    );
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cmd = |c: &str, a: &[&str]| {
+        std::process::Command::new(c)
+            .args(a)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "kernel": cmd("uname", &["-r"]),
+        "bpftrace": cmd("bpftrace", &["--version"]).trim_start_matches("bpftrace ").to_string(),
+        "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines()
+            .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))),
+    })
+}
+
+fn pct(value: f64, base: f64) -> f64 {
+    if base == 0.0 {
+        0.0
+    } else {
+        (value - base) / base * 100.0
+    }
+}
+
+fn human(n: f64) -> String {
+    let n = n.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Bench {
+    fn out_file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn inode(&self) -> u32 {
+        self.ns.inode
+    }
+
+    /// Connect throughput (`serve`: success path; else refusals), interleaved rounds of the
+    /// three observers, rotating their order each round.
+    fn throughput(&self, what: &str, serve: bool) -> Result<Value> {
+        let port: u16 = if serve { 5001 } else { 5002 };
+        let addr = format!("127.0.0.1:{port}");
+        let mut spreads: [Spread; 3] = Default::default();
+        let mut tracer_seen = 0u64;
+        let mut peer_lines = 0u64;
+        for round in 0..self.rounds {
+            for k in 0..3 {
+                let i = (k + round) % 3;
+                let kind = Observer::ALL[i];
+                let out = self.out_file(&format!("{}-{what}.out", kind.key()));
+                let running = observer::start(kind, &self.ns, &out, &[])?;
+                let r = load::run(
+                    &self.ns,
+                    &load::args(&addr, self.seconds, LOAD_THREADS, serve, Some(LOAD_CPU)),
+                )?;
+                let output = running.stop()?;
+                ensure!(
+                    r.per_second > 0.0 && r.other == 0,
+                    "{what} load with {}: no throughput or unexpected errors: {r:?}",
+                    kind.name()
+                );
+                ensure!(
+                    if serve {
+                        r.connected == r.attempts
+                    } else {
+                        r.refused == r.attempts
+                    },
+                    "{what} load: not every attempt ended as expected: {r:?}"
+                );
+                spreads[i].push(r.per_second);
+                match kind {
+                    Observer::Tracer if !serve => {
+                        tracer_seen += output
+                            .tracer_counts(self.inode())?
+                            .failures_by_port
+                            .get(&u64::from(port))
+                            .copied()
+                            .unwrap_or(0);
+                    }
+                    Observer::Bpftrace => peer_lines += output.lines()?,
+                    _ => {}
+                }
+            }
+        }
+        ensure!(
+            peer_lines > 0,
+            "bpftrace printed nothing during the {what} runs"
+        );
+        if !serve {
+            ensure!(
+                tracer_seen > 0,
+                "tracer reported no refusals during the refused runs"
+            );
+        }
+        let base = spreads[0].median();
+        let label = if serve {
+            "connect+close /s"
+        } else {
+            "refused connects /s"
+        };
+        println!(
+            "{label:<24} {:>28} {:>28} {:>28}",
+            fmt_spread(&spreads[0], None),
+            fmt_spread(&spreads[1], Some(base)),
+            fmt_spread(&spreads[2], Some(base)),
+        );
+        Ok(json!({
+            "none": spreads[0].json(),
+            "tracer": spreads[1].json(),
+            "bpftrace": spreads[2].json(),
+            "tracer_change_pct": pct(spreads[1].median(), base),
+            "bpftrace_change_pct": pct(spreads[2].median(), base),
+        }))
+    }
+
+    /// Mean kernel time per program run, with `kernel.bpf_stats_enabled` on only here.
+    fn program_costs(&self) -> Result<Value> {
+        let _stats = programs::StatsEnabled::new()?;
+        let mut result = serde_json::Map::new();
+        let mut line = String::new();
+        for kind in [Observer::Tracer, Observer::Bpftrace] {
+            let out = self.out_file(&format!("{}-cost.out", kind.key()));
+            let running = observer::start(kind, &self.ns, &out, &[])?;
+            let pid = running.pid().context("observer pid")?;
+            for (port, serve) in [(5003, true), (5004, false)] {
+                load::run(
+                    &self.ns,
+                    &load::args(
+                        &format!("127.0.0.1:{port}"),
+                        self.seconds.min(2.0),
+                        LOAD_THREADS,
+                        serve,
+                        Some(LOAD_CPU),
+                    ),
+                )?;
+            }
+            let costs = programs::owned_by(pid)?;
+            running.stop()?;
+            let runs: u64 = costs.iter().map(|c| c.runs).sum();
+            ensure!(
+                runs > 0,
+                "no program runs counted for {} (kernel.bpf_stats_enabled not honoured?)",
+                kind.name()
+            );
+            line.push_str(&format!(
+                " {:>28}",
+                format!("{:.0} ns/run", programs::mean_ns(&costs))
+            ));
+            result.insert(kind.key().into(), programs::json(&costs));
+        }
+        println!("{:<24} {:>28}{line}", "kernel time per run", "-");
+        for kind in ["tracer", "bpftrace"] {
+            let detail: Vec<String> = result[kind]["programs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{} {:.0} ns × {}",
+                        p["name"].as_str().unwrap_or("?"),
+                        p["ns_per_run"].as_f64().unwrap_or(0.0),
+                        human(p["runs"].as_f64().unwrap_or(0.0))
+                    )
+                })
+                .collect();
+            println!("    {kind}: {}", detail.join(", "));
+        }
+        Ok(Value::Object(result))
+    }
+
+    /// Synthetic records through the pipeline on one core.
+    fn userspace(&self) -> Result<Value> {
+        let mut cpu = nix::sched::CpuSet::new();
+        cpu.set(LOAD_CPU)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu)?;
+        let min_time = Duration::from_secs_f64(if self.short { 0.3 } else { 1.0 });
+        let mut result = serde_json::Map::new();
+        for (key, stream, what) in [
+            (
+                "refusals",
+                Stream::Refusals,
+                "userspace: refusal records (each a failure line)",
+            ),
+            (
+                "successes",
+                Stream::Successes,
+                "userspace: success records (aggregated)",
+            ),
+        ] {
+            let records = synthetic::records(stream, 100_000);
+            let mut rate = Spread::default();
+            let mut last = None;
+            for _ in 0..self.rounds {
+                let p = synthetic::pass(&records, min_time, allocations);
+                rate.push(p.per_second);
+                last = Some(p);
+            }
+            let p = last.context("no pass")?;
+            ensure!(rate.median() > 0.0, "the synthetic pass processed nothing");
+            println!(
+                "{what}: {} /s on one core [{}–{}], {:.2} allocations and {:.0} output bytes per record",
+                human(rate.median()),
+                human(rate.min()),
+                human(rate.max()),
+                p.allocations_per_record,
+                p.bytes_per_record
+            );
+            result.insert(
+                key.into(),
+                json!({
+                    "records_per_s": rate.json(),
+                    "allocations_per_record": p.allocations_per_record,
+                    "output_bytes_per_record": p.bytes_per_record,
+                }),
+            );
+        }
+        let all = nix::sched::CpuSet::new();
+        let mut every = all;
+        for c in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+            every.set(c)?;
+        }
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &every)?;
+        Ok(Value::Object(result))
+    }
+
+    /// Refusals as fast as the load generator can make them, with tracer at its defaults: how
+    /// many were caused, delivered and lost. Once pinned to one CPU, once on every CPU.
+    fn capacity(&self) -> Result<Value> {
+        let seconds = if self.short { 2.0 } else { 10.0 };
+        let mut result = Vec::new();
+        for (port, threads, cpu, how) in [
+            (5005u16, LOAD_THREADS, Some(LOAD_CPU), "load on one CPU"),
+            (5006, 4, None, "load on every CPU"),
+        ] {
+            let out = self.out_file(&format!("tracer-capacity-{port}.out"));
+            let running = observer::start(Observer::Tracer, &self.ns, &out, &[])?;
+            let r = load::run(
+                &self.ns,
+                &load::args(&format!("127.0.0.1:{port}"), seconds, threads, false, cpu),
+            )?;
+            running.wait_idle(Duration::from_secs(10));
+            let counts = running.stop()?.tracer_counts(self.inode())?;
+            let delivered = counts
+                .failures_by_port
+                .get(&u64::from(port))
+                .copied()
+                .unwrap_or(0);
+            let lost = counts.stats["lost_connections"].as_u64().unwrap_or(0);
+            ensure!(
+                delivered + lost == r.refused,
+                "kernel-to-output ({how}): caused {} but delivered {delivered} + lost {lost}",
+                r.refused
+            );
+            println!(
+                "kernel→output, {how}: {} refusals/s for {seconds} s: caused {} = delivered {} + lost {}",
+                human(r.per_second),
+                human(r.refused as f64),
+                human(delivered as f64),
+                human(lost as f64)
+            );
+            result.push(json!({
+                "load": how, "threads": threads, "seconds": r.seconds,
+                "refusals_per_s": r.per_second, "caused": r.refused,
+                "delivered": delivered, "lost": lost,
+                "kernel_skipped": counts.stats["kernel_skipped"],
+            }));
+        }
+        Ok(Value::Array(result))
+    }
+
+    /// A 64 KiB ring buffer and a stopped reader while 20,000 connects are refused: every one
+    /// is delivered or counted lost.
+    fn overload(&self) -> Result<Value> {
+        let port = 5007u16;
+        let out = self.out_file("tracer-overload.out");
+        let running = observer::start(
+            Observer::Tracer,
+            &self.ns,
+            &out,
+            &["--ring-buffer-kib", "64"],
+        )?;
+        running.pause()?;
+        let r = load::run(
+            &self.ns,
+            &[
+                "--addr".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--count".into(),
+                OVERLOAD.to_string(),
+                "--cpu".into(),
+                LOAD_CPU.to_string(),
+            ],
+        )?;
+        running.resume()?;
+        running.wait_idle(Duration::from_secs(10));
+        let counts = running.stop()?.tracer_counts(self.inode())?;
+        let delivered = counts
+            .failures_by_port
+            .get(&u64::from(port))
+            .copied()
+            .unwrap_or(0);
+        let lost = counts.stats["lost_connections"].as_u64().unwrap_or(0);
+        let exact = r.refused == OVERLOAD && delivered + lost == OVERLOAD;
+        println!(
+            "overload (64 KiB ring, reader stopped): caused {} = delivered {} + lost {}: {}",
+            human(r.refused as f64),
+            human(delivered as f64),
+            human(lost as f64),
+            if exact { "exact" } else { "MISMATCH" }
+        );
+        if !exact || lost == 0 {
+            bail!(
+                "overload accounting: caused {}, delivered {delivered}, lost {lost} (stats {})",
+                r.refused,
+                counts.stats
+            );
+        }
+        Ok(json!({
+            "ring_buffer_kib": 64, "caused": r.refused, "delivered": delivered, "lost": lost,
+            "exact": exact, "stats": counts.stats,
+        }))
+    }
+
+    /// tracer's RSS after refusals to ever more distinct destinations (127.x.y.z).
+    fn memory(&self) -> Result<Value> {
+        let checkpoints: &[u64] = if self.short {
+            &[10_000]
+        } else {
+            &[10_000, 100_000, 1_000_000]
+        };
+        let out = self.out_file("tracer-memory.out");
+        let running = observer::start(Observer::Tracer, &self.ns, &out, &[])?;
+        let start_kib = running.rss_kib();
+        let mut samples = vec![json!({"destinations": 0, "rss_kib": start_kib})];
+        let mut done = 0u64;
+        let base = u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0));
+        for &n in checkpoints {
+            let more = n - done;
+            let first = std::net::Ipv4Addr::from(base + done as u32);
+            let r = load::run(
+                &self.ns,
+                &[
+                    "--addr".to_string(),
+                    format!("{first}:5008"),
+                    "--count".into(),
+                    more.to_string(),
+                    "--destinations".into(),
+                    more.to_string(),
+                    "--threads".into(),
+                    LOAD_THREADS.to_string(),
+                ],
+            )?;
+            ensure!(r.refused == more, "memory load: {r:?}");
+            done = n;
+            running.wait_idle(Duration::from_secs(30));
+            samples.push(json!({"destinations": n, "rss_kib": running.rss_kib()}));
+        }
+        let peak = running.peak_rss_kib();
+        let counts = running.stop()?.tracer_counts(self.inode())?;
+        let cap = 100_000;
+        let rows: Vec<String> = samples
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} dests {:.1} MiB",
+                    human(s["destinations"].as_f64().unwrap_or(0.0)),
+                    s["rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
+                )
+            })
+            .collect();
+        println!(
+            "memory (tracer RSS, destination cap {}): {}; peak {:.1} MiB; {} destinations evicted",
+            human(cap as f64),
+            rows.join(", "),
+            peak as f64 / 1024.0,
+            human(counts.stats["destinations_evicted"].as_f64().unwrap_or(0.0))
+        );
+        ensure!(start_kib > 0 && peak > 0, "could not read tracer's RSS");
+        Ok(json!({
+            "destination_cap": cap, "samples": samples, "peak_rss_kib": peak,
+            "destinations_evicted": counts.stats["destinations_evicted"],
+        }))
+    }
+}
+
+fn fmt_spread(s: &Spread, base: Option<f64>) -> String {
+    let change = base
+        .map(|b| format!(" {:+.1}%", pct(s.median(), b)))
+        .unwrap_or_default();
+    format!(
+        "{}{change} [±{:.1}%]",
+        human(s.median()),
+        s.relative_spread() * 50.0
+    )
+}
