@@ -405,8 +405,9 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
             }
             // EHOSTUNREACH, ENETUNREACH, or another ICMP-borne error (errno says which).
             Some(_) => Label::Unreachable,
-            None if ev.syn_retransmits > 0 => {
+            None if syn_retransmits_at_close(ev) > 0 => {
                 evidence.gave_up = Some(GaveUp::Application);
+                evidence.syn_retransmits = syn_retransmits_at_close(ev);
                 Label::SynTimeout
             }
             None => Label::Cancelled,
@@ -438,6 +439,19 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
         errno,
         evidence,
     })
+}
+
+/// SYN retransmissions of a connect closed in SYN_SENT without an error: those traced, or the
+/// socket's own count read at CLOSE if higher. The kernel skips a tracepoint program that would
+/// nest in another BPF program on the same CPU (the retransmit timer's softirq can interrupt one),
+/// and `icsk_retransmits` still says the timer fired: the SYN went unanswered for at least an RTO.
+fn syn_retransmits_at_close(ev: &RawEvent) -> u16 {
+    let counted = if ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 {
+        u16::from(ev.icsk_retransmits)
+    } else {
+        0
+    };
+    ev.syn_retransmits.max(counted)
 }
 
 /// A keepalive death: probes went unanswered while the connection was idle — no data

@@ -133,6 +133,26 @@ fn syn_timeout_application_gave_up_after_a_retransmit() {
 }
 
 #[test]
+fn an_untraced_syn_retransmission_still_makes_an_application_give_up_a_syn_timeout() {
+    // The retransmit tracepoint was skipped (nested in another BPF program), but the socket's
+    // own counter, read at CLOSE, says the retransmit timer fired once.
+    let mut ev = connect();
+    ev.valid |= tracer_common::VALID_ICSK_RETRANSMITS;
+    ev.icsk_retransmits = 1;
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 1500, 0)]);
+    assert_eq!(o.label, Label::SynTimeout);
+    assert_eq!(o.evidence.gave_up, Some(GaveUp::Application));
+    assert_eq!(o.evidence.syn_retransmits, 1);
+    assert!(o.evidence.syn_retransmit_ms.is_empty());
+    // Without that counter it stays a cancel.
+    ev.icsk_retransmits = 0;
+    assert_eq!(
+        one(&[close(&ev, tcp_state::SYN_SENT, 1500, 0)]).label,
+        Label::Cancelled
+    );
+}
+
+#[test]
 fn closed_in_syn_sent_before_any_retransmit_is_cancelled_and_counted() {
     let ev = connect();
     let (out, counts) = run(&[close(&ev, tcp_state::SYN_SENT, 50, 0)]);

@@ -49,6 +49,8 @@ pub struct Health {
     pub evicted: u64,
     pub destinations_evicted: u64,
     pub output_dropped: u64,
+    pub lost_connections: u64,
+    pub kernel_skipped: u64,
 }
 
 pub struct Metrics {
@@ -58,7 +60,7 @@ pub struct Metrics {
     inbound_refusals: Counter,
     latency: Histogram,
     overflow: Counter,
-    health: [Counter; 6],
+    health: [Counter; 8],
     last: Health,
     admitted: HashSet<SocketAddr>,
     limit: usize,
@@ -94,7 +96,7 @@ impl Metrics {
             "Outcomes counted under ip=\"other\" because the destination limit was reached",
             overflow.clone(),
         );
-        let health: [Counter; 6] = Default::default();
+        let health: [Counter; 8] = Default::default();
         let names = [
             ("tracer_events", "Records received from the kernel"),
             (
@@ -113,6 +115,14 @@ impl Metrics {
             (
                 "tracer_output_dropped",
                 "Output lines the sinks could not deliver",
+            ),
+            (
+                "tracer_lost_connections",
+                "Of the lost records, those that ended a connection: outcomes never learnt",
+            ),
+            (
+                "tracer_kernel_skipped",
+                "Tracepoint hits the kernel did not run the tracer for (another BPF program was running on that CPU)",
             ),
         ];
         for ((name, help), c) in names.into_iter().zip(&health) {
@@ -187,6 +197,8 @@ impl Metrics {
             (now.evicted, self.last.evicted),
             (now.destinations_evicted, self.last.destinations_evicted),
             (now.output_dropped, self.last.output_dropped),
+            (now.lost_connections, self.last.lost_connections),
+            (now.kernel_skipped, self.last.kernel_skipped),
         ];
         for ((new, old), c) in pairs.into_iter().zip(&self.health) {
             c.inc_by(new.saturating_sub(old));

@@ -146,6 +146,8 @@ impl Pipeline {
                 evicted: kernel.evicted,
                 destinations_evicted,
                 output_dropped,
+                lost_connections: kernel.lost_closed,
+                kernel_skipped: kernel.skipped,
             });
         }
     }

@@ -533,7 +533,13 @@ impl Bench {
             &[10_000, 100_000, 1_000_000]
         };
         let out = self.out_file("tracer-memory.out");
-        let running = observer::start(Observer::Tracer, &self.ns, &out, &[])?;
+        let cap = 100_000u64;
+        let running = observer::start(
+            Observer::Tracer,
+            &self.ns,
+            &out,
+            &["--max-destinations", &cap.to_string()],
+        )?;
         let start_kib = running.rss_kib();
         let mut samples = vec![json!({"destinations": 0, "rss_kib": start_kib})];
         let mut done = 0u64;
@@ -561,7 +567,6 @@ impl Bench {
         }
         let peak = running.peak_rss_kib();
         let counts = running.stop()?.tracer_counts(self.inode())?;
-        let cap = 100_000;
         let rows: Vec<String> = samples
             .iter()
             .map(|s| {

@@ -239,7 +239,20 @@ fn main() -> Result<()> {
         mismatch = true;
         println!("{k:<28} {:>10} {g:>10}  UNEXPECTED", 0);
     }
+    // The load causes no cancelled connects: one would be a failure the tracer missed.
+    let cancelled = stopped.stats["cancelled"].as_u64().unwrap_or(u64::MAX);
+    mismatch |= cancelled != 0;
+    println!(
+        "{:<28} {:>10} {cancelled:>10}{}",
+        "cancelled (not failures)",
+        0,
+        if cancelled == 0 { "" } else { "  UNEXPECTED" }
+    );
     println!("lost records: {lost}");
+    println!(
+        "tracepoint hits the kernel skipped (nested BPF programs): {}",
+        stopped.stats["kernel_skipped"]
+    );
     println!(
         "tracer RSS: {} KiB after warm-up ({:.0} s), {} KiB at the end: drift {:+.1}%",
         warm.1,
