@@ -261,8 +261,12 @@ pub struct Config {
     pub cidrs: [Cidr; MAX_CIDRS],
     /// Task names, NUL-padded, compared whole.
     pub comms: [[u8; 16]; MAX_COMMS],
+    /// Wake the reader only once this many bytes are waiting in the ring buffer; below it the
+    /// reader drains on its own short timer (one wakeup per record would cost more than the
+    /// record). 0 wakes it for every record.
+    pub wakeup_bytes: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 392);
+const _: () = assert!(core::mem::size_of::<Config>() == 396);
 
 impl Config {
     pub const ALL: Config = Config {
@@ -280,6 +284,7 @@ impl Config {
             addr_be: [0; 16],
         }; MAX_CIDRS],
         comms: [[0; 16]; MAX_COMMS],
+        wakeup_bytes: 0,
     };
 }
 

@@ -1,8 +1,10 @@
 //! Ring-buffer output and the per-CPU counters.
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use tracer_common::RawEvent;
 pub use tracer_common::{
-    COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS, COUNTER_LOST,
-    COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED,
+    COUNTER_CLEAN_CLOSES, COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS,
+    COUNTER_LOST, COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED,
+    COUNTER_UNTRACKED,
 };
 
 use crate::{COUNTERS, EVENTS};
@@ -19,7 +21,7 @@ pub fn count(index: u32) {
 /// lost close separately: that connection's outcome is unknown).
 #[inline(always)]
 pub fn submit(event: &RawEvent) {
-    match EVENTS.output::<RawEvent>(event, 0) {
+    match EVENTS.output::<RawEvent>(event, wakeup_flag()) {
         Ok(()) => count(COUNTER_PRODUCED),
         Err(_) => {
             count(COUNTER_LOST);
@@ -27,6 +29,22 @@ pub fn submit(event: &RawEvent) {
                 count(COUNTER_LOST_CLOSED);
             }
         }
+    }
+}
+
+/// Wakes the reader only when `CONFIG.wakeup_bytes` are waiting: under load one wakeup then
+/// carries hundreds of records, and a trickle is drained by the reader's timer.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let threshold: u32 = crate::read::config!(wakeup_bytes);
+    if threshold == 0 {
+        return 0;
+    }
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if waiting + core::mem::size_of::<RawEvent>() as u64 >= u64::from(threshold) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
 }
 

@@ -3,7 +3,9 @@
 //! CLOSE→SYN_SENT fires inside tcp_v4_connect/tcp_v6_connect in the calling task, so it is where
 //! the process identity (pid, comm, uid, cgroup) and the netns are recorded. SYN_SENT→ESTABLISHED
 //! gives the latency. →CLOSE is the end: `sk_err`, `sk_err_soft` and the TCP counters are read
-//! there, because `inet_sk_error_report` is skipped for orphaned sockets.
+//! there, because `inet_sk_error_report` is skipped for orphaned sockets. An established
+//! connection that closes with neither an error nor a RST is only counted: its record would carry
+//! nothing userspace reports. Each transition reads only what its outcome can use.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
     macros::tracepoint,
@@ -19,8 +21,8 @@ use tracer_common::{
 use crate::{
     SOCKS,
     emit::{
-        COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED, count, now_ns,
-        submit,
+        COUNTER_CLEAN_CLOSES, COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_TRACKED,
+        COUNTER_UNTRACKED, count, now_ns, submit,
     },
     read::{config, field, member, offset, sock_netns},
     state::{SCRATCH_CONNECT, scratch, tracked},
@@ -63,21 +65,41 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     state.old_state = old;
     state.new_state = new;
     state.ts_ns = now_ns();
-    read_tuple(ctx, state);
+    if state.sport == 0 {
+        // Address and destination are known at connect(); the source port only once the
+        // socket is hashed, after that first transition.
+        read_tuple(ctx, state);
+    }
 
     if old == tcp_state::SYN_SENT && new == tcp_state::ESTABLISHED {
         state.established_ns = state.ts_ns;
         state.kind = KIND_CONNECTED;
         submit(state);
     } else if new == tcp_state::CLOSE {
-        read_close_facts(skaddr as *const u8, state);
-        state.kind = KIND_CLOSED;
-        submit(state);
+        let sk = skaddr as *const u8;
+        if old == tcp_state::SYN_SENT {
+            read_connect_phase_facts(sk, state);
+            submit_closed(state);
+        } else if read_sk_err(sk, state) && state.sk_err == 0 && state.rst_received_state == 0 {
+            // An established connection that ended without an error or a RST: nothing to
+            // report, and its record would only cost ring space (counted instead).
+            count(COUNTER_CLEAN_CLOSES);
+        } else {
+            read_connect_phase_facts(sk, state);
+            read_established_facts(sk, state);
+            submit_closed(state);
+        }
         if SOCKS.remove(skaddr).is_ok() {
             count(COUNTER_UNTRACKED);
         }
     }
     Some(())
+}
+
+#[inline(always)]
+fn submit_closed(state: &mut RawEvent) {
+    state.kind = KIND_CLOSED;
+    submit(state);
 }
 
 #[inline(always)]
@@ -136,12 +158,20 @@ fn read_tuple(ctx: &TracePointContext, ev: &mut RawEvent) {
     crate::read::tuple(ctx, &fields, ev);
 }
 
-/// Facts only the socket itself holds, read at the moment it closes.
+/// `sk_err` at CLOSE; false if it cannot be read (no BTF).
 #[inline(always)]
-fn read_close_facts(sk: *const u8, ev: &mut RawEvent) {
-    if member(sk, offset!(members.sk_err), &mut ev.sk_err) {
+fn read_sk_err(sk: *const u8, ev: &mut RawEvent) -> bool {
+    let ok = member(sk, offset!(members.sk_err), &mut ev.sk_err);
+    if ok {
         ev.valid |= VALID_SK_ERR;
     }
+    ok
+}
+
+/// Facts only the socket itself holds, read at the moment it closes: what any close needs.
+#[inline(always)]
+fn read_connect_phase_facts(sk: *const u8, ev: &mut RawEvent) {
+    read_sk_err(sk, ev);
     if member(sk, offset!(members.sk_err_soft), &mut ev.sk_err_soft) {
         ev.valid |= VALID_SK_ERR_SOFT;
     }
@@ -152,17 +182,23 @@ fn read_close_facts(sk: *const u8, ev: &mut RawEvent) {
     ) {
         ev.valid |= VALID_ICSK_RETRANSMITS;
     }
-    if member(sk, offset!(members.icsk_probes_out), &mut ev.probes_out) {
-        ev.valid |= VALID_PROBES_OUT;
-    }
     read_error_queue(sk, ev);
-    read_tcp_counters(sk, ev);
     let bit: u32 = offset!(members.sock_keepopen_bit);
     let mut flags = 0u64;
     if bit < 64 && member(sk, offset!(members.sk_flags), &mut flags) {
         ev.keepalive = ((flags >> bit) & 1) as u8;
         ev.valid |= VALID_KEEPALIVE;
     }
+}
+
+/// What only an established connection's end needs: keepalive probes, RTT, idle time,
+/// keepalive settings, byte counters.
+#[inline(always)]
+fn read_established_facts(sk: *const u8, ev: &mut RawEvent) {
+    if member(sk, offset!(members.icsk_probes_out), &mut ev.probes_out) {
+        ev.valid |= VALID_PROBES_OUT;
+    }
+    read_tcp_counters(sk, ev);
 }
 
 /// The first error queued on the socket (`sk_error_queue`), e.g. the ICMP port-unreachable that

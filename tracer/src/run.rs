@@ -27,7 +27,7 @@ use crate::{
     pipeline::{Pipeline, Select},
     privileges,
     record::RstReasons,
-    source::{EventSource, KernelCounters, register_readable},
+    source::{DRAIN_INTERVAL, EventSource, KernelCounters, register_readable},
     tracefs::Tracefs,
 };
 
@@ -103,7 +103,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<(Loaded, RstReasons), Failure> {
                 .into(),
         ));
     }
-    let config = crate::filter::config(
+    let mut config = crate::filter::config(
         args.netns.unwrap_or(0),
         &args.ports,
         &args.dsts,
@@ -111,6 +111,7 @@ pub(crate) fn start(args: &RunArgs) -> Result<(Loaded, RstReasons), Failure> {
         &args.comms,
     )
     .map_err(Failure::Usage)?;
+    config.wakeup_bytes = crate::source::wakeup_bytes(args.ring_buffer_kib * 1024);
     let opts = LoadOptions {
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
@@ -217,6 +218,8 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         metrics_tick = every(1);
     }
     let mut stats_tick = every(args.stats_interval);
+    // Records below the kernel's wakeup threshold are collected on this beat.
+    let mut drain_tick = Some(tokio::time::interval(DRAIN_INTERVAL));
     // Closes waiting for their error report (no BTF) are settled on this beat.
     let mut settle_tick = Some(tokio::time::interval(Duration::from_millis(200)));
     let mut summary_tick = every(args.summary_interval);
@@ -236,6 +239,15 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
             }) => {
                 batch?;
                 written = written.and_then(|()| out.flush());
+            }
+            _ = tick(&mut drain_tick) => {
+                if events.drain_now(|bytes| {
+                    if written.is_ok() {
+                        written = pipeline.process(bytes, &mut out);
+                    }
+                }) > 0 {
+                    written = written.and_then(|()| out.flush());
+                }
             }
             _ = tick(&mut settle_tick) => {
                 written = written

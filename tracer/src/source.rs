@@ -2,6 +2,7 @@
 use std::{
     io,
     os::fd::{AsFd, AsRawFd},
+    time::Duration,
 };
 
 use aya::{
@@ -15,6 +16,17 @@ use tracer_common::{
 };
 
 use crate::prog_stats;
+
+/// How often the reader collects records the kernel did not wake it for: the most a record
+/// waits in the ring buffer while the host is quiet.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Bytes waiting in a ring buffer of `ring_bytes` at which the kernel wakes the reader: a
+/// quarter of the buffer, so that a burst is read long before it could overflow, and a
+/// storm costs one wakeup per few thousand records instead of one per record.
+pub fn wakeup_bytes(ring_bytes: u32) -> u32 {
+    ring_bytes / 4
+}
 
 pub struct EventSource {
     ring: AsyncFd<RingBuf<MapData>>,

@@ -138,6 +138,8 @@ async fn top(args: RunArgs) -> Result<(), Failure> {
                 if let Err(e) = batch { break Err(e.into()); }
             }
             _ = tick(&mut refresh) => {
+                // What stayed below the kernel's wakeup threshold.
+                events.drain_now(|bytes| { let _ = pipeline.process(bytes, &mut nowhere); });
                 let now = WallClock::now_mono_ns();
                 let _ = pipeline.flush(now, &mut nowhere);
                 let window_s = now.saturating_sub(last) as f64 / 1e9;

@@ -1,6 +1,6 @@
 //! Per-program kernel statistics (run count, run time, skipped runs) of the BPF programs a
-//! process owns, from `bpftool prog show --json` (its `pids` field names the owners).
-use std::process::Command;
+//! process loaded, from `bpftool prog show --json`.
+use std::{collections::BTreeSet, process::Command};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -23,8 +23,7 @@ impl ProgramCost {
     }
 }
 
-/// The programs owned by `pid`.
-pub fn owned_by(pid: u32) -> Result<Vec<ProgramCost>> {
+fn bpftool_programs() -> Result<Vec<Value>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
@@ -35,14 +34,25 @@ pub fn owned_by(pid: u32) -> Result<Vec<ProgramCost>> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let all: Vec<Value> = serde_json::from_slice(&out.stdout).context("bpftool's JSON")?;
-    Ok(all
+    serde_json::from_slice(&out.stdout).context("bpftool's JSON")
+}
+
+/// Ids of the tracepoint programs loaded now.
+pub fn loaded_ids() -> Result<BTreeSet<u64>> {
+    Ok(bpftool_programs()?
         .iter()
-        .filter(|p| {
-            p["pids"]
-                .as_array()
-                .is_some_and(|o| o.iter().any(|o| o["pid"].as_u64() == Some(pid.into())))
-        })
+        .filter(|p| p["type"] == "tracepoint")
+        .filter_map(|p| p["id"].as_u64())
+        .collect())
+}
+
+/// The tracepoint programs loaded since `before` was taken: those of the one observer started
+/// in between (bpftool here cannot name a program's owner process).
+pub fn loaded_since(before: &BTreeSet<u64>) -> Result<Vec<ProgramCost>> {
+    Ok(bpftool_programs()?
+        .iter()
+        .filter(|p| p["type"] == "tracepoint")
+        .filter(|p| p["id"].as_u64().is_some_and(|id| !before.contains(&id)))
         .map(|p| ProgramCost {
             name: p["name"].as_str().unwrap_or("?").to_string(),
             runs: p["run_cnt"].as_u64().unwrap_or(0),

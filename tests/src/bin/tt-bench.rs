@@ -324,8 +324,8 @@ impl Bench {
         let mut line = String::new();
         for kind in [Observer::Tracer, Observer::Bpftrace] {
             let out = self.out_file(&format!("{}-cost.out", kind.key()));
+            let before = programs::loaded_ids()?;
             let running = observer::start(kind, &self.ns, &out, &[])?;
-            let pid = running.pid().context("observer pid")?;
             for (port, serve) in [(5003, true), (5004, false)] {
                 load::run(
                     &self.ns,
@@ -338,7 +338,7 @@ impl Bench {
                     ),
                 )?;
             }
-            let costs = programs::owned_by(pid)?;
+            let costs = programs::loaded_since(&before)?;
             running.stop()?;
             let runs: u64 = costs.iter().map(|c| c.runs).sum();
             ensure!(
