@@ -43,6 +43,14 @@ pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
     if wanted != 0 && netns != wanted {
         return None;
     }
+    let mut flags = 0u32;
+    let flags_read = member(dev, offset!(members.dev_flags), &mut flags);
+    if flags_read && flags & IFF_LOOPBACK != 0 {
+        // The host refused itself: its outbound connect carries the story. Counted, and kept
+        // out of the ring buffer (a refusal-heavy local load would double its records).
+        count(COUNTER_INBOUND_LOOPBACK);
+        return None;
+    }
     let ev = scratch(SCRATCH_INBOUND)?;
     ev.kind = KIND_INBOUND_RESET;
     ev.ts_ns = now_ns();
@@ -54,14 +62,7 @@ pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
         ev.rst_sent_reason = reason as u16;
         ev.valid |= VALID_RST_SENT_REASON;
     }
-    let mut flags = 0u32;
-    if member(dev, offset!(members.dev_flags), &mut flags) {
-        if flags & IFF_LOOPBACK != 0 {
-            // The host refused itself: its outbound connect carries the story. Counted, and
-            // kept out of the ring buffer (a refusal-heavy local load would double its records).
-            count(COUNTER_INBOUND_LOOPBACK);
-            return None;
-        }
+    if flags_read {
         ev.valid |= VALID_LOOPBACK;
     }
     let mut data: *const u8 = core::ptr::null();

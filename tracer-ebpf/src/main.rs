@@ -19,6 +19,7 @@ mod set_state;
 mod state;
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
@@ -37,8 +38,9 @@ static CONFIG: Config = Config::ALL;
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Per-socket state of outbound connects, from connect() to CLOSE. The loader sets the size.
+/// Each CPU keeps its own LRU list (`BPF_F_NO_COMMON_LRU`): an insert takes no global lock.
 #[map]
-static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, 0);
+static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, BPF_F_NO_COMMON_LRU);
 
 /// Per-CPU scratch space for building a record (too large for the 512-byte BPF stack), one slot
 /// per program that builds one (see `state::scratch`).

@@ -21,10 +21,14 @@ pub const SCRATCH_INBOUND: u32 = 2;
 #[inline(always)]
 pub fn scratch(slot: u32) -> Option<&'static mut RawEvent> {
     let ptr = SCRATCH.get_ptr_mut(slot)?;
+    let words = ptr.cast::<u64>();
+    for i in 0..core::mem::size_of::<RawEvent>() / 8 {
+        // SAFETY: within the slot (RawEvent is a whole number of u64 words, 8-aligned in the
+        // map). Volatile keeps LLVM from turning the loop into a `memset` call, which the BPF
+        // backend emits as a byte-at-a-time subprogram.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
     // SAFETY: a per-CPU slot used by a single program; classic tracepoint programs do not nest
     // on a CPU (the kernel's bpf_prog_active guard), so nothing else touches it meanwhile.
-    unsafe {
-        core::ptr::write_bytes(ptr, 0, 1);
-        Some(&mut *ptr)
-    }
+    Some(unsafe { &mut *ptr })
 }
