@@ -50,14 +50,14 @@ fn every_refusal_is_either_delivered_or_counted_lost_and_the_tracer_recovers() {
     tracer.resume();
     assert_eq!(refused, REFUSALS, "the load generator's refusals");
 
-    // Still working: new refusals on another port arrive.
-    assert_eq!(refuse(&ns, 48, 5), 5);
-    tracer.wait_failures(5, Duration::from_secs(10), |r| r["dst"]["port"] == 48);
-    // The loss is checked once a second.
+    // The loss is checked once a second, after the tracer has read what the buffer held.
     let warned = wait_until("a warning about the loss", Duration::from_secs(5), || {
         let log = tracer.stderr();
         log.contains("losing data").then_some(log)
     });
+    // Still working: new refusals on another port arrive.
+    assert_eq!(refuse(&ns, 48, 5), 5);
+    tracer.wait_failures(5, Duration::from_secs(10), |r| r["dst"]["port"] == 48);
 
     let stopped = tracer.finish();
     let on_47 = stopped
