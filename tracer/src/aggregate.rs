@@ -7,7 +7,7 @@
 //! retransmissions, connect latency (HDR histogram, allocated only while the window has
 //! successes), the processes making the attempts, and the run of consecutive failures.
 //! Destinations are capped; the least recently active is evicted, and counted.
-use std::{collections::HashMap, net::SocketAddr, num::NonZeroUsize};
+use std::{net::SocketAddr, num::NonZeroUsize};
 
 use foldhash::fast::RandomState;
 
@@ -116,8 +116,12 @@ struct Window {
     cancelled: u64,
     failures: [u64; FAILURE_LABELS.len()],
     syn_retransmits: u64,
-    latency_us: Option<Histogram<u32>>,
-    processes: HashMap<ProcessKey, u64, RandomState>,
+    /// Boxed: most destinations never connect in a window, and an inline histogram would add
+    /// its size to every one of them.
+    latency_us: Option<Box<Histogram<u32>>>,
+    /// (process, attempts), searched linearly: a destination rarely has more than a few, and a
+    /// vector of one costs a tenth of the smallest hash table (this is per destination).
+    processes: Vec<(ProcessKey, u64)>,
     first_failure_ns: Option<u64>,
     last_failure_ns: Option<u64>,
     longest_streak: u64,
@@ -187,8 +191,10 @@ impl Aggregator {
                 w.syn_retransmits += u64::from(o.evidence.syn_retransmits);
                 let us = ((o.evidence.elapsed_ms * 1000.0) as u64).clamp(1, LATENCY_MAX_US);
                 let h = w.latency_us.get_or_insert_with(|| {
-                    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2)
-                        .expect("valid histogram bounds")
+                    Box::new(
+                        Histogram::new_with_bounds(1, LATENCY_MAX_US, 2)
+                            .expect("valid histogram bounds"),
+                    )
                 });
                 h.saturating_record(us);
                 d.streak = 0;
@@ -218,21 +224,29 @@ impl Aggregator {
     /// Ends the window at `now_ns`: a summary per destination active in it (most failures
     /// first), and a fresh window for all.
     pub fn close_window(&mut self, now_ns: u64) -> Vec<Summary> {
-        let start = std::mem::replace(&mut self.window_start_ns, now_ns);
         let mut out = Vec::new();
-        for (dst, d) in self.destinations.iter_mut() {
-            let w = std::mem::take(&mut d.window);
-            if !w.active() {
-                continue;
-            }
-            out.push(summarize(*dst, w, d.streak, start, now_ns));
-        }
-        out.sort_by(|a, b| {
-            let fa: u64 = a.failures.iter().sum();
-            let fb: u64 = b.failures.iter().sum();
-            fb.cmp(&fa).then(a.dst.cmp(&b.dst))
-        });
+        self.close_window_each(now_ns, |s| out.push(s));
         out
+    }
+
+    /// `close_window`, handing each summary to `each` as it is made: only the order (40 bytes a
+    /// destination) is held at once, not every summary, however many destinations there are.
+    pub fn close_window_each(&mut self, now_ns: u64, mut each: impl FnMut(Summary)) {
+        let start = std::mem::replace(&mut self.window_start_ns, now_ns);
+        let mut order: Vec<(u64, SocketAddr)> = self
+            .destinations
+            .iter()
+            .filter(|(_, d)| d.window.active())
+            .map(|(dst, d)| (d.window.failures.iter().sum(), *dst))
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, dst) in order {
+            if let Some(d) = self.destinations.peek_mut(&dst) {
+                // An inactive window is already empty; this one starts afresh.
+                let w = std::mem::take(&mut d.window);
+                each(summarize(dst, w, d.streak, start, now_ns));
+            }
+        }
     }
 }
 
@@ -241,10 +255,10 @@ fn count_process(w: &mut Window, o: &Outcome) {
         pid: o.conn.pid,
         comm: o.conn.comm,
     };
-    if let Some(n) = w.processes.get_mut(&key) {
+    if let Some((_, n)) = w.processes.iter_mut().find(|(k, _)| *k == key) {
         *n += 1;
     } else if w.processes.len() < PROCESS_SLOTS {
-        w.processes.insert(key, 1);
+        w.processes.push((key, 1));
     }
 }
 
@@ -255,7 +269,7 @@ fn summarize(dst: SocketAddr, w: Window, streak: u64, start: u64, end: u64) -> S
         p99: h.value_at_quantile(0.99) as f64 / 1000.0,
         max: h.max() as f64 / 1000.0,
     });
-    let mut top: Vec<(ProcessKey, u64)> = w.processes.into_iter().collect();
+    let mut top = w.processes;
     top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     top.truncate(TOP_PROCESSES);
     let verdict = verdict(&w.failures, w.connected);

@@ -11,6 +11,7 @@ pub mod kernel_btf;
 pub mod loader;
 pub mod logging;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod offsets;
 pub mod output;

@@ -173,14 +173,17 @@ impl Pipeline {
 
     /// Closes the summary window and writes a `summary` per active destination.
     pub fn summaries(&mut self, now_mono_ns: u64, out: &mut Output) -> io::Result<()> {
-        let summaries = self.close_window(now_mono_ns);
-        if !self.select.summaries {
+        let Some(aggregator) = self.aggregator.as_mut() else {
             return Ok(());
-        }
-        for s in &summaries {
-            out.write(&Record::Summary(SummaryOut::from_summary(s, &self.clock)))?;
-        }
-        Ok(())
+        };
+        let (select, clock) = (self.select.summaries, &self.clock);
+        let mut written = Ok(());
+        aggregator.close_window_each(now_mono_ns, |s| {
+            if select && written.is_ok() {
+                written = out.write(&Record::Summary(SummaryOut::from_summary(&s, clock)));
+            }
+        });
+        written
     }
 
     pub fn stats(

@@ -185,6 +185,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
             None
         }
     };
+    crate::memory::release_freed();
     let mut events = EventSource::new(loaded.take_events()?)?;
     let counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
     log::info!(
@@ -258,6 +259,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                 written = written
                     .and_then(|()| pipeline.summaries(WallClock::now_mono_ns(), &mut out))
                     .and_then(|()| out.flush());
+                crate::memory::release_freed();
             }
             _ = tick(&mut metrics_tick) => pipeline.update_health(&counters.read()?, out.dropped()),
             _ = tick(&mut loss_tick) => {

@@ -192,6 +192,11 @@ impl Running {
         self.pid().map_or(0, |pid| status_kib(pid, "VmRSS:"))
     }
 
+    /// Anonymous resident memory (the heap; not the ring buffer's mapping), in KiB.
+    pub fn anon_rss_kib(&self) -> u64 {
+        self.pid().map_or(0, |pid| status_kib(pid, "RssAnon:"))
+    }
+
     /// Peak resident memory, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         self.pid().map_or(0, |pid| status_kib(pid, "VmHWM:"))

@@ -541,7 +541,9 @@ impl Bench {
             &["--max-destinations", &cap.to_string()],
         )?;
         let start_kib = running.rss_kib();
-        let mut samples = vec![json!({"destinations": 0, "rss_kib": start_kib})];
+        let mut samples = vec![
+            json!({"destinations": 0, "rss_kib": start_kib, "anon_rss_kib": running.anon_rss_kib()}),
+        ];
         let mut done = 0u64;
         let base = u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0));
         for &n in checkpoints {
@@ -563,7 +565,9 @@ impl Bench {
             ensure!(r.refused == more, "memory load: {r:?}");
             done = n;
             running.wait_idle(Duration::from_secs(30));
-            samples.push(json!({"destinations": n, "rss_kib": running.rss_kib()}));
+            samples.push(json!({
+                "destinations": n, "rss_kib": running.rss_kib(), "anon_rss_kib": running.anon_rss_kib(),
+            }));
         }
         let peak = running.peak_rss_kib();
         let counts = running.stop()?.tracer_counts(self.inode())?;
@@ -571,9 +575,10 @@ impl Bench {
             .iter()
             .map(|s| {
                 format!(
-                    "{} dests {:.1} MiB",
+                    "{} dests {:.1} MiB ({:.1} heap)",
                     human(s["destinations"].as_f64().unwrap_or(0.0)),
-                    s["rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
+                    s["rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+                    s["anon_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
                 )
             })
             .collect();
