@@ -80,9 +80,10 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         if old == tcp_state::SYN_SENT {
             read_connect_phase_facts(sk, state);
             submit_closed(state);
-        } else if read_sk_err(sk, state) && state.sk_err == 0 && state.rst_received_state == 0 {
-            // An established connection that ended without an error or a RST: nothing to
-            // report, and its record would only cost ring space (counted instead).
+        } else if clean_close(sk, state) {
+            // An established connection that ended without an error, a RST, a retransmission
+            // or unacknowledged data: nothing to report, and its record would only cost ring
+            // space (counted instead).
             count(COUNTER_CLEAN_CLOSES);
         } else {
             read_connect_phase_facts(sk, state);
@@ -156,6 +157,28 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
 fn read_tuple(ctx: &TracePointContext, ev: &mut RawEvent) {
     let fields = offset!(set_state.tuple);
     crate::read::tuple(ctx, &fields, ev);
+}
+
+/// Did this established connection end without any trace of trouble? Every sign is checked,
+/// not only `sk_err`: an application can consume `sk_err` (`SO_ERROR`, a failing recv) between
+/// the kernel setting it and the CLOSE transition, and the dying connection's retransmissions,
+/// unacknowledged bytes and probes still tell. Unreadable fields count as trouble.
+#[inline(always)]
+fn clean_close(sk: *const u8, ev: &mut RawEvent) -> bool {
+    if !read_sk_err(sk, ev) || ev.sk_err != 0 || ev.rst_received_state != 0 {
+        return false;
+    }
+    if ev.data_retransmits != 0 || ev.rst_sent_state != 0 {
+        return false;
+    }
+    let (mut write_seq, mut snd_una, mut probes, mut retransmits) = (0u32, 0u32, 0u8, 0u8);
+    member(sk, offset!(members.write_seq), &mut write_seq)
+        && member(sk, offset!(members.snd_una), &mut snd_una)
+        && write_seq == snd_una
+        && member(sk, offset!(members.icsk_probes_out), &mut probes)
+        && probes == 0
+        && member(sk, offset!(members.icsk_retransmits), &mut retransmits)
+        && retransmits == 0
 }
 
 /// `sk_err` at CLOSE; false if it cannot be read (no BTF).

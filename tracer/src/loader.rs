@@ -7,13 +7,9 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{ProgramFd, TracePoint},
 };
-use tracer_common::{Config, KernelOffsets, MEMBER_MISSING};
+use tracer_common::{Config, KernelOffsets};
 
 use crate::offsets::HOOKS;
-
-/// The program that reports socket errors by 4-tuple: the errno source when `sk_err` cannot be
-/// read (no BTF).
-const ERROR_REPORT_PROGRAM: &str = "inet_sk_error_report";
 
 /// The object built from `tracer-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -121,11 +117,6 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     let mut attached = Vec::new();
     for (program, group, name) in HOOKS {
-        if program == ERROR_REPORT_PROGRAM && offsets.members.sk_err != MEMBER_MISSING {
-            // `sk_err`, read at CLOSE, already says what the error report would: with BTF the
-            // report adds only ring-buffer traffic, so the program is not even loaded.
-            continue;
-        }
         let prog: &mut TracePoint = ebpf
             .program_mut(program)
             .ok_or(LoadError::MissingProgram { program })?

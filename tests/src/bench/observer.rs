@@ -1,4 +1,5 @@
-//! What watches the benchmark's connections: nothing, `tracer`, or the bpftrace peer script.
+//! What watches the benchmark's connections: nothing, `tracer`, the bpftrace peer script, or
+//! near-empty bpftrace programs on the same tracepoints (the floor).
 //! Each writes its output to a file (as a log shipper would read it), never to a pipe this
 //! process parses while the load runs.
 use std::{
@@ -23,17 +24,26 @@ use crate::{Netns, bench::load, tracer_bin};
 pub enum Observer {
     None,
     Tracer,
+    /// The bpftrace peer script: what a user would write instead.
     Bpftrace,
+    /// Near-empty bpftrace programs on the same tracepoints: the cost of attaching at all.
+    Floor,
 }
 
 impl Observer {
-    pub const ALL: [Observer; 3] = [Observer::None, Observer::Tracer, Observer::Bpftrace];
+    pub const ALL: [Observer; 4] = [
+        Observer::None,
+        Observer::Tracer,
+        Observer::Bpftrace,
+        Observer::Floor,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Observer::None => "no tracer",
             Observer::Tracer => "tracer",
             Observer::Bpftrace => "bpftrace",
+            Observer::Floor => "empty programs",
         }
     }
 
@@ -42,13 +52,23 @@ impl Observer {
             Observer::None => "none",
             Observer::Tracer => "tracer",
             Observer::Bpftrace => "bpftrace",
+            Observer::Floor => "floor",
         }
     }
 }
 
 /// The bpftrace peer script, kept in the repository.
 pub fn peer_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peer.bt")
+    bench_dir().join("peer.bt")
+}
+
+/// The near-empty programs of the floor measurement.
+pub fn floor_script() -> PathBuf {
+    bench_dir().join("floor.bt")
+}
+
+fn bench_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench")
 }
 
 /// A running observer process; ended (SIGINT, then SIGKILL) when dropped.
@@ -75,9 +95,13 @@ pub fn start(kind: Observer, ns: &Netns, out: &Path, tracer_args: &[&str]) -> Re
             c.arg("run").args(tracer_args);
             c
         }
-        Observer::Bpftrace => {
+        Observer::Bpftrace | Observer::Floor => {
             let mut c = Command::new("bpftrace");
-            c.arg(peer_script());
+            c.arg(if kind == Observer::Floor {
+                floor_script()
+            } else {
+                peer_script()
+            });
             c
         }
     };
@@ -139,7 +163,7 @@ impl Running {
             let ready = match self.kind {
                 Observer::None => true,
                 Observer::Tracer => self.stderr().contains("attached"),
-                Observer::Bpftrace => {
+                Observer::Bpftrace | Observer::Floor => {
                     let marker = ["--addr", "127.0.0.1:9", "--count", "1"].map(String::from);
                     load::run(ns, &marker)?;
                     let mut s = String::new();
@@ -224,7 +248,7 @@ impl Running {
         if let Some(mut child) = self.child.take() {
             kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
             let patience = match self.kind {
-                Observer::Bpftrace => 30,
+                Observer::Bpftrace | Observer::Floor => 30,
                 _ => 10,
             };
             let deadline = Instant::now() + Duration::from_secs(patience);

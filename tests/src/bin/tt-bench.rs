@@ -127,8 +127,12 @@ fn main() -> Result<()> {
         machine["bpftrace"].as_str().unwrap_or("?"),
     );
     println!(
-        "{:<24} {:>28} {:>28} {:>28}",
-        "median [± half-spread]", "no tracer", "tracer", "bpftrace (bench/peer.bt)"
+        "{:<22} {:>24} {:>24} {:>24} {:>24}",
+        "median [± half-spread]",
+        "no tracer",
+        "tracer",
+        "bpftrace bench/peer.bt",
+        "floor bench/floor.bt"
     );
     let want = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     let mut results = serde_json::Map::new();
@@ -184,11 +188,13 @@ fn preflight() -> Result<()> {
             "{tool} is missing (the peer baseline needs it): `cargo xtask setup` installs Debian's {package}"
         );
     }
-    ensure!(
-        observer::peer_script().is_file(),
-        "the peer script {} is missing",
-        observer::peer_script().display()
-    );
+    for script in [observer::peer_script(), observer::floor_script()] {
+        ensure!(
+            script.is_file(),
+            "the bpftrace script {} is missing",
+            script.display()
+        );
+    }
     Ok(())
 }
 
@@ -244,12 +250,12 @@ impl Bench {
     fn throughput(&self, what: &str, serve: bool) -> Result<Value> {
         let port: u16 = if serve { 5001 } else { 5002 };
         let addr = format!("127.0.0.1:{port}");
-        let mut spreads: [Spread; 3] = Default::default();
+        let mut spreads: [Spread; 4] = Default::default();
         let mut tracer_seen = 0u64;
         let mut peer_lines = 0u64;
         for round in 0..self.rounds {
-            for k in 0..3 {
-                let i = (k + round) % 3;
+            for k in 0..Observer::ALL.len() {
+                let i = (k + round) % Observer::ALL.len();
                 let kind = Observer::ALL[i];
                 let out = self.out_file(&format!("{}-{what}.out", kind.key()));
                 let running = observer::start(kind, &self.ns, &out, &[])?;
@@ -303,17 +309,20 @@ impl Bench {
             "refused connects /s"
         };
         println!(
-            "{label:<24} {:>28} {:>28} {:>28}",
+            "{label:<22} {:>24} {:>24} {:>24} {:>24}",
             fmt_spread(&spreads[0], None),
             fmt_spread(&spreads[1], Some(base)),
             fmt_spread(&spreads[2], Some(base)),
+            fmt_spread(&spreads[3], Some(base)),
         );
         Ok(json!({
             "none": spreads[0].json(),
             "tracer": spreads[1].json(),
             "bpftrace": spreads[2].json(),
+            "floor": spreads[3].json(),
             "tracer_change_pct": pct(spreads[1].median(), base),
             "bpftrace_change_pct": pct(spreads[2].median(), base),
+            "floor_change_pct": pct(spreads[3].median(), base),
         }))
     }
 
@@ -322,7 +331,7 @@ impl Bench {
         let _stats = programs::StatsEnabled::new()?;
         let mut result = serde_json::Map::new();
         let mut line = String::new();
-        for kind in [Observer::Tracer, Observer::Bpftrace] {
+        for kind in [Observer::Tracer, Observer::Bpftrace, Observer::Floor] {
             let out = self.out_file(&format!("{}-cost.out", kind.key()));
             let before = programs::loaded_ids()?;
             let running = observer::start(kind, &self.ns, &out, &[])?;
@@ -347,13 +356,13 @@ impl Bench {
                 kind.name()
             );
             line.push_str(&format!(
-                " {:>28}",
+                " {:>24}",
                 format!("{:.0} ns/run", programs::mean_ns(&costs))
             ));
             result.insert(kind.key().into(), programs::json(&costs));
         }
-        println!("{:<24} {:>28}{line}", "kernel time per run", "-");
-        for kind in ["tracer", "bpftrace"] {
+        println!("{:<22} {:>24}{line}", "kernel time per run", "-");
+        for kind in ["tracer", "bpftrace", "floor"] {
             let detail: Vec<String> = result[kind]["programs"]
                 .as_array()
                 .into_iter()
