@@ -2,9 +2,13 @@
 //!
 //! The record has no socket address (and the event is skipped for orphaned sockets), so this is
 //! supporting evidence only: userspace joins it to a connection by 4-tuple; the authoritative
-//! errno is `sk_err`, read at CLOSE. Reports with error 0 carry nothing and are skipped.
+//! errno is `sk_err`, read at CLOSE. Reports with error 0 carry nothing and are skipped, and so
+//! are refusals when `sk_err` can be read.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{AF_INET, AF_INET6, IPPROTO_TCP, KIND_ERROR_REPORT};
+use tracer_common::{AF_INET, AF_INET6, IPPROTO_TCP, KIND_ERROR_REPORT, MEMBER_MISSING};
+
+/// `ECONNREFUSED` (include/uapi/asm-generic/errno.h).
+const ECONNREFUSED: i32 = 111;
 
 use crate::{
     emit::{now_ns, submit},
@@ -22,6 +26,12 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
 fn try_error_report(ctx: &TracePointContext) -> Option<()> {
     let error: i32 = field(ctx, offset!(error_report.error), 0);
     if error == 0 {
+        return None;
+    }
+    if error == ECONNREFUSED && offset!(members.sk_err) != MEMBER_MISSING {
+        // A refusal ends a connect: `sk_err` read at that CLOSE is ECONNREFUSED already, and in
+        // a refusal storm these reports would double the records. (Reports still matter for
+        // errors an application can consume before the close, and for everything without BTF.)
         return None;
     }
     let protocol: u16 = field(ctx, offset!(error_report.protocol), 0);
