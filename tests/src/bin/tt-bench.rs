@@ -446,7 +446,10 @@ impl Bench {
             (5006, 4, None, "load on every CPU"),
         ] {
             let out = self.out_file(&format!("tracer-capacity-{port}.out"));
-            let running = observer::start(Observer::Tracer, &self.ns, &out, &[])?;
+            // Scoped to the benchmark's namespace, so that the host's other connections cannot
+            // enter the accounting.
+            let netns = self.inode().to_string();
+            let running = observer::start(Observer::Tracer, &self.ns, &out, &["--netns", &netns])?;
             let r = load::run(
                 &self.ns,
                 &load::args(&format!("127.0.0.1:{port}"), seconds, threads, false, cpu),
@@ -486,11 +489,14 @@ impl Bench {
     fn overload(&self) -> Result<Value> {
         let port = 5007u16;
         let out = self.out_file("tracer-overload.out");
+        // Scoped to the benchmark's namespace: the accounting must not count the host's other
+        // connections.
+        let netns = self.inode().to_string();
         let running = observer::start(
             Observer::Tracer,
             &self.ns,
             &out,
-            &["--ring-buffer-kib", "64"],
+            &["--ring-buffer-kib", "64", "--netns", &netns],
         )?;
         running.pause()?;
         let r = load::run(
