@@ -225,6 +225,8 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut settle_tick = Some(tokio::time::interval(Duration::from_millis(200)));
     let mut summary_tick = every(args.summary_interval);
     let mut loss_tick = every(1);
+    // Heap freed after a burst goes back to the kernel on this beat (glibc keeps it otherwise).
+    let mut trim_tick = every(10);
     let mut loss = LossMonitor::new(args.ring_buffer_kib);
     let mut written: io::Result<()> = Ok(());
 
@@ -259,9 +261,9 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                 written = written
                     .and_then(|()| pipeline.summaries(WallClock::now_mono_ns(), &mut out))
                     .and_then(|()| out.flush());
-                crate::memory::release_freed();
             }
             _ = tick(&mut metrics_tick) => pipeline.update_health(&counters.read()?, out.dropped()),
+            _ = tick(&mut trim_tick) => crate::memory::release_freed(),
             _ = tick(&mut loss_tick) => {
                 let totals = pipeline.losses(&counters.read()?, out.dropped());
                 match loss.check(WallClock::now_mono_ns(), totals) {
