@@ -77,9 +77,10 @@ fn every_refusal_is_either_delivered_or_counted_lost_and_the_tracer_recovers() {
         REFUSALS,
         "delivered {on_47} + lost {lost_connections} must be every refusal; stats: {stats}"
     );
-    // One record per refusal: the host's own RST over loopback is counted in the kernel, and
-    // a refusal's error report is not submitted when `sk_err` is read at the close.
-    assert_eq!(lost, lost_connections, "{stats}");
+    // Every lost connection is a lost record. Other lost records can only be error reports of
+    // other namespaces' connections (the error-report tracepoint names no socket, so no netns
+    // filter applies to it); this namespace's refusals submit none when `sk_err` is readable.
+    assert!(lost >= lost_connections, "{stats}");
     assert_eq!(
         stats["produced"].as_u64().unwrap(),
         stats["events"].as_u64().unwrap() + stats["decode_errors"].as_u64().unwrap(),
