@@ -328,6 +328,21 @@ pub struct TracerCounts {
     pub failures_by_port: std::collections::BTreeMap<u64, u64>,
 }
 
+impl TracerCounts {
+    /// Failure records delivered for destination port `port`.
+    pub fn delivered(&self, port: u16) -> u64 {
+        self.failures_by_port
+            .get(&u64::from(port))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Connections whose outcome the kernel could not hand over (`stats.lost_connections`).
+    pub fn lost_connections(&self) -> u64 {
+        self.stats["lost_connections"].as_u64().unwrap_or(0)
+    }
+}
+
 impl Output {
     /// Lines written.
     pub fn lines(&self) -> Result<u64> {

@@ -280,12 +280,7 @@ impl Bench {
                 spreads[i].push(r.per_second);
                 match kind {
                     Observer::Tracer if !serve => {
-                        tracer_seen += output
-                            .tracer_counts(self.inode())?
-                            .failures_by_port
-                            .get(&u64::from(port))
-                            .copied()
-                            .unwrap_or(0);
+                        tracer_seen += output.tracer_counts(self.inode())?.delivered(port);
                     }
                     Observer::Bpftrace => peer_lines += output.lines()?,
                     _ => {}
@@ -456,12 +451,7 @@ impl Bench {
             )?;
             running.wait_idle(Duration::from_secs(10));
             let counts = running.stop()?.tracer_counts(self.inode())?;
-            let delivered = counts
-                .failures_by_port
-                .get(&u64::from(port))
-                .copied()
-                .unwrap_or(0);
-            let lost = counts.stats["lost_connections"].as_u64().unwrap_or(0);
+            let (delivered, lost) = (counts.delivered(port), counts.lost_connections());
             ensure!(
                 delivered + lost == r.refused,
                 "kernel-to-output ({how}): caused {} but delivered {delivered} + lost {lost}",
@@ -513,12 +503,7 @@ impl Bench {
         running.resume()?;
         running.wait_idle(Duration::from_secs(10));
         let counts = running.stop()?.tracer_counts(self.inode())?;
-        let delivered = counts
-            .failures_by_port
-            .get(&u64::from(port))
-            .copied()
-            .unwrap_or(0);
-        let lost = counts.stats["lost_connections"].as_u64().unwrap_or(0);
+        let (delivered, lost) = (counts.delivered(port), counts.lost_connections());
         let exact = r.refused == OVERLOAD && delivered + lost == OVERLOAD;
         println!(
             "overload (64 KiB ring, reader stopped): caused {} = delivered {} + lost {}: {}",
