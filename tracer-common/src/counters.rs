@@ -20,7 +20,9 @@ pub const COUNTER_LOST_CLOSED: u32 = 7;
 /// Socket-less RSTs sent over a loopback device, not submitted: the host refused itself, and
 /// the outbound connect that caused it is reported on its own.
 pub const COUNTER_INBOUND_LOOPBACK: u32 = 8;
-/// Established connections that closed with neither an error nor a RST: counted, not submitted.
-pub const COUNTER_CLEAN_CLOSES: u32 = 9;
+/// Closes reported when the socket was freed (`tcp:tcp_destroy_sock`) because their CLOSE
+/// transition was not traced: the kernel skipped the program (it would have nested in another
+/// BPF program on that CPU).
+pub const COUNTER_CLOSES_AT_DESTROY: u32 = 9;
 /// Number of counters (the array's size).
 pub const COUNTER_COUNT: u32 = 10;

@@ -34,6 +34,10 @@ pub const VALID_BYTES: u32 = 1 << 11;
 pub const VALID_TCP_FLAGS: u32 = 1 << 12;
 pub const VALID_LOOPBACK: u32 = 1 << 13;
 pub const VALID_UNACKED: u32 = 1 << 14;
+/// KIND_CLOSED: the CLOSE transition itself was not traced; this record was made when the
+/// socket was freed (`tcp:tcp_destroy_sock`), so `sk_err` may already have been handed to the
+/// application (and cleared), and `ts_ns` is the time of the free, not of the close.
+pub const VALID_CLOSE_UNSEEN: u32 = 1 << 15;
 
 /// `rst_*_state` value when a RST happened but the socket state could not be read.
 pub const STATE_UNKNOWN: u8 = 0xff;

@@ -1,18 +1,38 @@
 //! `tcp:tcp_destroy_sock`: the socket is freed; its state entry must not outlive it (a later
 //! socket may reuse the address).
+//!
+//! An entry still here means its CLOSE transition was never traced: the kernel skips a
+//! tracepoint program that would nest in another BPF program on the same CPU (a timer softirq
+//! that kills a connection can interrupt one of ours). The close is reported now instead, marked
+//! `VALID_CLOSE_UNSEEN`, with the socket's facts as they are at the free.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::{VALID_CLOSE_UNSEEN, tcp_state};
 
 use crate::{
     SOCKS,
-    emit::{COUNTER_UNTRACKED, count},
+    emit::{COUNTER_CLOSES_AT_DESTROY, COUNTER_UNTRACKED, count, now_ns},
     read::{field, offset},
+    set_state::submit_closed,
+    state::tracked,
 };
 
 #[tracepoint]
 pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     let skaddr: u64 = field(&ctx, offset!(destroy_skaddr), 0);
-    if skaddr != 0 && SOCKS.remove(skaddr).is_ok() {
-        count(COUNTER_UNTRACKED);
+    if skaddr == 0 {
+        return 0;
+    }
+    if let Some(state) = tracked(skaddr) {
+        // The last traced state is the one the connection died in.
+        state.old_state = state.new_state;
+        state.new_state = tcp_state::CLOSE;
+        state.ts_ns = now_ns();
+        state.valid |= VALID_CLOSE_UNSEEN;
+        submit_closed(skaddr, state);
+        count(COUNTER_CLOSES_AT_DESTROY);
+        if SOCKS.remove(skaddr).is_ok() {
+            count(COUNTER_UNTRACKED);
+        }
     }
     0
 }

@@ -75,15 +75,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         state.kind = KIND_CONNECTED;
         submit(state);
     } else if new == tcp_state::CLOSE {
-        let sk = skaddr as *const u8;
-        if old == tcp_state::SYN_SENT {
-            read_connect_phase_facts(sk, state);
-            submit_closed(state);
-        } else {
-            read_connect_phase_facts(sk, state);
-            read_established_facts(sk, state);
-            submit_closed(state);
-        }
+        submit_closed(skaddr, state);
         if SOCKS.remove(skaddr).is_ok() {
             count(COUNTER_UNTRACKED);
         }
@@ -91,8 +83,15 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
+/// Reads what the close of this socket can use (a connect that never got established needs
+/// only its connect-phase facts) and submits the connection's record.
 #[inline(always)]
-fn submit_closed(state: &mut RawEvent) {
+pub(crate) fn submit_closed(skaddr: u64, state: &mut RawEvent) {
+    let sk = skaddr as *const u8;
+    read_connect_phase_facts(sk, state);
+    if state.old_state != tcp_state::SYN_SENT {
+        read_established_facts(sk, state);
+    }
     state.kind = KIND_CLOSED;
     submit(state);
 }

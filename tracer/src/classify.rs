@@ -11,9 +11,9 @@ use std::{
 use libc::{ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
 use tracer_common::{
     AF_INET, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, KIND_INBOUND_RESET, RawEvent,
-    SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_ERR_QUEUE, VALID_IDLE, VALID_KEEPALIVE,
-    VALID_KEEPALIVE_CFG, VALID_LOOPBACK, VALID_PROBES_OUT, VALID_RST_SENT_REASON, VALID_SK_ERR,
-    VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, VALID_UNACKED, tcp_state,
+    SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_CLOSE_UNSEEN, VALID_ERR_QUEUE, VALID_IDLE,
+    VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_LOOPBACK, VALID_PROBES_OUT, VALID_RST_SENT_REASON,
+    VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, VALID_UNACKED, tcp_state,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,6 +129,9 @@ pub struct Evidence {
     pub rst_sent_reason: Option<u16>,
     /// Inbound: TCP flags of the segment that found no socket.
     pub tcp_flags: Option<u8>,
+    /// The CLOSE transition was not traced (the kernel skipped the program); the outcome was
+    /// read when the socket was freed.
+    pub close_unseen: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -406,7 +409,9 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
             // EHOSTUNREACH, ENETUNREACH, or another ICMP-borne error (errno says which).
             Some(_) => Label::Unreachable,
             None if syn_retransmits_at_close(ev) > 0 => {
-                evidence.gave_up = Some(GaveUp::Application);
+                // Unless the close went untraced: then the error may have gone to the
+                // application already, and who gave up is unknown.
+                evidence.gave_up = (!evidence.close_unseen).then_some(GaveUp::Application);
                 evidence.syn_retransmits = syn_retransmits_at_close(ev);
                 Label::SynTimeout
             }
@@ -416,6 +421,7 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
         evidence.connection_age_ms =
             (ev.established_ns != 0).then(|| ms(ev.ts_ns.saturating_sub(ev.established_ns)));
         established_evidence(ev, kernel, &mut evidence);
+        evidence.data_retransmits = data_retransmits_at_close(ev);
         if ev.rst_received_state != 0 || errno == Some(ECONNRESET) {
             Label::Reset
         } else {
@@ -423,6 +429,10 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
                 Some(ETIMEDOUT) if died_idle_probing(ev) => Label::DroppedKeepalive,
                 Some(ETIMEDOUT) => Label::RtoTimeout,
                 Some(EHOSTUNREACH | ENETUNREACH) => Label::Unreachable,
+                // The close was not traced and the application has taken the error: what the
+                // socket still holds says how it died (no FIN exchange was seen either).
+                None if evidence.close_unseen && died_idle_probing(ev) => Label::DroppedKeepalive,
+                None if evidence.close_unseen && died_retransmitting(ev) => Label::RtoTimeout,
                 _ => return None,
             }
         }
@@ -454,6 +464,18 @@ fn syn_retransmits_at_close(ev: &RawEvent) -> u16 {
     ev.syn_retransmits.max(counted)
 }
 
+/// Data retransmissions of an established connection: those traced, or the socket's count of
+/// unanswered retransmissions read at CLOSE if higher (retransmissions fired while another BPF
+/// program ran on that CPU were not traced).
+fn data_retransmits_at_close(ev: &RawEvent) -> u16 {
+    let unanswered = if ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 {
+        u16::from(ev.icsk_retransmits)
+    } else {
+        0
+    };
+    ev.data_retransmits.max(unanswered)
+}
+
 /// A keepalive death: probes went unanswered while the connection was idle — no data
 /// retransmitted, nothing written left unacknowledged, and SO_KEEPALIVE not known to be off.
 /// (Probes with data outstanding are zero-window or local-transmit probes: an RTO-class death.)
@@ -462,6 +484,16 @@ fn died_idle_probing(ev: &RawEvent) -> bool {
     let keepalive_off = ev.valid & VALID_KEEPALIVE != 0 && ev.keepalive == 0;
     let outstanding = ev.valid & VALID_UNACKED != 0 && ev.unacked > 0;
     probed && ev.data_retransmits == 0 && !keepalive_off && !outstanding
+}
+
+/// An established connection that died retransmitting: written data still unacknowledged after
+/// retransmissions, and no RST either way. Used only for a close that was not traced, whose
+/// `sk_err` the application may already have taken.
+fn died_retransmitting(ev: &RawEvent) -> bool {
+    let outstanding = ev.valid & VALID_UNACKED != 0 && ev.unacked > 0;
+    let retransmitted = ev.data_retransmits > 0
+        || (ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 && ev.icsk_retransmits > 0);
+    outstanding && retransmitted && ev.rst_received_state == 0 && ev.rst_sent_state == 0
 }
 
 /// RTT, idle time, keepalive settings and byte counts of a connection that was established.
@@ -498,6 +530,7 @@ fn base_evidence(ev: &RawEvent) -> Evidence {
         icmp: icmp_of(ev),
         rst_sent_reason: (ev.valid & VALID_RST_SENT_REASON != 0 && ev.rst_sent_state != 0)
             .then_some(ev.rst_sent_reason),
+        close_unseen: ev.valid & VALID_CLOSE_UNSEEN != 0,
         ..Evidence::default()
     }
 }

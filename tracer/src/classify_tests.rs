@@ -418,3 +418,97 @@ fn an_error_report_from_before_the_connect_is_not_joined() {
     assert_eq!(o.label, Label::Cancelled);
     assert_eq!(o.errno, None);
 }
+
+/// A close made when the socket was freed: its CLOSE transition was not traced.
+fn close_at_free(ev: &RawEvent, last_state: u8, at_ms: u64, sk_err: i32) -> RawEvent {
+    let mut c = close(ev, last_state, at_ms, sk_err);
+    c.valid |= tracer_common::VALID_CLOSE_UNSEEN;
+    c
+}
+
+/// An established connection that retransmitted 8 KiB nobody acknowledged.
+fn stalled_sender() -> RawEvent {
+    let mut ev = connect();
+    established(&mut ev, 1);
+    ev.valid |= tracer_common::VALID_UNACKED | tracer_common::VALID_ICSK_RETRANSMITS;
+    ev.unacked = 8192;
+    ev.icsk_retransmits = 4;
+    ev
+}
+
+#[test]
+fn an_untraced_close_whose_error_the_application_took_is_still_an_rto_death() {
+    let ev = stalled_sender();
+    let o = one(&[close_at_free(&ev, tcp_state::ESTABLISHED, 3100, 0)]);
+    assert_eq!(o.label, Label::RtoTimeout);
+    assert_eq!(o.errno, None, "the kernel's errno is gone: not invented");
+    assert!(o.evidence.close_unseen);
+    assert_eq!(o.evidence.unacked_bytes, Some(8192));
+    assert_eq!(
+        o.evidence.data_retransmits, 4,
+        "untraced retransmissions are still counted by the socket"
+    );
+}
+
+#[test]
+fn an_untraced_close_joins_the_error_report_that_was_traced() {
+    let ev = stalled_sender();
+    let o = one(&[
+        report(&ev, 3000, ETIMEDOUT),
+        close_at_free(&ev, tcp_state::ESTABLISHED, 3100, 0),
+    ]);
+    assert_eq!((o.label, o.errno), (Label::RtoTimeout, Some(ETIMEDOUT)));
+}
+
+#[test]
+fn an_untraced_close_of_an_idle_probed_connection_is_a_keepalive_death() {
+    let mut ev = connect();
+    established(&mut ev, 1);
+    ev.probes_out = 2;
+    ev.keepalive = 1;
+    let o = one(&[close_at_free(&ev, tcp_state::ESTABLISHED, 4000, 0)]);
+    assert_eq!(o.label, Label::DroppedKeepalive);
+    assert!(o.evidence.close_unseen);
+}
+
+#[test]
+fn an_untraced_close_with_its_error_still_set_classifies_as_a_traced_one() {
+    let mut ev = connect();
+    established(&mut ev, 1);
+    ev.rst_received_state = tcp_state::ESTABLISHED;
+    let o = one(&[close_at_free(&ev, tcp_state::ESTABLISHED, 100, ECONNRESET)]);
+    assert_eq!((o.label, o.errno), (Label::Reset, Some(ECONNRESET)));
+}
+
+#[test]
+fn an_untraced_close_without_signs_of_death_is_silent() {
+    // Nothing unacknowledged after a FIN exchange: a normal close, even with a retransmission.
+    let mut ev = stalled_sender();
+    ev.unacked = 0;
+    let (out, counts) = run(&[close_at_free(&ev, tcp_state::LAST_ACK, 50, 0)]);
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(counts, ClassifierCounts::default());
+    // Unacknowledged data closed with a RST by the application (SO_LINGER 0): not a death.
+    let mut ev = stalled_sender();
+    ev.rst_sent_state = tcp_state::ESTABLISHED;
+    let (out, _) = run(&[close_at_free(&ev, tcp_state::ESTABLISHED, 50, 0)]);
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+#[test]
+fn a_traced_close_without_an_error_is_never_inferred_a_death() {
+    let ev = stalled_sender();
+    let (out, _) = run(&[close(&ev, tcp_state::ESTABLISHED, 3100, 0)]);
+    assert!(out.is_empty(), "{out:#?}");
+}
+
+#[test]
+fn an_untraced_close_in_syn_sent_does_not_say_who_gave_up() {
+    let mut ev = connect();
+    ev.valid |= tracer_common::VALID_ICSK_RETRANSMITS;
+    ev.icsk_retransmits = 2;
+    let o = one(&[close_at_free(&ev, tcp_state::SYN_SENT, 3000, 0)]);
+    assert_eq!(o.label, Label::SynTimeout);
+    assert_eq!(o.evidence.gave_up, None);
+    assert_eq!(o.evidence.syn_retransmits, 2);
+}

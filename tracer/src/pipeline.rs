@@ -201,6 +201,7 @@ impl Pipeline {
             lost: kernel.lost,
             lost_connections: kernel.lost_closed,
             kernel_skipped: kernel.skipped,
+            late_closes: kernel.closes_at_destroy,
             decode_errors: self.decode_errors,
             tracked_sockets: kernel.tracked_now(),
             evicted: kernel.evicted,

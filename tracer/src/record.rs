@@ -241,6 +241,9 @@ pub struct EvidenceOut<'a> {
     pub icmp: Option<Icmp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<String>,
+    /// Present (false) only when the kernel skipped the tracer at the close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_traced: Option<bool>,
 }
 
 /// The ICMP error the kernel queued on the socket.
@@ -264,6 +267,9 @@ pub struct Stats {
     pub lost_connections: u64,
     /// Tracepoint hits the kernel skipped because another BPF program was running on that CPU.
     pub kernel_skipped: u64,
+    /// Connections whose CLOSE the kernel skipped the tracer for, reported when the socket was
+    /// freed instead (their records carry `"close_traced": false`).
+    pub late_closes: u64,
     pub decode_errors: u64,
     /// Outbound connections the kernel is tracking now.
     pub tracked_sockets: u64,
@@ -407,6 +413,7 @@ impl<'a> Failure<'a> {
                 soft_errno: e.soft_errno.map(errno_name),
                 icmp: e.icmp.map(|(icmp_type, code)| Icmp { icmp_type, code }),
                 tcp_flags: e.tcp_flags.map(tcp_flags),
+                close_traced: e.close_unseen.then_some(false),
             },
             hint: hints::hint(o),
         }

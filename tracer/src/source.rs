@@ -11,8 +11,9 @@ use aya::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::{
-    COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS, COUNTER_LOST,
-    COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED,
+    COUNTER_CLOSES_AT_DESTROY, COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS,
+    COUNTER_LOST, COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED,
+    COUNTER_UNTRACKED,
 };
 
 use crate::prog_stats;
@@ -86,6 +87,8 @@ pub struct CounterTotals {
     pub lost_closed: u64,
     /// Socket-less RSTs over loopback, counted and not submitted.
     pub inbound_loopback: u64,
+    /// Closes the kernel reported at the socket's free because their CLOSE was not traced.
+    pub closes_at_destroy: u64,
     /// Tracepoint hits the kernel did not run our programs for (another BPF program was running
     /// on that CPU): facts nobody saw.
     pub skipped: u64,
@@ -125,6 +128,7 @@ impl KernelCounters {
             insert_errors: sum(COUNTER_INSERT_ERRORS)?,
             lost_closed: sum(COUNTER_LOST_CLOSED)?,
             inbound_loopback: sum(COUNTER_INBOUND_LOOPBACK)?,
+            closes_at_destroy: sum(COUNTER_CLOSES_AT_DESTROY)?,
             skipped: self
                 .programs
                 .iter()

@@ -65,6 +65,9 @@ enum Mode {
         #[arg(long)]
         user_timeout_ms: u32,
     },
+    /// Call getppid() in a loop until killed: a syscall whose tracepoint a test's BPF program
+    /// can hold the CPU in.
+    Spin,
     /// Listen and hold every accepted connection open until killed.
     Listen {
         #[arg(long)]
@@ -113,6 +116,12 @@ fn main() -> Result<()> {
             addr,
             reset_after_ms,
         } => listen(addr, reset_after_ms),
+        Mode::Spin => {
+            say("spinning");
+            loop {
+                std::hint::black_box(nix::unistd::getppid());
+            }
+        }
     }
 }
 

@@ -1,0 +1,116 @@
+//! The kernel does not run a classic tracepoint program that would nest in another BPF program
+//! on the same CPU: a timer softirq that kills a connection while a BPF program runs in process
+//! context has its CLOSE transition (and its error report) untraced. This test makes that happen
+//! on purpose: a bpftrace program holds one CPU for ~20 µs on every getppid() of a spinning
+//! process, and a connection pinned to that CPU dies of retransmission timeouts. The tracer must
+//! still report every death (from `tcp:tcp_destroy_sock`, when the socket is freed), say that the
+//! close was not traced, and count the skips.
+use std::{path::Path, time::Duration};
+
+use serde_json::Value;
+use tracer_tests::{
+    Netns, Proc, Tracer, client_bin,
+    process::field,
+    scenario::{blackhole_port, sport_of, table},
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+/// Deaths to cause at most, until one of them had its close untraced.
+const ATTEMPTS: usize = 5;
+
+/// ~20 µs of arithmetic on every getppid() of process $1: while it runs the CPU is inside a BPF
+/// program, and softirqs that interrupt it cannot run the tracer's programs.
+const HOLD_CPU: &str = r#"
+tracepoint:syscalls:sys_enter_getppid /pid == $1/ {
+  $x = (uint64)1;
+  $i = 0;
+  while ($i < 20000) { $x = $x * 6364136223846793005 + (uint64)$i; $i++; }
+  @x = $x;
+  if (@held == 0) { @held = 1; printf("holding\n"); }
+}
+"#;
+
+/// The CPU every process of the scenario is pinned to.
+fn cpu() -> String {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n - 1).to_string()
+}
+
+/// `args` of the test client, run in `ns` on `cpu()` (taskset execs it: the pid is the client's).
+fn pinned_client(ns: &Netns, args: &[&str]) -> Proc {
+    let (cpu, client) = (cpu(), client_bin());
+    let mut argv = vec!["-c", cpu.as_str(), client.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    ns.spawn(Path::new("taskset"), &argv)
+}
+
+fn by_src_port(port: u64) -> impl Fn(&Value) -> bool {
+    move |r: &Value| r["src"]["port"] == port
+}
+
+#[test]
+fn a_death_whose_close_the_kernel_did_not_trace_is_reported_when_the_socket_is_freed() {
+    tracer_tests::require_kernel();
+    let ns = Netns::new("nesting");
+    ns.nft(&table(""));
+    let tracer = Tracer::start(&ns, &[]);
+    let server = pinned_client(&ns, &["listen", "--addr", "127.0.0.1:0"]);
+    let port = field(&server.wait_line("listening", WAIT), "port")
+        .unwrap()
+        .to_string();
+
+    let spinner = pinned_client(&ns, &["spin"]);
+    spinner.wait_line("spinning", WAIT);
+    let mut hold = std::process::Command::new("bpftrace");
+    hold.args(["-B", "line", "-e", HOLD_CPU, &spinner.pid().to_string()]);
+    let hold = Proc::spawn_with_stderr(hold, std::process::Stdio::null());
+    hold.wait_line("holding", Duration::from_secs(60));
+
+    let mut untraced = None;
+    for attempt in 1..=ATTEMPTS {
+        ns.nft("flush chain inet tt in\n");
+        let mut client = pinned_client(
+            &ns,
+            &[
+                "send",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--user-timeout-ms",
+                "1000",
+            ],
+        );
+        let sport = sport_of(&client.wait_line("connected", WAIT));
+        ns.nft(&blackhole_port(&port));
+        client.send_line("go");
+        let (_, lines) = client.wait(WAIT);
+        assert!(
+            lines.iter().any(|l| l.starts_with("result=ETIMEDOUT")),
+            "attempt {attempt}: {lines:?}"
+        );
+        let r = tracer.wait_failures(1, WAIT, by_src_port(sport)).remove(0);
+        assert_eq!(r["label"], "rto_timeout", "attempt {attempt}: {r}");
+        assert_eq!(r["evidence"]["unacked_bytes"], 8192, "{r}");
+        assert!(
+            r["evidence"]["data_retransmits"].as_u64().unwrap() >= 1,
+            "traced or not, the socket counted its retransmissions: {r}"
+        );
+        if r["evidence"]["close_traced"] == false {
+            untraced = Some(r);
+            break;
+        }
+    }
+    drop(hold);
+    drop(spinner);
+    let r = untraced.unwrap_or_else(|| {
+        panic!("in {ATTEMPTS} deaths on a CPU held by a BPF program, the kernel never skipped the tracer at the close")
+    });
+    // The application took ETIMEDOUT from the socket before it was freed, and the error report
+    // was skipped with the close: the errno is unknown, not invented.
+    assert!(r["errno"].is_null() || r["errno"] == "ETIMEDOUT", "{r}");
+    let stopped = tracer.finish();
+    let stats = &stopped.stats;
+    eprintln!("reported at the free: {r}\nfinal stats: {stats}");
+    assert!(stats["late_closes"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["kernel_skipped"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["lost"], 0, "{stats}");
+}
