@@ -254,6 +254,10 @@ fn main() -> Result<()> {
         stopped.stats["kernel_skipped"]
     );
     println!(
+        "of those, connection closes reported when the socket was freed: {}",
+        stopped.stats["late_closes"]
+    );
+    println!(
         "tracer RSS: {} KiB after warm-up ({:.0} s), {} KiB at the end: drift {:+.1}%",
         warm.1,
         warm.0,
