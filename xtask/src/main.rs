@@ -49,6 +49,10 @@ enum Task {
         /// Seconds per throughput run.
         #[arg(long)]
         seconds: Option<f64>,
+        /// Run only these parts (comma-separated): connect, refused, programs, userspace,
+        /// capacity, overload, memory.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Run the fuzz targets (cargo fuzz, nightly) for a while each.
     Fuzz {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
             short,
             rounds,
             seconds,
+            only,
         } => {
             let mut args = Vec::new();
             if short {
@@ -87,6 +92,9 @@ fn main() -> ExitCode {
             }
             if let Some(s) = seconds {
                 args.extend(["--seconds".to_string(), s.to_string()]);
+            }
+            if !only.is_empty() {
+                args.extend(["--only".to_string(), only.join(",")]);
             }
             setup::run().and_then(|()| tool("tt-bench", &args))
         }
