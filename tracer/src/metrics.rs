@@ -51,6 +51,7 @@ pub struct Health {
     pub output_dropped: u64,
     pub lost_connections: u64,
     pub kernel_skipped: u64,
+    pub late_closes: u64,
 }
 
 pub struct Metrics {
@@ -60,7 +61,7 @@ pub struct Metrics {
     inbound_refusals: Counter,
     latency: Histogram,
     overflow: Counter,
-    health: [Counter; 8],
+    health: [Counter; 9],
     last: Health,
     admitted: HashSet<SocketAddr>,
     limit: usize,
@@ -96,7 +97,7 @@ impl Metrics {
             "Outcomes counted under ip=\"other\" because the destination limit was reached",
             overflow.clone(),
         );
-        let health: [Counter; 8] = Default::default();
+        let health: [Counter; 9] = Default::default();
         let names = [
             ("tracer_events", "Records received from the kernel"),
             (
@@ -123,6 +124,10 @@ impl Metrics {
             (
                 "tracer_kernel_skipped",
                 "Tracepoint hits the kernel did not run the tracer for (another BPF program was running on that CPU)",
+            ),
+            (
+                "tracer_late_closes",
+                "Connection closes among those skipped, reported when the socket was freed",
             ),
         ];
         for ((name, help), c) in names.into_iter().zip(&health) {
@@ -199,6 +204,7 @@ impl Metrics {
             (now.output_dropped, self.last.output_dropped),
             (now.lost_connections, self.last.lost_connections),
             (now.kernel_skipped, self.last.kernel_skipped),
+            (now.late_closes, self.last.late_closes),
         ];
         for ((new, old), c) in pairs.into_iter().zip(&self.health) {
             c.inc_by(new.saturating_sub(old));

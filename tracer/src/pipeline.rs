@@ -148,6 +148,7 @@ impl Pipeline {
                 output_dropped,
                 lost_connections: kernel.lost_closed,
                 kernel_skipped: kernel.skipped,
+                late_closes: kernel.closes_at_destroy,
             });
         }
     }
