@@ -486,14 +486,17 @@ fn died_idle_probing(ev: &RawEvent) -> bool {
     probed && ev.data_retransmits == 0 && !keepalive_off && !outstanding
 }
 
-/// An established connection that died retransmitting: written data still unacknowledged after
-/// retransmissions, and no RST either way. Used only for a close that was not traced, whose
-/// `sk_err` the application may already have taken.
+/// An established connection that died trying to deliver data: written data still
+/// unacknowledged after retransmissions, or after probes (the persist timer probes when the data
+/// cannot be sent: a zero window, or a local transmit failure such as a firewall drop on output),
+/// and no RST either way. Used only for a close that was not traced, whose `sk_err` the
+/// application may already have taken.
 fn died_retransmitting(ev: &RawEvent) -> bool {
     let outstanding = ev.valid & VALID_UNACKED != 0 && ev.unacked > 0;
     let retransmitted = ev.data_retransmits > 0
         || (ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 && ev.icsk_retransmits > 0);
-    outstanding && retransmitted && ev.rst_received_state == 0 && ev.rst_sent_state == 0
+    let probed = ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0;
+    outstanding && (retransmitted || probed) && ev.rst_received_state == 0 && ev.rst_sent_state == 0
 }
 
 /// RTT, idle time, keepalive settings and byte counts of a connection that was established.

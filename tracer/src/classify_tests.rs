@@ -451,6 +451,18 @@ fn an_untraced_close_whose_error_the_application_took_is_still_an_rto_death() {
 }
 
 #[test]
+fn an_untraced_close_of_data_that_could_not_be_sent_is_an_rto_death() {
+    // A firewall drop on output: the transmit fails locally, nothing is retransmitted, and the
+    // persist timer probes until the kernel gives up.
+    let mut ev = stalled_sender();
+    ev.icsk_retransmits = 0;
+    ev.probes_out = 6;
+    let o = one(&[close_at_free(&ev, tcp_state::ESTABLISHED, 1200, 0)]);
+    assert_eq!((o.label, o.errno), (Label::RtoTimeout, None));
+    assert_eq!(o.evidence.probes_sent, Some(6));
+}
+
+#[test]
 fn an_untraced_close_joins_the_error_report_that_was_traced() {
     let ev = stalled_sender();
     let o = one(&[
