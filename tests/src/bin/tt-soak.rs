@@ -273,6 +273,11 @@ fn main() -> Result<()> {
     }
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)?;
     println!("report: {}", args.report.display());
+    // Every failure record, to find the one behind a count that differs.
+    let records = args.report.with_extension("failures.ndjson");
+    let lines: String = stopped.failures.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&records, lines)?;
+    println!("failure records: {}", records.display());
     if mismatch || lost != 0 || drift > 0.05 {
         bail!(
             "soak failed: counts {}, lost {lost}, RSS drift {:+.1}%",
