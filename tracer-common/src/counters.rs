@@ -24,8 +24,5 @@ pub const COUNTER_INBOUND_LOOPBACK: u32 = 8;
 /// transition was not traced: the kernel skipped the program (it would have nested in another
 /// BPF program on that CPU).
 pub const COUNTER_CLOSES_AT_DESTROY: u32 = 9;
-/// Established connections that closed without any sign of trouble (no error, RST,
-/// retransmission, probe or unacknowledged byte): counted, not submitted.
-pub const COUNTER_CLEAN_CLOSES: u32 = 10;
 /// Number of counters (the array's size).
-pub const COUNTER_COUNT: u32 = 11;
+pub const COUNTER_COUNT: u32 = 10;

@@ -3,9 +3,8 @@
 //! CLOSE→SYN_SENT fires inside tcp_v4_connect/tcp_v6_connect in the calling task, so it is where
 //! the process identity (pid, comm, uid, cgroup) and the netns are recorded. SYN_SENT→ESTABLISHED
 //! gives the latency. →CLOSE is the end: `sk_err`, `sk_err_soft` and the TCP counters are read
-//! there, because `inet_sk_error_report` is skipped for orphaned sockets. An established
-//! connection that closes without any sign of trouble is only counted: its record would carry
-//! nothing userspace reports. Each transition reads only what its outcome can use.
+//! there, because `inet_sk_error_report` is skipped for orphaned sockets. Each transition
+//! reads only what its outcome can use.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
     macros::tracepoint,
@@ -21,8 +20,8 @@ use tracer_common::{
 use crate::{
     SOCKS,
     emit::{
-        COUNTER_CLEAN_CLOSES, COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_TRACKED,
-        COUNTER_UNTRACKED, count, now_ns, submit,
+        COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED, count, now_ns,
+        submit,
     },
     read::{config, field, member, offset, sock_netns},
     state::{SCRATCH_CONNECT, scratch, tracked},
@@ -76,12 +75,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         state.kind = KIND_CONNECTED;
         submit(state);
     } else if new == tcp_state::CLOSE {
-        if old != tcp_state::SYN_SENT && clean_close(skaddr as *const u8, state) {
-            // Nothing to report, and its record would only cost ring space (counted instead).
-            count(COUNTER_CLEAN_CLOSES);
-        } else {
-            submit_closed(skaddr, state);
-        }
+        submit_closed(skaddr, state);
         if SOCKS.remove(skaddr).is_ok() {
             count(COUNTER_UNTRACKED);
         }
@@ -156,27 +150,6 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
 fn read_tuple(ctx: &TracePointContext, ev: &mut RawEvent) {
     let fields = offset!(set_state.tuple);
     crate::read::tuple(ctx, &fields, ev);
-}
-
-/// Did this established connection end without any trace of trouble? Every sign is checked,
-/// not only `sk_err`: an error, a RST either way, a retransmission (traced or counted by the
-/// socket), a probe, unacknowledged bytes. Unreadable fields count as trouble.
-#[inline(always)]
-fn clean_close(sk: *const u8, ev: &mut RawEvent) -> bool {
-    if !read_sk_err(sk, ev) || ev.sk_err != 0 || ev.rst_received_state != 0 {
-        return false;
-    }
-    if ev.data_retransmits != 0 || ev.rst_sent_state != 0 {
-        return false;
-    }
-    let (mut write_seq, mut snd_una, mut probes, mut retransmits) = (0u32, 0u32, 0u8, 0u8);
-    member(sk, offset!(members.write_seq), &mut write_seq)
-        && member(sk, offset!(members.snd_una), &mut snd_una)
-        && write_seq == snd_una
-        && member(sk, offset!(members.icsk_probes_out), &mut probes)
-        && probes == 0
-        && member(sk, offset!(members.icsk_retransmits), &mut retransmits)
-        && retransmits == 0
 }
 
 /// `sk_err` at CLOSE; false if it cannot be read (no BTF).
