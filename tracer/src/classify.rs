@@ -456,24 +456,24 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
 /// nest in another BPF program on the same CPU (the retransmit timer's softirq can interrupt one),
 /// and `icsk_retransmits` still says the timer fired: the SYN went unanswered for at least an RTO.
 fn syn_retransmits_at_close(ev: &RawEvent) -> u16 {
-    let counted = if ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 {
+    ev.syn_retransmits.max(socket_retransmits(ev))
+}
+
+/// The socket's own count of unanswered retransmissions (`icsk_retransmits`) read at CLOSE, 0
+/// if unreadable.
+fn socket_retransmits(ev: &RawEvent) -> u16 {
+    if ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 {
         u16::from(ev.icsk_retransmits)
     } else {
         0
-    };
-    ev.syn_retransmits.max(counted)
+    }
 }
 
 /// Data retransmissions of an established connection: those traced, or the socket's count of
 /// unanswered retransmissions read at CLOSE if higher (retransmissions fired while another BPF
 /// program ran on that CPU were not traced).
 fn data_retransmits_at_close(ev: &RawEvent) -> u16 {
-    let unanswered = if ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 {
-        u16::from(ev.icsk_retransmits)
-    } else {
-        0
-    };
-    ev.data_retransmits.max(unanswered)
+    ev.data_retransmits.max(socket_retransmits(ev))
 }
 
 /// A keepalive death: probes went unanswered while the connection was idle — no data
@@ -493,8 +493,7 @@ fn died_idle_probing(ev: &RawEvent) -> bool {
 /// application may already have taken.
 fn died_retransmitting(ev: &RawEvent) -> bool {
     let outstanding = ev.valid & VALID_UNACKED != 0 && ev.unacked > 0;
-    let retransmitted = ev.data_retransmits > 0
-        || (ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 && ev.icsk_retransmits > 0);
+    let retransmitted = data_retransmits_at_close(ev) > 0;
     let probed = ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0;
     outstanding && (retransmitted || probed) && ev.rst_received_state == 0 && ev.rst_sent_state == 0
 }
