@@ -9,22 +9,19 @@ use std::num::NonZeroUsize;
 use libfuzzer_sys::fuzz_target;
 use tracer::{
     aggregate::Aggregator,
-    classify::{Classifier, KernelParams, Label, Outcome},
+    classify::{KernelParams, Outcome},
     clock::WallClock,
     decode::decode,
-    record::{Connect, Failure, Record, RstReasons},
+    pipeline::{Pipeline, Select},
+    record::RstReasons,
 };
 use tracer_common::{AF_INET, AF_INET6, RAW_EVENT_SIZE};
 
-/// Serializes `o` as the pipeline would and checks that it is one line of JSON.
-fn write(o: &Outcome, line: &mut Vec<u8>) {
-    let clock = WallClock::with_offset_ns(1_700_000_000_000_000_000);
-    let reasons = RstReasons::default();
-    let time = clock.timestamp(o.at_ns);
-    let record = match o.label {
-        Label::Cancelled => return,
-        Label::Connected => Record::Connect(Connect::from_outcome(o, time)),
-        _ => Record::Failure(Failure::from_outcome(o, time, &reasons)),
+/// Serializes `o` as `tracer run` would (the pipeline's own record mapping) and checks that it
+/// is one line of JSON.
+fn write(pipeline: &Pipeline, o: &Outcome, line: &mut Vec<u8>) {
+    let Some(record) = pipeline.record(o) else {
+        return;
     };
     line.clear();
     serde_json::to_writer(&mut *line, &record).expect("a record serializes");
@@ -34,8 +31,18 @@ fn write(o: &Outcome, line: &mut Vec<u8>) {
 
 fuzz_target!(|data: &[u8]| {
     let mut line = Vec::new();
-    let mut classifier = Classifier::new(KernelParams { hz: 250 });
-    let mut aggregator = Aggregator::new(NonZeroUsize::new(64).unwrap(), 0);
+    let select = Select {
+        failures: true,
+        successes: true,
+        summaries: true,
+    };
+    let mut pipeline = Pipeline::new(
+        WallClock::with_offset_ns(1_700_000_000_000_000_000),
+        KernelParams { hz: 250 },
+        RstReasons::default(),
+        select,
+        Some(Aggregator::new(NonZeroUsize::new(64).unwrap(), 0)),
+    );
     let mut now = 0u64;
     for (i, chunk) in data.chunks(RAW_EVENT_SIZE).enumerate() {
         let mut record = [0u8; RAW_EVENT_SIZE];
@@ -44,23 +51,26 @@ fuzz_target!(|data: &[u8]| {
             record[0] = 1 + record[0] % 4; // a valid kind
             record[1] = if record[1] % 2 == 0 { AF_INET } else { AF_INET6 };
         }
-        let Ok(ev) = decode(&record) else { continue };
-        now = now.max(ev.ts_ns);
-        if let Some(o) = classifier.observe(&ev) {
-            write(&o, &mut line);
-            aggregator.record(&o);
+        if let Ok(ev) = decode(&record) {
+            now = now.max(ev.ts_ns);
+        }
+        if let Some(o) = pipeline.process(&record) {
+            write(&pipeline, &o, &mut line);
         }
         if i % 16 == 15 {
-            for o in classifier.flush(now) {
-                aggregator.record(&o);
+            for o in pipeline.flush(now) {
+                write(&pipeline, &o, &mut line);
             }
-            let _ = aggregator.close_window(now);
+            pipeline.summaries(now, |r| {
+                line.clear();
+                serde_json::to_writer(&mut line, &r).expect("a summary serializes");
+            });
         }
-        assert!(aggregator.len() <= 64);
-        assert!(classifier.pending_reports() <= 4096);
+        assert!(pipeline.destinations() <= 64);
+        assert!(pipeline.pending_reports() <= 4096);
     }
-    for o in classifier.flush(u64::MAX) {
-        aggregator.record(&o);
+    for o in pipeline.flush(u64::MAX) {
+        write(&pipeline, &o, &mut line);
     }
-    let _ = aggregator.close_window(u64::MAX);
+    pipeline.summaries(u64::MAX, |_| {});
 });

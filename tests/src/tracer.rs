@@ -23,7 +23,7 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts `tracer run --netns <ns>` plus `extra` flags and waits until it is attached.
+    /// Starts `tracer run --netns <ns>` plus `extra` flags and waits until it is ready.
     pub fn start(ns: &Netns, extra: &[&str]) -> Self {
         let netns = ns.inode.to_string();
         let mut args = vec!["run", "--netns", netns.as_str()];
@@ -73,11 +73,18 @@ impl Tracer {
             stderr,
             readers: vec![r1, r2],
         };
-        wait_until("the tracer to attach", Duration::from_secs(30), || {
+        // Ready: the first `stats` record is written once every program is attached.
+        wait_until("the tracer to be ready", Duration::from_secs(30), || {
             if let Ok(Some(status)) = t.child.try_wait() {
-                panic!("tracer exited ({status}) before attaching:\n{}", t.stderr());
+                panic!(
+                    "tracer exited ({status}) before it was ready:\n{}",
+                    t.stderr()
+                );
             }
-            t.stderr().contains("attached").then_some(())
+            t.records()
+                .iter()
+                .any(|r| r["type"] == "stats")
+                .then_some(())
         });
         t
     }

@@ -42,6 +42,29 @@ fn sigterm_flushes_summaries_and_stats_within_two_seconds() {
     assert_eq!(summary["failures"]["refused"], 3);
 }
 
+/// The readiness contract: the first record is a `stats` record, written once every program is
+/// attached, so a refusal made the moment it appears is reported; with `--stats-interval 0` the
+/// only other `stats` record is the final one.
+#[test]
+fn the_first_stats_record_means_ready() {
+    let ns = Netns::new("ready");
+    // Returns as soon as the first stats record has arrived, without any other wait.
+    let tracer = Tracer::start(&ns, &["--stats-interval", "0"]);
+    let first = tracer.records();
+    assert_eq!(first[0]["type"], "stats", "the first record: {first:?}");
+    assert_eq!(first[0]["failures"], 0);
+    client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47", "--count", "1"],
+        WAIT,
+    );
+    tracer.wait_failures(1, WAIT, for_port(47));
+    let records = tracer.stop();
+    let stats: Vec<&Value> = records.iter().filter(|r| r["type"] == "stats").collect();
+    assert_eq!(stats.len(), 2, "ready and final: {stats:?}");
+    assert_eq!(stats[1]["failures"], 1, "{:?}", stats[1]);
+}
+
 #[test]
 fn a_closed_downstream_pipe_ends_the_tracer_quietly() {
     require_kernel();

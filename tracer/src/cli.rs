@@ -94,7 +94,8 @@ pub struct RunArgs {
     /// Filtered in the kernel.
     #[arg(long = "comm", value_name = "NAME", value_parser = crate::filter::parse_comm)]
     pub comms: Vec<[u8; 16]>,
-    /// Seconds between `stats` records; 0 prints one only at exit.
+    /// Seconds between `stats` records. One is also written as soon as every program is
+    /// attached (the readiness signal) and one at exit; 0 prints only those two.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stats_interval: u64,
     /// Connections tracked at once in the kernel (LRU map entries); evictions are counted.

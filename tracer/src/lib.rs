@@ -20,6 +20,7 @@ pub mod privileges;
 pub mod prog_stats;
 pub mod record;
 pub mod run;
+pub mod session;
 pub mod source;
 pub mod top;
 pub mod tracefs;

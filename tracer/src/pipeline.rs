@@ -1,6 +1,6 @@
-//! Userspace path of one record: bytes → decode → classify → output record.
-use std::io;
-
+//! Userspace path of one record: bytes → decode → classify → count → output record. The
+//! pipeline returns records; writing them is the caller's (`run`), and `top` and the fuzz
+//! target use the same path.
 use crate::{
     aggregate::{Aggregator, Summary},
     classify::{Classifier, KernelParams, Label, Outcome},
@@ -8,7 +8,6 @@ use crate::{
     decode::decode,
     loss::LossTotals,
     metrics::{Health, Metrics},
-    output::Output,
     record::{Connect, Failure, Record, RstReasons, Stats, SummaryOut},
     source::CounterTotals,
 };
@@ -70,8 +69,9 @@ impl Pipeline {
         }
     }
 
-    /// Processes one ring-buffer record, writing the record it produces, if any.
-    pub fn process(&mut self, bytes: &[u8], out: &mut Output) -> io::Result<()> {
+    /// Decodes and classifies one ring-buffer record; the outcome it completes, if any, is
+    /// counted (summaries, metrics, stats) and returned.
+    pub fn process(&mut self, bytes: &[u8]) -> Option<Outcome> {
         let ev = match decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
@@ -79,25 +79,26 @@ impl Pipeline {
                 if self.decode_errors.is_power_of_two() {
                     log::warn!("undecodable record ({e}); {} so far", self.decode_errors);
                 }
-                return Ok(());
+                return None;
             }
         };
         self.events += 1;
-        match self.classifier.observe(&ev) {
-            Some(outcome) => self.emit(&outcome, out),
-            None => Ok(()),
-        }
+        let outcome = self.classifier.observe(&ev)?;
+        self.count(&outcome);
+        Some(outcome)
     }
 
-    /// Classifies closes that waited long enough for an error report (see `Classifier::flush`).
-    pub fn flush(&mut self, now_mono_ns: u64, out: &mut Output) -> io::Result<()> {
-        for outcome in self.classifier.flush(now_mono_ns) {
-            self.emit(&outcome, out)?;
+    /// The closes that waited long enough for an error report (see `Classifier::flush`),
+    /// classified and counted.
+    pub fn flush(&mut self, now_mono_ns: u64) -> Vec<Outcome> {
+        let outcomes = self.classifier.flush(now_mono_ns);
+        for o in &outcomes {
+            self.count(o);
         }
-        Ok(())
+        outcomes
     }
 
-    fn emit(&mut self, outcome: &Outcome, out: &mut Output) -> io::Result<()> {
+    fn count(&mut self, outcome: &Outcome) {
         if let Some(a) = self.aggregator.as_mut() {
             a.record(outcome);
         }
@@ -105,34 +106,31 @@ impl Pipeline {
             m.record(outcome);
         }
         match outcome.label {
-            Label::Cancelled => Ok(()),
-            Label::Connected => {
-                self.connects += 1;
-                if !self.select.successes {
-                    return Ok(());
-                }
-                let time = self.clock.timestamp(outcome.at_ns);
-                out.write(&Record::Connect(Connect::from_outcome(outcome, time)))
-            }
-            _ => {
-                self.failures += 1;
-                if !self.select.failures {
-                    return Ok(());
-                }
-                let time = self.clock.timestamp(outcome.at_ns);
-                out.write(&Record::Failure(Failure::from_outcome(
-                    outcome,
-                    time,
-                    &self.reasons,
-                )))
-            }
+            Label::Cancelled => {}
+            Label::Connected => self.connects += 1,
+            _ => self.failures += 1,
+        }
+    }
+
+    /// The output record of `outcome`, if the selection prints it.
+    pub fn record<'a>(&'a self, outcome: &'a Outcome) -> Option<Record<'a>> {
+        let time = || self.clock.timestamp(outcome.at_ns);
+        match outcome.label {
+            Label::Cancelled => None,
+            Label::Connected => self
+                .select
+                .successes
+                .then(|| Record::Connect(Connect::from_outcome(outcome, time()))),
+            _ => self
+                .select
+                .failures
+                .then(|| Record::Failure(Failure::from_outcome(outcome, time(), &self.reasons))),
         }
     }
 
     /// Counts outcomes into Prometheus metrics too.
-    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+    pub fn set_metrics(&mut self, metrics: Metrics) {
         self.metrics = Some(metrics);
-        self
     }
 
     /// Brings the health metrics up to date.
@@ -172,19 +170,28 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
-    /// Closes the summary window and writes a `summary` per active destination.
-    pub fn summaries(&mut self, now_mono_ns: u64, out: &mut Output) -> io::Result<()> {
+    /// Closes the summary window and hands a `summary` record per active destination to
+    /// `each` (none when summaries are not selected; the window closes all the same).
+    pub fn summaries(&mut self, now_mono_ns: u64, mut each: impl FnMut(Record<'_>)) {
         let Some(aggregator) = self.aggregator.as_mut() else {
-            return Ok(());
+            return;
         };
         let (select, clock) = (self.select.summaries, &self.clock);
-        let mut written = Ok(());
         aggregator.close_window_each(now_mono_ns, |s| {
-            if select && written.is_ok() {
-                written = out.write(&Record::Summary(SummaryOut::from_summary(&s, clock)));
+            if select {
+                each(Record::Summary(SummaryOut::from_summary(&s, clock)));
             }
         });
-        written
+    }
+
+    /// Outcomes still held: error reports waiting for their close (bounded).
+    pub fn pending_reports(&self) -> usize {
+        self.classifier.pending_reports()
+    }
+
+    /// Destinations held for summaries (bounded by `--max-destinations`).
+    pub fn destinations(&self) -> usize {
+        self.aggregator.as_ref().map_or(0, Aggregator::len)
     }
 
     pub fn stats(
@@ -215,5 +222,73 @@ impl Pipeline {
             output_dropped,
             read_errors: kernel.read_errors,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytemuck::Zeroable;
+    use tracer_common::{AF_INET, KIND_CLOSED, RawEvent, VALID_SK_ERR, tcp_state};
+
+    use super::*;
+
+    /// A connect to 10.0.0.2:5432 refused by a RST, as its CLOSE record.
+    fn refused_close() -> RawEvent {
+        let mut ev = RawEvent::zeroed();
+        ev.kind = KIND_CLOSED;
+        ev.family = AF_INET;
+        ev.old_state = tcp_state::SYN_SENT;
+        ev.new_state = tcp_state::CLOSE;
+        ev.saddr_be[..4].copy_from_slice(&[10, 0, 0, 1]);
+        ev.daddr_be[..4].copy_from_slice(&[10, 0, 0, 2]);
+        ev.sport = 40_000;
+        ev.dport = 5432;
+        ev.pid = 42;
+        ev.sk_err = libc::ECONNREFUSED;
+        ev.rst_received_state = tcp_state::SYN_SENT;
+        ev.valid = VALID_SK_ERR;
+        ev.start_ns = 1_000_000;
+        ev.ts_ns = 2_000_000;
+        ev
+    }
+
+    fn pipeline(select: Select) -> Pipeline {
+        Pipeline::new(
+            WallClock::with_offset_ns(1_700_000_000_000_000_000),
+            KernelParams { hz: 250 },
+            RstReasons::default(),
+            select,
+            Some(Aggregator::new(std::num::NonZeroUsize::MIN, 0)),
+        )
+    }
+
+    #[test]
+    fn outcomes_are_counted_whatever_is_selected_and_mapped_to_records_only_when_selected() {
+        let bytes = bytemuck::bytes_of(&refused_close()).to_vec();
+        for failures in [true, false] {
+            let mut p = pipeline(Select {
+                failures,
+                ..Select::default()
+            });
+            let outcome = p.process(&bytes).expect("a refusal");
+            assert_eq!(outcome.label, Label::Refused);
+            assert_eq!((p.events, p.failures), (1, 1));
+            assert_eq!(p.destinations(), 1, "summaries count it too");
+            match p.record(&outcome) {
+                Some(Record::Failure(f)) => {
+                    assert!(failures);
+                    assert_eq!(f.label, "refused");
+                }
+                None => assert!(!failures),
+                Some(other) => panic!("not a failure record: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_undecodable_record_is_counted_and_yields_nothing() {
+        let mut p = pipeline(Select::default());
+        assert!(p.process(&[1, 2, 3]).is_none());
+        assert_eq!((p.events, p.decode_errors), (0, 1));
     }
 }

@@ -1,7 +1,5 @@
 //! `tracer top`: a live table of destinations, sorted by failures, refreshed every second.
-use std::{
-    collections::HashMap, io::IsTerminal, net::SocketAddr, num::NonZeroUsize, process::ExitCode,
-};
+use std::{collections::HashMap, io::IsTerminal, net::SocketAddr, process::ExitCode};
 
 use ratatui::{
     crossterm::event::{self, Event, KeyCode, KeyModifiers},
@@ -12,14 +10,11 @@ use ratatui::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    aggregate::{Aggregator, FAILURE_LABELS, Summary, Verdict},
-    classify::KernelParams,
+    aggregate::{FAILURE_LABELS, Summary, Verdict},
     cli::RunArgs,
     clock::WallClock,
-    output::Output,
-    pipeline::{Pipeline, Select},
-    run::{Failure, block_on, every, readable, start, tick},
-    source::{EventSource, KernelCounters, register_readable},
+    pipeline::Select,
+    session::{Exit, Session, block_on, every, tick},
 };
 
 /// One destination's line.
@@ -90,34 +85,19 @@ pub fn main(args: RunArgs) -> ExitCode {
     block_on(top(args))
 }
 
-async fn top(args: RunArgs) -> Result<(), Failure> {
+async fn top(args: RunArgs) -> Result<(), Exit> {
     let mut sigterm = signal(SignalKind::terminate())?;
-    let (mut loaded, reasons) = start(&args)?;
-    let mut logger = aya_log::EbpfLogger::init(&mut loaded.ebpf)
-        .ok()
-        .map(register_readable)
-        .transpose()?;
-    let mut events = EventSource::new(loaded.take_events()?)?;
-    let _counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
+    // Nothing is printed: the table is drawn from the per-destination windows.
     let select = Select {
         failures: false,
         successes: false,
         summaries: false,
     };
-    let cap = NonZeroUsize::new(args.max_destinations as usize).unwrap_or(NonZeroUsize::MIN);
-    let aggregator = Aggregator::new(cap, WallClock::now_mono_ns());
-    let kernel = KernelParams {
-        hz: crate::clock::kernel_hz(),
+    let args = RunArgs {
+        summary_interval: args.summary_interval.max(1),
+        ..args
     };
-    let mut pipeline = Pipeline::new(
-        WallClock::sample(),
-        kernel,
-        reasons,
-        select,
-        Some(aggregator),
-    );
-    let mut nowhere = Output::new(Vec::new());
-
+    let mut session = Session::start(&args, select)?;
     // Keys come from a thread: crossterm's reads block.
     let (keys_tx, mut keys) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -131,20 +111,17 @@ async fn top(args: RunArgs) -> Result<(), Failure> {
     let mut table = TopTable::default();
     let mut refresh = every(1);
     let mut last = WallClock::now_mono_ns();
-    let result: Result<(), Failure> = loop {
+    let result: Result<(), Exit> = loop {
         tokio::select! {
             _ = sigterm.recv() => break Ok(()),
-            batch = events.next_batch(|bytes| { let _ = pipeline.process(bytes, &mut nowhere); }) => {
-                if let Err(e) = batch { break Err(e.into()); }
+            step = session.step(|_, _| {}) => {
+                if let Err(e) = step { break Err(e); }
             }
             _ = tick(&mut refresh) => {
-                // What stayed below the kernel's wakeup threshold.
-                events.drain_now(|bytes| { let _ = pipeline.process(bytes, &mut nowhere); });
                 let now = WallClock::now_mono_ns();
-                let _ = pipeline.flush(now, &mut nowhere);
                 let window_s = now.saturating_sub(last) as f64 / 1e9;
                 last = now;
-                table.update(window_s, &pipeline.close_window(now));
+                table.update(window_s, &session.pipeline.close_window(now));
                 if let Err(e) = terminal.draw(|f| draw(f, &table)) { break Err(e.into()); }
             }
             Some(key) = keys.recv() => {
@@ -156,12 +133,6 @@ async fn top(args: RunArgs) -> Result<(), Failure> {
                 }
                 if let Event::Resize(..) = key {
                     let _ = terminal.draw(|f| draw(f, &table));
-                }
-            }
-            Some(guard) = readable(&mut logger) => {
-                if let Ok(mut guard) = guard {
-                    guard.get_inner_mut().flush();
-                    guard.clear_ready();
                 }
             }
         }

@@ -67,8 +67,9 @@ pub fn floor_script() -> PathBuf {
     bench_dir().join("floor.bt")
 }
 
+/// The benchmark's own folder: the harness and the scripts it compares against.
 fn bench_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/bench")
 }
 
 /// A running observer process; ended (SIGINT, then SIGKILL) when dropped.
@@ -145,7 +146,7 @@ impl Running {
     }
 
     /// Ready when a refused connect to port 9 in `ns` shows up in the output (bpftrace says
-    /// "Attaching" before it has attached) or, for tracer, when it logs "attached".
+    /// "Attaching" before it has attached) or, for tracer, when its first `stats` record is written.
     fn wait_ready(&mut self, ns: &Netns) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -162,7 +163,12 @@ impl Running {
             }
             let ready = match self.kind {
                 Observer::None => true,
-                Observer::Tracer => self.stderr().contains("attached"),
+                // Its first `stats` record says every program is attached.
+                Observer::Tracer => {
+                    let mut s = String::new();
+                    File::open(&self.out)?.read_to_string(&mut s)?;
+                    s.contains(r#""type":"stats""#)
+                }
                 Observer::Bpftrace | Observer::Floor => {
                     let marker = ["--addr", "127.0.0.1:9", "--count", "1"].map(String::from);
                     load::run(ns, &marker)?;

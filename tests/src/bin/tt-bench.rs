@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: what tracer costs and how much it can take, measured side by side with
-//! no tracer and with the bpftrace peer script (bench/peer.bt), in one run. Prints a table and
+//! no tracer and with the bpftrace peer script (tests/src/bench/peer.bt), in one run. Prints a table and
 //! writes target/bench/results.json. Fails only when its own sanity checks fail (no throughput,
 //! a peer that never attached, counts that do not add up), never on a timing threshold.
 //!
@@ -131,8 +131,8 @@ fn main() -> Result<()> {
         "median [± half-spread]",
         "no tracer",
         "tracer",
-        "bpftrace bench/peer.bt",
-        "floor bench/floor.bt"
+        "bpftrace tests/src/bench/peer.bt",
+        "floor tests/src/bench/floor.bt"
     );
     let want = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     let mut results = serde_json::Map::new();

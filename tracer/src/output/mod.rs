@@ -2,7 +2,8 @@
 //!
 //! stdout and files are written in the event loop (buffered, flushed after each batch); socket
 //! sinks hand lines to their own task through a bounded queue and never block the loop: what
-//! they cannot hold is dropped and counted.
+//! they cannot hold is dropped and counted. A write error of stdout or a file sticks: `Output`
+//! writes nothing after it and keeps it for the caller to end on (`Output::error`).
 pub mod file;
 pub mod socket;
 pub mod stdout;
@@ -34,6 +35,8 @@ pub trait Sink {
 pub struct Output {
     line: Vec<u8>,
     sinks: Vec<Box<dyn Sink>>,
+    /// The first write error; nothing is written after it.
+    error: Option<io::Error>,
 }
 
 impl Output {
@@ -41,6 +44,7 @@ impl Output {
         Self {
             line: Vec::with_capacity(1024),
             sinks,
+            error: None,
         }
     }
 
@@ -56,22 +60,31 @@ impl Output {
         Ok(Self::new(sinks))
     }
 
-    /// Serializes `record` once and hands the line to every sink.
-    pub fn write<R: Serialize>(&mut self, record: &R) -> io::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, record).map_err(io::Error::from)?;
-        self.line.push(b'\n');
-        for s in &mut self.sinks {
-            s.send(&self.line)?;
+    /// Serializes `record` once and hands the line to every sink (nothing after an error).
+    pub fn write<R: Serialize>(&mut self, record: &R) {
+        if self.error.is_some() {
+            return;
         }
-        Ok(())
+        self.line.clear();
+        let sent = serde_json::to_writer(&mut self.line, record)
+            .map_err(io::Error::from)
+            .and_then(|()| {
+                self.line.push(b'\n');
+                self.sinks.iter_mut().try_for_each(|s| s.send(&self.line))
+            });
+        self.error = sent.err();
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        for s in &mut self.sinks {
-            s.flush()?;
+    /// Pushes out what the sinks buffer (nothing after an error).
+    pub fn flush(&mut self) {
+        if self.error.is_none() {
+            self.error = self.sinks.iter_mut().try_for_each(|s| s.flush()).err();
         }
-        Ok(())
+    }
+
+    /// The first write or flush error: the output has ended.
+    pub fn error(&self) -> Option<&io::Error> {
+        self.error.as_ref()
     }
 
     pub fn reopen(&mut self) {
@@ -105,6 +118,54 @@ mod tests {
         }
     }
 
+    /// Fails every send after `ok` lines.
+    struct Failing {
+        ok: usize,
+        sent: Rc<RefCell<usize>>,
+    }
+    impl Sink for Failing {
+        fn send(&mut self, _line: &[u8]) -> io::Result<()> {
+            if *self.sent.borrow() >= self.ok {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            *self.sent.borrow_mut() += 1;
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+    }
+
+    #[test]
+    fn the_first_error_sticks_and_nothing_is_written_after_it() {
+        let (sent, after) = (Rc::new(RefCell::new(0)), Rc::new(RefCell::new(Vec::new())));
+        let mut out = Output::new(vec![
+            Box::new(Failing {
+                ok: 1,
+                sent: sent.clone(),
+            }),
+            Box::new(Capture(after.clone())),
+        ]);
+        out.write(&1);
+        assert!(out.error().is_none());
+        out.write(&2);
+        out.write(&3);
+        out.flush();
+        assert_eq!(
+            out.error().map(io::Error::kind),
+            Some(io::ErrorKind::BrokenPipe)
+        );
+        assert_eq!(*sent.borrow(), 1);
+        assert_eq!(
+            String::from_utf8(after.borrow().clone()).unwrap(),
+            "1\n",
+            "the second sink got nothing after the first one failed"
+        );
+    }
+
     #[test]
     fn every_sink_gets_one_line_per_record_even_with_newlines_inside() {
         let (a, b) = (
@@ -115,8 +176,9 @@ mod tests {
             Box::new(Capture(a.clone())),
             Box::new(Capture(b.clone())),
         ]);
-        out.write(&serde_json::json!({"comm": "a\nb"})).unwrap();
-        out.write(&serde_json::json!({"n": 1})).unwrap();
+        out.write(&serde_json::json!({"comm": "a\nb"}));
+        out.write(&serde_json::json!({"n": 1}));
+        assert!(out.error().is_none());
         let want = "{\"comm\":\"a\\nb\"}\n{\"n\":1}\n";
         assert_eq!(String::from_utf8(a.borrow().clone()).unwrap(), want);
         assert_eq!(String::from_utf8(b.borrow().clone()).unwrap(), want);

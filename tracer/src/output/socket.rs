@@ -27,33 +27,33 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum ShipperAddr {
     Tcp(String),
     Unix(std::path::PathBuf),
 }
 
-impl std::fmt::Display for Endpoint {
+impl std::fmt::Display for ShipperAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
-            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            ShipperAddr::Tcp(a) => write!(f, "tcp:{a}"),
+            ShipperAddr::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
 }
 
 pub struct SocketSink {
-    endpoint: Endpoint,
+    addr: ShipperAddr,
     tx: mpsc::Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl SocketSink {
     /// Starts the connection task (needs a tokio runtime).
-    pub fn start(endpoint: Endpoint) -> Self {
+    pub fn start(addr: ShipperAddr) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_LINES);
-        tokio::spawn(deliver(endpoint.clone(), rx));
+        tokio::spawn(deliver(addr.clone(), rx));
         Self {
-            endpoint,
+            addr,
             tx,
             dropped: Arc::default(),
         }
@@ -77,7 +77,7 @@ impl Sink for SocketSink {
     }
 
     fn describe(&self) -> String {
-        self.endpoint.to_string()
+        self.addr.to_string()
     }
 }
 
@@ -85,26 +85,26 @@ impl Sink for SocketSink {
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
-async fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn Conn>> {
-    Ok(match endpoint {
-        Endpoint::Tcp(addr) => Box::new(TcpStream::connect(addr).await?),
-        Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
+async fn connect(addr: &ShipperAddr) -> io::Result<Box<dyn Conn>> {
+    Ok(match addr {
+        ShipperAddr::Tcp(addr) => Box::new(TcpStream::connect(addr).await?),
+        ShipperAddr::Unix(path) => Box::new(UnixStream::connect(path).await?),
     })
 }
 
 /// Owns the connection: connect (with backoff), write queued lines, reconnect on error keeping
 /// the line that failed.
-async fn deliver(endpoint: Endpoint, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut backoff = BACKOFF_MIN;
     let mut pending: Option<Vec<u8>> = None;
     let mut warned = false;
     loop {
-        let stream = match connect(&endpoint).await {
+        let stream = match connect(&addr).await {
             Ok(s) => s,
             Err(e) => {
                 if !warned {
                     log::warn!(
-                        "output {endpoint}: cannot connect ({e}); retrying, records queue up to {QUEUE_LINES}"
+                        "output {addr}: cannot connect ({e}); retrying, records queue up to {QUEUE_LINES}"
                     );
                     warned = true;
                 }
@@ -117,7 +117,7 @@ async fn deliver(endpoint: Endpoint, mut rx: mpsc::Receiver<Vec<u8>>) {
             }
         };
         if std::mem::take(&mut warned) {
-            log::info!("output {endpoint}: connected");
+            log::info!("output {addr}: connected");
         }
         backoff = BACKOFF_MIN;
         let (mut reader, writer) = tokio::io::split(stream);
@@ -156,7 +156,7 @@ async fn deliver(endpoint: Endpoint, mut rx: mpsc::Receiver<Vec<u8>>) {
         .await;
         match result {
             Ok(()) => return,
-            Err(e) => log::warn!("output {endpoint}: connection lost ({e}); reconnecting"),
+            Err(e) => log::warn!("output {addr}: connection lost ({e}); reconnecting"),
         }
     }
 }

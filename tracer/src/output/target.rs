@@ -4,7 +4,7 @@ use std::{io, path::PathBuf};
 use super::{
     Sink,
     file::FileSink,
-    socket::{Endpoint, SocketSink},
+    socket::{ShipperAddr, SocketSink},
     stdout::StdoutSink,
 };
 
@@ -12,7 +12,7 @@ use super::{
 pub enum Target {
     Stdout,
     File(PathBuf),
-    Socket(Endpoint),
+    Socket(ShipperAddr),
 }
 
 impl Target {
@@ -25,7 +25,7 @@ impl Target {
             if path.is_empty() {
                 return Err(format!("`{s}`: unix: needs a socket path ({FORM})"));
             }
-            return Ok(Target::Socket(Endpoint::Unix(path.into())));
+            return Ok(Target::Socket(ShipperAddr::Unix(path.into())));
         }
         if let Some(addr) = s.strip_prefix("tcp:") {
             let (host, port) = addr
@@ -39,7 +39,7 @@ impl Target {
                     "`{s}`: tcp: needs a host and a non-zero port ({FORM})"
                 ));
             }
-            return Ok(Target::Socket(Endpoint::Tcp(addr.to_string())));
+            return Ok(Target::Socket(ShipperAddr::Tcp(addr.to_string())));
         }
         if s.is_empty() {
             return Err(format!("empty output target ({FORM})"));
@@ -69,15 +69,15 @@ mod tests {
         );
         assert_eq!(
             Target::parse("unix:/run/vector.sock"),
-            Ok(Target::Socket(Endpoint::Unix("/run/vector.sock".into())))
+            Ok(Target::Socket(ShipperAddr::Unix("/run/vector.sock".into())))
         );
         assert_eq!(
             Target::parse("tcp:127.0.0.1:9000"),
-            Ok(Target::Socket(Endpoint::Tcp("127.0.0.1:9000".into())))
+            Ok(Target::Socket(ShipperAddr::Tcp("127.0.0.1:9000".into())))
         );
         assert_eq!(
             Target::parse("tcp:[::1]:9000"),
-            Ok(Target::Socket(Endpoint::Tcp("[::1]:9000".into())))
+            Ok(Target::Socket(ShipperAddr::Tcp("[::1]:9000".into())))
         );
     }
 

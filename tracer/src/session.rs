@@ -1,0 +1,278 @@
+//! A running tracer, shared by `run` and `top`: checks the environment, resolves offsets,
+//! loads and attaches the programs, then turns what the kernel hands over into outcomes —
+//! ring-buffer records, the drain beat (records below the wakeup threshold), the settle beat
+//! (closes waiting for their error report), the heap-trim beat and the kernel-side log.
+//! Dropping it detaches everything.
+use std::{io, num::NonZeroUsize, process::ExitCode, time::Duration};
+
+use aya_log::EbpfLogger;
+use tokio::{
+    io::unix::AsyncFd,
+    time::{Instant, Interval, interval_at},
+};
+
+use crate::{
+    aggregate::Aggregator,
+    classify::{KernelParams, Outcome},
+    cli::RunArgs,
+    clock::WallClock,
+    kernel_btf::KernelBtf,
+    loader::{self, LoadOptions, Loaded},
+    offsets::resolve,
+    pipeline::{Pipeline, Select},
+    privileges,
+    record::RstReasons,
+    source::{CounterTotals, DRAIN_INTERVAL, EventSource, KernelCounters, register_readable},
+    tracefs::Tracefs,
+};
+
+/// Exit code for a problem with the environment or a flag value (privileges, tracefs, kernel
+/// support, a filter clap could not check alone).
+const EXIT_ENVIRONMENT: u8 = 2;
+
+/// How a command ends when it does not succeed.
+pub enum Exit {
+    /// A flag value clap could not check alone.
+    Usage(String),
+    /// Privileges, tracefs, kernel support: what the user must change.
+    Environment(String),
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit::Runtime(e.into())
+    }
+}
+
+/// Runs `task` on a single-threaded runtime and maps how it ended to an exit code.
+pub fn block_on(task: impl std::future::Future<Output = Result<(), Exit>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit::Environment(msg) | Exit::Usage(msg)) => {
+            log::error!("{msg}");
+            ExitCode::from(EXIT_ENVIRONMENT)
+        }
+        Err(Exit::Runtime(e)) => {
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A periodic timer, or none when `seconds` is 0.
+pub fn every(seconds: u64) -> Option<Interval> {
+    (seconds > 0).then(|| {
+        let period = Duration::from_secs(seconds);
+        interval_at(Instant::now() + period, period)
+    })
+}
+
+/// The next tick of `timer`; never when there is none.
+pub async fn tick(timer: &mut Option<Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// How often closes waiting for their error report (no BTF) are settled.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(200);
+/// How often heap freed after a burst goes back to the kernel (glibc keeps it otherwise).
+const TRIM_SECONDS: u64 = 10;
+
+pub struct Session {
+    /// The programs and maps; attached while this lives.
+    _loaded: Loaded,
+    events: EventSource,
+    counters: KernelCounters,
+    /// The kernel-side log; it must live as long as the programs (dropping it closes its map).
+    logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
+    pub pipeline: Pipeline,
+    drain: Option<Interval>,
+    settle: Option<Interval>,
+    trim: Option<Interval>,
+}
+
+impl Session {
+    /// Checks the environment, resolves offsets, loads and attaches every program, and sets up
+    /// the pipeline: everything before the first record.
+    pub fn start(args: &RunArgs, select: Select) -> Result<Self, Exit> {
+        let (mut loaded, reasons) = attach(args)?;
+        let logger = match EbpfLogger::init(&mut loaded.ebpf) {
+            Ok(l) => Some(register_readable(l)?),
+            Err(e) => {
+                log::warn!("kernel-side log unavailable: {e}");
+                None
+            }
+        };
+        crate::memory::release_freed();
+        let events = EventSource::new(loaded.take_events()?)?;
+        let counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
+        let aggregator = (args.summary_interval > 0).then(|| {
+            let cap =
+                NonZeroUsize::new(args.max_destinations as usize).unwrap_or(NonZeroUsize::MIN);
+            Aggregator::new(cap, WallClock::now_mono_ns())
+        });
+        let kernel = KernelParams {
+            hz: crate::clock::kernel_hz(),
+        };
+        let pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
+        log::info!(
+            "attached {} programs ({}){}",
+            loaded.attached.len(),
+            loaded.attached.join(", "),
+            match args.netns {
+                Some(ns) => format!(" for netns {ns}"),
+                None => String::new(),
+            }
+        );
+        Ok(Self {
+            _loaded: loaded,
+            events,
+            counters,
+            logger,
+            pipeline,
+            drain: Some(tokio::time::interval(DRAIN_INTERVAL)),
+            settle: Some(tokio::time::interval(SETTLE_INTERVAL)),
+            trim: every(TRIM_SECONDS),
+        })
+    }
+
+    /// Waits for the next thing the kernel side hands over or a beat of the session's own, and
+    /// handles it: every outcome it completes goes to `each`, with the pipeline to map it to
+    /// its record.
+    pub async fn step(&mut self, mut each: impl FnMut(&Pipeline, Outcome)) -> Result<(), Exit> {
+        let pipeline = &mut self.pipeline;
+        tokio::select! {
+            batch = self.events.next_batch(|bytes| {
+                if let Some(o) = pipeline.process(bytes) {
+                    each(pipeline, o);
+                }
+            }) => {
+                batch?;
+            }
+            _ = tick(&mut self.drain) => {
+                self.events.drain_now(|bytes| {
+                    if let Some(o) = pipeline.process(bytes) {
+                        each(pipeline, o);
+                    }
+                });
+            }
+            _ = tick(&mut self.settle) => {
+                for o in pipeline.flush(WallClock::now_mono_ns()) {
+                    each(pipeline, o);
+                }
+            }
+            _ = tick(&mut self.trim) => crate::memory::release_freed(),
+            Some(guard) = readable(&mut self.logger) => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        }
+        Ok(())
+    }
+
+    /// What is still in the ring buffer, and every close still waiting for its error report.
+    pub fn finish(&mut self, mut each: impl FnMut(&Pipeline, Outcome)) {
+        let pipeline = &mut self.pipeline;
+        self.events.drain_now(|bytes| {
+            if let Some(o) = pipeline.process(bytes) {
+                each(pipeline, o);
+            }
+        });
+        for o in pipeline.flush(u64::MAX) {
+            each(pipeline, o);
+        }
+    }
+
+    /// The kernel's counters now.
+    pub fn kernel_totals(&self) -> Result<CounterTotals, aya::maps::MapError> {
+        self.counters.read()
+    }
+}
+
+/// Checks the environment, resolves offsets, loads and attaches.
+fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
+    let missing = privileges::missing_capabilities();
+    if !missing.is_empty() {
+        return Err(Exit::Environment(privileges::explain(&missing)));
+    }
+    let tracefs = Tracefs::locate(args.env.tracefs.as_deref())
+        .map_err(|e| Exit::Environment(e.to_string()))?;
+    let btf_path = args.env.btf.display().to_string();
+    let btf = KernelBtf::open(&btf_path);
+    if let Err(e) = &btf {
+        log::warn!("{e}: running without struct-field evidence (sk_err, netns, probes)");
+    }
+    let resolved = resolve(&tracefs, btf.as_ref().map_err(|e| e.as_str()));
+    if let Some(p) = resolved.fatal() {
+        return Err(Exit::Environment(format!("{}: {}", p.name, p.detail)));
+    }
+    for p in resolved.probes.iter().filter(|p| !p.ok) {
+        log::warn!("degraded: {}: {}", p.name, p.detail);
+    }
+    if args.netns.is_some() && resolved.offsets.members.net_ns_inum == tracer_common::MEMBER_MISSING
+    {
+        return Err(Exit::Environment(
+            "--netns needs the socket's netns from BTF (net.ns.inum), which this kernel lacks"
+                .into(),
+        ));
+    }
+    let mut config = crate::filter::config(
+        args.netns.unwrap_or(0),
+        &args.ports,
+        &args.dsts,
+        &args.pids,
+        &args.comms,
+    )
+    .map_err(Exit::Usage)?;
+    config.wakeup_bytes = crate::source::wakeup_bytes(args.ring_buffer_kib * 1024);
+    let opts = LoadOptions {
+        max_sockets: args.max_sockets,
+        ring_buffer_bytes: args.ring_buffer_kib * 1024,
+        config,
+    };
+    let loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("EPERM") || msg.contains("Operation not permitted") {
+            Exit::Environment(format!(
+                "{msg}: the kernel refused; is this a locked-down kernel or a restricted container? Try `tracer check`"
+            ))
+        } else {
+            Exit::Runtime(e.into())
+        }
+    })?;
+    let reasons = RstReasons(match &btf {
+        Ok(b) => b
+            .enum_variants("sk_rst_reason")
+            .into_iter()
+            .map(|(v, n)| (v, n.trim_start_matches("SK_RST_REASON_").to_lowercase()))
+            .collect(),
+        Err(_) => Vec::new(),
+    });
+    Ok((loaded, reasons))
+}
+
+/// Readiness of the kernel-side logger, or never when there is none.
+async fn readable<T: std::os::fd::AsRawFd>(
+    fd: &mut Option<AsyncFd<T>>,
+) -> Option<io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>>> {
+    match fd {
+        Some(fd) => Some(fd.readable_mut().await),
+        None => std::future::pending().await,
+    }
+}
