@@ -7,12 +7,13 @@ use std::{io::ErrorKind, process::ExitCode};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    classify::Outcome,
     cli::RunArgs,
     clock::WallClock,
     loss::{LossMonitor, Notice},
     metrics::Metrics,
     output::Output,
-    pipeline::Select,
+    pipeline::{Pipeline, Select},
     session::{Exit, Session, block_on, every, tick},
 };
 
@@ -25,44 +26,22 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    // Output targets first: a bad path fails before anything is loaded.
+    // Outputs and the metrics port first: a bad path or port fails before anything is loaded.
     let mut out = Output::open(&args.output).map_err(|e| Exit::Environment(e.to_string()))?;
-    let metrics_listener = match args.metrics_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                Exit::Environment(format!("--metrics-addr {addr}: cannot listen: {e}"))
-            })?;
-            log::info!(
-                "serving metrics at http://{}/metrics",
-                listener.local_addr()?
-            );
-            Some(listener)
-        }
-        None => None,
-    };
+    let metrics_listener = listen_metrics(&args).await?;
     let select = Select {
         failures: !args.summaries_only,
         successes: args.successes,
         summaries: !args.failures_only,
     };
     let mut session = Session::start(&args, select)?;
-    let mut metrics_tick = None;
-    if let Some(listener) = metrics_listener {
+    let mut metrics_tick = metrics_listener.and_then(|listener| {
         let metrics = Metrics::new(args.metrics_max_destinations as usize);
         tokio::spawn(crate::metrics::serve(listener, metrics.registry()));
         session.pipeline.set_metrics(metrics);
-        metrics_tick = every(1);
-    }
-    // Ready: the first stats record says so.
-    let stats = |session: &mut Session, out: &mut Output| -> Result<(), Exit> {
-        let kernel = session.kernel_totals()?;
-        let record = session
-            .pipeline
-            .stats(&kernel, out.dropped(), WallClock::now_mono_ns());
-        out.write(&record);
-        Ok(())
-    };
-    stats(&mut session, &mut out)?;
+        every(1)
+    });
+    write_stats(&mut session, &mut out)?; // ready
     out.flush();
     let mut stats_tick = every(args.stats_interval);
     let mut summary_tick = every(args.summary_interval);
@@ -74,11 +53,7 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => out.reopen(),
-            step = session.step(|pipeline, outcome| {
-                if let Some(record) = pipeline.record(&outcome) {
-                    out.write(&record);
-                }
-            }) => step?,
+            step = session.step(write_to(&mut out)) => step?,
             _ = tick(&mut summary_tick) => {
                 session.pipeline.summaries(WallClock::now_mono_ns(), |record| out.write(&record));
             }
@@ -94,21 +69,17 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
                     None => {}
                 }
             }
-            _ = tick(&mut stats_tick) => stats(&mut session, &mut out)?,
+            _ = tick(&mut stats_tick) => write_stats(&mut session, &mut out)?,
         }
         out.flush();
     }
 
     // What is still in the buffer, the last summaries, then the final stats.
-    session.finish(|pipeline, outcome| {
-        if let Some(record) = pipeline.record(&outcome) {
-            out.write(&record);
-        }
-    });
+    session.finish(write_to(&mut out));
     session
         .pipeline
         .summaries(WallClock::now_mono_ns(), |record| out.write(&record));
-    stats(&mut session, &mut out)?;
+    write_stats(&mut session, &mut out)?;
     out.flush();
     let error = out.error().map(|e| (e.kind(), e.to_string()));
     drop(out); // closes the socket sinks' queues: their tasks flush what they hold
@@ -120,4 +91,38 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
         }
         Some((_, e)) => Err(anyhow::anyhow!("writing records failed: {e}").into()),
     }
+}
+
+/// Writes each outcome's record, if the selection prints it.
+fn write_to(out: &mut Output) -> impl FnMut(&Pipeline, Outcome) + '_ {
+    |pipeline, outcome| {
+        if let Some(record) = pipeline.record(&outcome) {
+            out.write(&record);
+        }
+    }
+}
+
+/// A `stats` record of the totals now.
+fn write_stats(session: &mut Session, out: &mut Output) -> Result<(), Exit> {
+    let kernel = session.kernel_totals()?;
+    let record = session
+        .pipeline
+        .stats(&kernel, out.dropped(), WallClock::now_mono_ns());
+    out.write(&record);
+    Ok(())
+}
+
+/// The `--metrics-addr` listener, bound before anything is loaded.
+async fn listen_metrics(args: &RunArgs) -> Result<Option<tokio::net::TcpListener>, Exit> {
+    let Some(addr) = args.metrics_addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Exit::Environment(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
+    log::info!(
+        "serving metrics at http://{}/metrics",
+        listener.local_addr()?
+    );
+    Ok(Some(listener))
 }
