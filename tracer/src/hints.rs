@@ -72,6 +72,20 @@ const RULES: &[Rule] = &[
                    `nc -zv {ip} {port}`",
     },
     Rule {
+        // A late close (its CLOSE untraced) may not know who gave up.
+        when: When::Label(Label::SynTimeout),
+        template: "no SYN-ACK from {dst} after {syn_retransmits} SYN retransmission(s): the host is \
+                   down, or a firewall or security group silently drops the SYN; try \
+                   `nc -zv {ip} {port}` and `traceroute -T -p {port} {ip}`",
+    },
+    Rule {
+        // A refusal whose RST and ICMP error were both untraced.
+        when: When::Label(Label::Refused),
+        template: "{dst} refused the connection: nothing listens there, or a firewall rejects it; \
+                   on {ip} run `ss -tlnp 'sport = :{port}'`, and check `nft list ruleset` on the \
+                   path",
+    },
+    Rule {
         when: When::Label(Label::DroppedKeepalive),
         template: "the idle connection to {dst} was silently dropped: a NAT, load balancer or \
                    firewall on the path forgot the flow (its idle timeout is shorter than this \

@@ -176,14 +176,19 @@ fn reset_and_rto_carry_their_numbers() {
 #[test]
 fn every_failure_label_has_a_hint_and_no_unfilled_field() {
     for label in crate::aggregate::FAILURE_LABELS {
-        for via in [Some(Via::Rst), Some(Via::Icmp)] {
-            for gave_up in [Some(GaveUp::Kernel), Some(GaveUp::Application)] {
+        // `None`: a late close (its CLOSE untraced) may not know who gave up or how it was refused.
+        for via in [Some(Via::Rst), Some(Via::Icmp), None] {
+            for gave_up in [Some(GaveUp::Kernel), Some(GaveUp::Application), None] {
                 let e = Evidence {
                     via,
                     gave_up,
                     ..Default::default()
                 };
                 let h = out(label, Some(libc::EHOSTUNREACH), e);
+                assert!(
+                    !h.is_empty(),
+                    "{label:?} via {via:?} gave_up {gave_up:?}: no hint"
+                );
                 assert!(!h.contains('{') && !h.contains('}'), "{label:?}: {h}");
             }
         }
