@@ -142,3 +142,8 @@ pub struct RawEvent {
 
 pub const RAW_EVENT_SIZE: usize = 232;
 const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
+
+// SAFETY: repr(C), only integer fields and byte arrays, explicit padding: every bit pattern is
+// valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RawEvent {}
