@@ -142,3 +142,16 @@ pub struct RawEvent {
 
 pub const RAW_EVENT_SIZE: usize = 232;
 const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
+
+impl RawEvent {
+    /// Whether the read behind a `VALID_*` bit succeeded.
+    #[inline(always)]
+    pub const fn has(&self, bit: u32) -> bool {
+        self.valid & bit != 0
+    }
+}
+
+// SAFETY: repr(C), only integer fields and byte arrays, explicit padding: every bit pattern is
+// valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RawEvent {}

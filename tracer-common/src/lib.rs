@@ -5,10 +5,12 @@
 //! Fields in network byte order say so in their name; everything else is host order.
 #![no_std]
 
+pub mod config;
 pub mod counters;
 pub mod event;
 pub mod offsets;
 
+pub use config::*;
 pub use counters::*;
 pub use event::*;
 pub use offsets::*;

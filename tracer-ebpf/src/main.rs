@@ -25,11 +25,13 @@ use aya_ebpf::{
 };
 use tracer_common::{COUNTER_COUNT, Config, KernelOffsets, RawEvent};
 
-/// Resolved by the loader; see `tracer_common::offsets`.
+/// Resolved by the loader; see `tracer_common::offsets`. Read only through `read::offset!`,
+/// field by field (see there why).
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::MISSING;
 
-/// Run-time settings; see `tracer_common::Config`.
+/// Run-time settings; see `tracer_common::Config`. Read only through `read::config!` and
+/// `filter::config_at!`, field by field.
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config::ALL;
 

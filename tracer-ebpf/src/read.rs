@@ -9,6 +9,10 @@ use tracer_common::{AF_INET, AF_INET6, FIELD_MISSING, MEMBER_MISSING, RawEvent, 
 use crate::emit::{COUNTER_READ_ERRORS, count};
 
 /// Reads one `OFFSETS` value without letting the compiler fold the loader's value away.
+///
+/// `OFFSETS` and `CONFIG` are read one field at a time, never copied whole as a
+/// `Global::load()`-style read would: that copy of `KernelOffsets` (184 bytes) or `Config`
+/// (396 bytes) would go onto the 512-byte BPF stack, which the programs' own locals need.
 macro_rules! offset {
     ($($path:ident).+) => {
         // SAFETY: OFFSETS is a plain static of integers; a volatile read keeps the value the
@@ -18,7 +22,7 @@ macro_rules! offset {
 }
 pub(crate) use offset;
 
-/// Reads the `CONFIG` value likewise.
+/// Reads one `CONFIG` value likewise (field by field, as above).
 macro_rules! config {
     ($field:ident) => {
         // SAFETY: as for `offset!`.

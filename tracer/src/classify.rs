@@ -230,7 +230,7 @@ impl Classifier {
             }
             KIND_CLOSED => {
                 let reported = self.take_report(ev);
-                if reported.is_none() && ev.valid & VALID_SK_ERR == 0 {
+                if reported.is_none() && !ev.has(VALID_SK_ERR) {
                     // The error report, if any, comes right after the CLOSE: wait for it.
                     let mut out = None;
                     if self.parked.len() >= PARK_CAPACITY
@@ -325,19 +325,19 @@ const SO_EE_ORIGIN_ICMP6: u8 = 3;
 /// the ICMP lands while connect() holds the socket the kernel keeps it only there, and
 /// `getsockopt(SO_ERROR)` hands `sk_err_soft` to the application and clears it.
 fn errno_of(ev: &RawEvent, reported: Option<i32>) -> Option<i32> {
-    let sk_err = (ev.valid & VALID_SK_ERR != 0 && ev.sk_err > 0).then_some(ev.sk_err);
+    let sk_err = (ev.has(VALID_SK_ERR) && ev.sk_err > 0).then_some(ev.sk_err);
     let hard = sk_err.or(reported.filter(|e| *e > 0));
     if ev.established_ns != 0 || ev.old_state != tcp_state::SYN_SENT {
         return hard;
     }
-    let soft = (ev.valid & VALID_SK_ERR_SOFT != 0 && ev.sk_err_soft > 0).then_some(ev.sk_err_soft);
+    let soft = (ev.has(VALID_SK_ERR_SOFT) && ev.sk_err_soft > 0).then_some(ev.sk_err_soft);
     hard.or(soft)
         .or_else(|| icmp_of(ev).map(|_| ev.err_queue_errno as i32))
 }
 
 /// Type and code of an ICMP error queued on the socket.
 fn icmp_of(ev: &RawEvent) -> Option<(u8, u8)> {
-    let icmp = ev.valid & VALID_ERR_QUEUE != 0
+    let icmp = ev.has(VALID_ERR_QUEUE)
         && ev.err_queue_errno != 0
         && matches!(ev.err_queue_origin, SO_EE_ORIGIN_ICMP | SO_EE_ORIGIN_ICMP6);
     icmp.then_some((ev.err_queue_type, ev.err_queue_code))
@@ -363,17 +363,17 @@ const TCP_ACK: u8 = 0x10;
 /// A socket-less RST this host sent: an inbound refusal when it answered a connection attempt
 /// (a SYN without ACK) that did not come over loopback.
 fn inbound(ev: &RawEvent) -> Option<Outcome> {
-    if ev.valid & VALID_LOOPBACK != 0 && ev.loopback != 0 {
+    if ev.has(VALID_LOOPBACK) && ev.loopback != 0 {
         return None;
     }
-    let flags = (ev.valid & VALID_TCP_FLAGS != 0).then_some(ev.tcp_flags);
+    let flags = ev.has(VALID_TCP_FLAGS).then_some(ev.tcp_flags);
     if flags.is_some_and(|f| f & (TCP_SYN | TCP_ACK) != TCP_SYN) {
         return None;
     }
     let evidence = Evidence {
         via: Some(Via::Rst),
         rst_sent: true,
-        rst_sent_reason: (ev.valid & VALID_RST_SENT_REASON != 0).then_some(ev.rst_sent_reason),
+        rst_sent_reason: ev.has(VALID_RST_SENT_REASON).then_some(ev.rst_sent_reason),
         tcp_flags: flags,
         ..Evidence::default()
     };
@@ -437,7 +437,7 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
             }
         }
     };
-    if was_established && ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0 {
+    if was_established && ev.has(VALID_PROBES_OUT) && ev.probes_out > 0 {
         evidence.probes_sent = Some(ev.probes_out);
     }
     evidence.elapsed_ms = ms(ev.ts_ns.saturating_sub(ev.start_ns));
@@ -462,7 +462,7 @@ fn syn_retransmits_at_close(ev: &RawEvent) -> u16 {
 /// The socket's own count of unanswered retransmissions (`icsk_retransmits`) read at CLOSE, 0
 /// if unreadable.
 fn socket_retransmits(ev: &RawEvent) -> u16 {
-    if ev.valid & tracer_common::VALID_ICSK_RETRANSMITS != 0 {
+    if ev.has(tracer_common::VALID_ICSK_RETRANSMITS) {
         u16::from(ev.icsk_retransmits)
     } else {
         0
@@ -480,9 +480,9 @@ fn data_retransmits_at_close(ev: &RawEvent) -> u16 {
 /// retransmitted, nothing written left unacknowledged, and SO_KEEPALIVE not known to be off.
 /// (Probes with data outstanding are zero-window or local-transmit probes: an RTO-class death.)
 fn died_idle_probing(ev: &RawEvent) -> bool {
-    let probed = ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0;
-    let keepalive_off = ev.valid & VALID_KEEPALIVE != 0 && ev.keepalive == 0;
-    let outstanding = ev.valid & VALID_UNACKED != 0 && ev.unacked > 0;
+    let probed = ev.has(VALID_PROBES_OUT) && ev.probes_out > 0;
+    let keepalive_off = ev.has(VALID_KEEPALIVE) && ev.keepalive == 0;
+    let outstanding = ev.has(VALID_UNACKED) && ev.unacked > 0;
     probed && ev.data_retransmits == 0 && !keepalive_off && !outstanding
 }
 
@@ -492,27 +492,27 @@ fn died_idle_probing(ev: &RawEvent) -> bool {
 /// and no RST either way. Used only for a close that was not traced, whose `sk_err` the
 /// application may already have taken.
 fn died_retransmitting(ev: &RawEvent) -> bool {
-    let outstanding = ev.valid & VALID_UNACKED != 0 && ev.unacked > 0;
+    let outstanding = ev.has(VALID_UNACKED) && ev.unacked > 0;
     let retransmitted = data_retransmits_at_close(ev) > 0;
-    let probed = ev.valid & VALID_PROBES_OUT != 0 && ev.probes_out > 0;
+    let probed = ev.has(VALID_PROBES_OUT) && ev.probes_out > 0;
     outstanding && (retransmitted || probed) && ev.rst_received_state == 0 && ev.rst_sent_state == 0
 }
 
 /// RTT, idle time, keepalive settings and byte counts of a connection that was established.
 fn established_evidence(ev: &RawEvent, kernel: &KernelParams, e: &mut Evidence) {
     let jiffies_ms = |j: u32| f64::from(j) * 1000.0 / f64::from(kernel.hz.max(1));
-    e.srtt_ms =
-        (ev.valid & VALID_SRTT != 0 && ev.srtt_us > 0).then(|| f64::from(ev.srtt_us >> 3) / 1000.0);
-    e.idle_ms = (ev.valid & VALID_IDLE != 0).then(|| jiffies_ms(ev.idle_jiffies));
-    if ev.valid & VALID_KEEPALIVE_CFG != 0 {
+    e.srtt_ms = (ev.has(VALID_SRTT) && ev.srtt_us > 0).then(|| f64::from(ev.srtt_us >> 3) / 1000.0);
+    e.idle_ms = ev.has(VALID_IDLE).then(|| jiffies_ms(ev.idle_jiffies));
+    if ev.has(VALID_KEEPALIVE_CFG) {
         e.keepalive_idle_ms = (ev.keepalive_time_j > 0).then(|| jiffies_ms(ev.keepalive_time_j));
         e.keepalive_interval_ms =
             (ev.keepalive_intvl_j > 0).then(|| jiffies_ms(ev.keepalive_intvl_j));
         e.keepalive_probes = (ev.keepalive_probes > 0).then_some(ev.keepalive_probes);
     }
-    e.bytes =
-        (ev.valid & VALID_BYTES != 0).then_some((ev.bytes_sent, ev.bytes_acked, ev.bytes_received));
-    e.unacked_bytes = (ev.valid & VALID_UNACKED != 0).then_some(ev.unacked);
+    e.bytes = ev
+        .has(VALID_BYTES)
+        .then_some((ev.bytes_sent, ev.bytes_acked, ev.bytes_received));
+    e.unacked_bytes = ev.has(VALID_UNACKED).then_some(ev.unacked);
 }
 
 fn base_evidence(ev: &RawEvent) -> Evidence {
@@ -524,15 +524,14 @@ fn base_evidence(ev: &RawEvent) -> Evidence {
             .map(|&us| us as f64 / 1000.0)
             .collect(),
         data_retransmits: ev.data_retransmits,
-        keepalive_enabled: (ev.valid & VALID_KEEPALIVE != 0).then_some(ev.keepalive != 0),
+        keepalive_enabled: ev.has(VALID_KEEPALIVE).then_some(ev.keepalive != 0),
         rst_received: ev.rst_received_state != 0,
         rst_sent: ev.rst_sent_state != 0,
-        soft_errno: (ev.valid & VALID_SK_ERR_SOFT != 0 && ev.sk_err_soft > 0)
-            .then_some(ev.sk_err_soft),
+        soft_errno: (ev.has(VALID_SK_ERR_SOFT) && ev.sk_err_soft > 0).then_some(ev.sk_err_soft),
         icmp: icmp_of(ev),
-        rst_sent_reason: (ev.valid & VALID_RST_SENT_REASON != 0 && ev.rst_sent_state != 0)
+        rst_sent_reason: (ev.has(VALID_RST_SENT_REASON) && ev.rst_sent_state != 0)
             .then_some(ev.rst_sent_reason),
-        close_unseen: ev.valid & VALID_CLOSE_UNSEEN != 0,
+        close_unseen: ev.has(VALID_CLOSE_UNSEEN),
         ..Evidence::default()
     }
 }
@@ -551,7 +550,7 @@ fn connection(ev: &RawEvent) -> Connection {
         uid: ev.uid,
         comm: ev.comm,
         cgroup_id: ev.cgroup_id,
-        netns: (ev.valid & tracer_common::VALID_NETNS != 0).then_some(ev.netns),
+        netns: ev.has(tracer_common::VALID_NETNS).then_some(ev.netns),
         sock_id: ev.sock_id,
     }
 }

@@ -116,7 +116,8 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     let mut attached = Vec::new();
-    for (program, group, name) in HOOKS {
+    for hook in &HOOKS {
+        let (program, group, name) = (hook.program, hook.group, hook.tracepoint);
         let prog: &mut TracePoint = ebpf
             .program_mut(program)
             .ok_or(LoadError::MissingProgram { program })?

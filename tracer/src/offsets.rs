@@ -1,25 +1,20 @@
 //! Resolves `KernelOffsets` for this kernel: tracepoint fields from tracefs, struct members from
-//! BTF. Every item becomes a `Probe` line that `tracer check` prints and `run` logs when missing.
-use tracer_common::{FIELD_MISSING, KernelOffsets, MEMBER_MISSING, TupleFields};
+//! BTF. Every item becomes a `Check` line that `tracer check` prints and `run` logs when missing.
+//!
+//! Each hook and each member is declared once, in `HOOKS` and `MEMBERS`, with the slot of
+//! `KernelOffsets` it fills and what degrades without it: resolving (and so `tracer check`) walks
+//! both tables, and the loader attaches the programs `HOOKS` names. The enum values and the
+//! queued-error path are resolved apart, after the members.
+use tracer_common::{FIELD_MISSING, KernelOffsets, MemberOffsets, TupleFields};
 
 use crate::{
     kernel_btf::KernelBtf,
     tracefs::{Tracefs, TracepointFormat},
 };
 
-/// The programs and the tracepoints they attach to: (program, group, tracepoint).
-pub const HOOKS: [(&str, &str, &str); 6] = [
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
-    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
-    ("tcp_send_reset", "tcp", "tcp_send_reset"),
-    ("inet_sk_error_report", "sock", "inet_sk_error_report"),
-    ("tcp_destroy_sock", "tcp", "tcp_destroy_sock"),
-];
-
 /// One prerequisite and whether this kernel has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Probe {
+pub struct Check {
     pub name: String,
     pub ok: bool,
     /// On success what was found; on failure why, and what degrades.
@@ -28,7 +23,7 @@ pub struct Probe {
     pub required: bool,
 }
 
-impl Probe {
+impl Check {
     pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -49,344 +44,429 @@ impl Probe {
 
 pub struct Resolved {
     pub offsets: KernelOffsets,
-    pub probes: Vec<Probe>,
+    pub checks: Vec<Check>,
 }
 
 impl Resolved {
     /// The first required item that is missing, if any.
-    pub fn fatal(&self) -> Option<&Probe> {
-        self.probes.iter().find(|p| p.required && !p.ok)
+    pub fn fatal(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| c.required && !c.ok)
     }
 }
 
-/// (field, expected size) per tracepoint; a size mismatch counts as missing.
-const SET_STATE: [(&str, usize); 4] = [
-    ("skaddr", 8),
-    ("oldstate", 4),
-    ("newstate", 4),
-    ("protocol", 2),
-];
-const ERROR_REPORT: [(&str, usize); 2] = [("error", 4), ("protocol", 2)];
-/// The 4-tuple fields, in `TupleFields` order, that follow a tracepoint's own fields above.
-const TUPLE: [(&str, usize); 7] = [
-    ("family", 2),
-    ("sport", 2),
-    ("dport", 2),
-    ("saddr", 4),
-    ("daddr", 4),
-    ("saddr_v6", 16),
-    ("daddr_v6", 16),
+/// A tracepoint field, its expected size (a size mismatch counts as missing), and the offset
+/// slot of `S` it fills.
+#[derive(Clone, Copy)]
+pub struct Field<S> {
+    pub name: &'static str,
+    pub size: usize,
+    pub slot: fn(&mut S) -> &mut u16,
+}
+
+const fn field<S>(name: &'static str, size: usize, slot: fn(&mut S) -> &mut u16) -> Field<S> {
+    Field { name, size, slot }
+}
+
+/// A program, the tracepoint it attaches to, and the fields it reads there.
+#[derive(Clone, Copy)]
+pub struct Hook {
+    /// The program's name in the eBPF object.
+    pub program: &'static str,
+    pub group: &'static str,
+    pub tracepoint: &'static str,
+    /// Its own fields, resolved and counted on its check line.
+    pub fields: &'static [Field<KernelOffsets>],
+    /// Where the shared 4-tuple fields (`TUPLE`, checked after `fields`) go, if it has them.
+    pub tuple: Option<fn(&mut KernelOffsets) -> &mut TupleFields>,
+    /// Fields read when present, without a check line of their own.
+    pub optional: &'static [Field<KernelOffsets>],
+    /// Without it the tracer cannot run at all.
+    pub required: bool,
+    /// What degrades without it.
+    pub degrades: &'static str,
+}
+
+impl Hook {
+    /// Its check line's name.
+    pub fn label(&self) -> String {
+        format!("tracepoint {}:{}", self.group, self.tracepoint)
+    }
+
+    /// How many fields its check line counts.
+    fn checked_fields(&self) -> usize {
+        self.fields.len() + self.tuple.map_or(0, |_| TUPLE.len())
+    }
+}
+
+/// The programs, the tracepoints they attach to, and the fields they read.
+pub const HOOKS: [Hook; 6] = [
+    Hook {
+        program: "inet_sock_set_state",
+        group: "sock",
+        tracepoint: "inet_sock_set_state",
+        fields: &[
+            field("skaddr", 8, |o| &mut o.set_state.skaddr),
+            field("oldstate", 4, |o| &mut o.set_state.oldstate),
+            field("newstate", 4, |o| &mut o.set_state.newstate),
+            field("protocol", 2, |o| &mut o.set_state.protocol),
+        ],
+        tuple: Some(|o| &mut o.set_state.tuple),
+        optional: &[],
+        required: true,
+        degrades: "no connection can be traced",
+    },
+    Hook {
+        program: "tcp_retransmit_skb",
+        group: "tcp",
+        tracepoint: "tcp_retransmit_skb",
+        fields: &[
+            field("skaddr", 8, |o| &mut o.retransmit.skaddr),
+            field("state", 4, |o| &mut o.retransmit.state),
+        ],
+        tuple: None,
+        optional: &[],
+        required: false,
+        degrades: "SYN retransmits are not counted (syn_timeout gave_up=application becomes cancelled)",
+    },
+    Hook {
+        program: "tcp_receive_reset",
+        group: "tcp",
+        tracepoint: "tcp_receive_reset",
+        fields: &[field("skaddr", 8, |o| &mut o.receive_reset_skaddr)],
+        tuple: None,
+        optional: &[],
+        required: false,
+        degrades: "refused via rst and via icmp are not told apart",
+    },
+    Hook {
+        program: "tcp_send_reset",
+        group: "tcp",
+        tracepoint: "tcp_send_reset",
+        fields: &[
+            field("skaddr", 8, |o| &mut o.send_reset.skaddr),
+            field("skbaddr", 8, |o| &mut o.send_reset.skbaddr),
+            field("state", 4, |o| &mut o.send_reset.state),
+            field("saddr", 28, |o| &mut o.send_reset.saddr),
+            field("daddr", 28, |o| &mut o.send_reset.daddr),
+        ],
+        tuple: None,
+        // Only on newer kernels (6.10+).
+        optional: &[field("reason", 4, |o| &mut o.send_reset.reason)],
+        required: false,
+        degrades: "RSTs sent by this host are not in the evidence; no inbound refusals",
+    },
+    Hook {
+        program: "inet_sk_error_report",
+        group: "sock",
+        tracepoint: "inet_sk_error_report",
+        fields: &[
+            field("error", 4, |o| &mut o.error_report.error),
+            field("protocol", 2, |o| &mut o.error_report.protocol),
+        ],
+        tuple: Some(|o| &mut o.error_report.tuple),
+        optional: &[],
+        required: false,
+        degrades: "errors reported before CLOSE are not joined to connections",
+    },
+    Hook {
+        program: "tcp_destroy_sock",
+        group: "tcp",
+        tracepoint: "tcp_destroy_sock",
+        fields: &[field("skaddr", 8, |o| &mut o.destroy_skaddr)],
+        tuple: None,
+        optional: &[],
+        required: false,
+        degrades: "state of sockets freed without CLOSE waits for LRU eviction",
+    },
 ];
 
-fn tuple_fields(f: &[u16]) -> TupleFields {
-    let [family, sport, dport, saddr, daddr, saddr_v6, daddr_v6] =
-        f.try_into().expect("7 tuple fields");
-    TupleFields {
-        family,
-        sport,
-        dport,
-        saddr,
-        daddr,
-        saddr_v6,
-        daddr_v6,
-        _pad: 0,
-    }
+/// The 4-tuple fields that several tracepoints share (same names, own offsets).
+const TUPLE: [Field<TupleFields>; 7] = [
+    field("family", 2, |t| &mut t.family),
+    field("sport", 2, |t| &mut t.sport),
+    field("dport", 2, |t| &mut t.dport),
+    field("saddr", 4, |t| &mut t.saddr),
+    field("daddr", 4, |t| &mut t.daddr),
+    field("saddr_v6", 16, |t| &mut t.saddr_v6),
+    field("daddr_v6", 16, |t| &mut t.daddr_v6),
+];
+
+/// The check lines of every hook when tracefs itself is missing.
+pub fn hooks_unreachable(why: &str) -> impl Iterator<Item = Check> + '_ {
+    HOOKS
+        .iter()
+        .map(move |hook| Check::missing(hook.label(), why, hook.required))
 }
 
 pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
     let mut o = KernelOffsets::MISSING;
-    let mut probes = Vec::new();
-    let mut tp =
-        |group: &str, name: &str, fields: &[(&str, usize)], required: bool, degrades: &str| {
-            let label = format!("tracepoint {group}:{name}");
-            match tracefs.format(group, name) {
-                Err(e) => {
-                    probes.push(Probe::missing(label, format!("{e}; {degrades}"), required));
-                    vec![FIELD_MISSING; fields.len()]
-                }
-                Ok(fmt) => {
-                    let (offs, bad) = field_offsets(&fmt, fields);
-                    if bad.is_empty() {
-                        probes.push(Probe::ok(label, format!("{} fields", fields.len())));
-                    } else {
-                        let what =
-                            format!("format lacks or resizes: {}; {degrades}", bad.join(", "));
-                        probes.push(Probe::missing(label, what, required));
-                    }
-                    offs
-                }
-            }
-        };
-
-    let f = tp(
-        "sock",
-        "inet_sock_set_state",
-        &[&SET_STATE[..], &TUPLE[..]].concat(),
-        true,
-        "no connection can be traced",
-    );
-    let s = &mut o.set_state;
-    [s.skaddr, s.oldstate, s.newstate, s.protocol] = f[..4].try_into().expect("4 fields");
-    s.tuple = tuple_fields(&f[4..]);
-
-    let f = tp(
-        "tcp",
-        "tcp_retransmit_skb",
-        &[("skaddr", 8), ("state", 4)],
-        false,
-        "SYN retransmits are not counted (syn_timeout gave_up=application becomes cancelled)",
-    );
-    (o.retransmit.skaddr, o.retransmit.state) = (f[0], f[1]);
-
-    let f = tp(
-        "tcp",
-        "tcp_receive_reset",
-        &[("skaddr", 8)],
-        false,
-        "refused via rst and via icmp are not told apart",
-    );
-    o.receive_reset_skaddr = f[0];
-
-    let f = tp(
-        "tcp",
-        "tcp_send_reset",
-        &[
-            ("skaddr", 8),
-            ("skbaddr", 8),
-            ("state", 4),
-            ("saddr", 28),
-            ("daddr", 28),
-        ],
-        false,
-        "RSTs sent by this host are not in the evidence; no inbound refusals",
-    );
-    let r = &mut o.send_reset;
-    [r.skaddr, r.skbaddr, r.state, r.saddr, r.daddr] = f[..].try_into().expect("5 fields");
-    // `reason` exists only on newer kernels (6.10+): optional, no probe line of its own.
-    if let Ok(fmt) = tracefs.format("tcp", "tcp_send_reset") {
-        o.send_reset.reason = field_offsets(&fmt, &[("reason", 4)]).0[0];
+    let mut checks = Vec::new();
+    for hook in &HOOKS {
+        checks.push(resolve_hook(&mut o, tracefs, hook));
     }
-
-    let f = tp(
-        "sock",
-        "inet_sk_error_report",
-        &[&ERROR_REPORT[..], &TUPLE[..]].concat(),
-        false,
-        "errors reported before CLOSE are not joined to connections",
-    );
-    let e = &mut o.error_report;
-    [e.error, e.protocol] = f[..2].try_into().expect("2 fields");
-    e.tuple = tuple_fields(&f[2..]);
-
-    let f = tp(
-        "tcp",
-        "tcp_destroy_sock",
-        &[("skaddr", 8)],
-        false,
-        "state of sockets freed without CLOSE waits for LRU eviction",
-    );
-    o.destroy_skaddr = f[0];
-
-    resolve_members(&mut o, btf, &mut probes);
-    Resolved { offsets: o, probes }
+    resolve_members(&mut o.members, btf, &mut checks);
+    Resolved { offsets: o, checks }
 }
 
-fn field_offsets(fmt: &TracepointFormat, fields: &[(&str, usize)]) -> (Vec<u16>, Vec<String>) {
+fn resolve_hook(o: &mut KernelOffsets, tracefs: &Tracefs, hook: &Hook) -> Check {
+    let fmt = match tracefs.format(hook.group, hook.tracepoint) {
+        Ok(fmt) => fmt,
+        Err(e) => {
+            return Check::missing(
+                hook.label(),
+                format!("{e}; {}", hook.degrades),
+                hook.required,
+            );
+        }
+    };
     let mut bad = Vec::new();
-    let offs = fields
-        .iter()
-        .map(|(name, size)| match fmt.field(name) {
-            Some(f) if f.size == *size && f.offset < FIELD_MISSING as usize => f.offset as u16,
-            Some(f) => {
-                bad.push(format!("{name} (size {} != {size})", f.size));
-                FIELD_MISSING
-            }
-            None => {
-                bad.push(name.to_string());
-                FIELD_MISSING
-            }
-        })
-        .collect();
-    (offs, bad)
+    for f in hook.fields {
+        fill(&fmt, f, o, &mut bad);
+    }
+    if let Some(tuple) = hook.tuple {
+        let t = tuple(o);
+        for f in &TUPLE {
+            fill(&fmt, f, t, &mut bad);
+        }
+    }
+    for f in hook.optional {
+        fill(&fmt, f, o, &mut Vec::new());
+    }
+    if bad.is_empty() {
+        Check::ok(hook.label(), format!("{} fields", hook.checked_fields()))
+    } else {
+        let what = format!(
+            "format lacks or resizes: {}; {}",
+            bad.join(", "),
+            hook.degrades
+        );
+        Check::missing(hook.label(), what, hook.required)
+    }
 }
 
-/// (label, struct, member path, expected size, what degrades without it)
-type MemberSpec = (
-    &'static str,
-    &'static str,
-    &'static [&'static str],
-    usize,
-    &'static str,
-);
-const MEMBERS: [MemberSpec; 22] = [
-    (
-        "sock.sk_err",
-        "sock",
-        &["sk_err"],
-        4,
-        "the errno of a failure comes only from inet_sk_error_report (missed for orphaned sockets)",
-    ),
-    (
-        "sock.sk_err_soft",
-        "sock",
-        &["sk_err_soft"],
-        4,
-        "soft ICMP errors are not in the evidence",
-    ),
-    (
-        "sock.__sk_common.skc_net",
-        "sock",
-        &["__sk_common", "skc_net", "net"],
-        8,
-        "no netns on records; --netns cannot filter",
-    ),
-    (
-        "net.ns.inum",
-        "net",
-        &["ns", "inum"],
-        4,
-        "no netns on records; --netns cannot filter",
-    ),
-    (
-        "sock.__sk_common.skc_state",
-        "sock",
-        &["__sk_common", "skc_state"],
-        1,
-        "the state a RST arrived in is unknown",
-    ),
-    (
-        "inet_connection_sock.icsk_retransmits",
-        "inet_connection_sock",
-        &["icsk_retransmits"],
-        1,
-        "retransmission count at close is unknown",
-    ),
-    (
-        "inet_connection_sock.icsk_probes_out",
-        "inet_connection_sock",
-        &["icsk_probes_out"],
-        1,
-        "keepalive probe count is unknown",
-    ),
-    (
-        "sock.__sk_common.skc_flags",
-        "sock",
-        &["__sk_common", "skc_flags"],
-        8,
-        "whether SO_KEEPALIVE was set is unknown",
-    ),
-    (
-        "tcp_sock.srtt_us",
-        "tcp_sock",
-        &["srtt_us"],
-        4,
-        "srtt_ms is not in the evidence",
-    ),
-    (
-        "tcp_sock.rcv_tstamp",
-        "tcp_sock",
-        &["rcv_tstamp"],
-        4,
-        "idle time before a failure is unknown",
-    ),
-    (
-        "tcp_sock.bytes_sent",
-        "tcp_sock",
-        &["bytes_sent"],
-        8,
-        "byte counts are not in the evidence",
-    ),
-    (
-        "tcp_sock.bytes_acked",
-        "tcp_sock",
-        &["bytes_acked"],
-        8,
-        "byte counts are not in the evidence",
-    ),
-    (
-        "tcp_sock.bytes_received",
-        "tcp_sock",
-        &["bytes_received"],
-        8,
-        "byte counts are not in the evidence",
-    ),
-    (
-        "tcp_sock.keepalive_time",
-        "tcp_sock",
-        &["keepalive_time"],
-        4,
-        "per-socket keepalive settings are unknown",
-    ),
-    (
-        "tcp_sock.keepalive_intvl",
-        "tcp_sock",
-        &["keepalive_intvl"],
-        4,
-        "per-socket keepalive settings are unknown",
-    ),
-    (
-        "tcp_sock.keepalive_probes",
-        "tcp_sock",
-        &["keepalive_probes"],
-        1,
-        "per-socket keepalive settings are unknown",
-    ),
-    (
-        "sk_buff.dev",
-        "sk_buff",
-        &["dev"],
-        8,
-        "inbound refusals have no netns and cannot be filtered",
-    ),
-    (
-        "sk_buff.data",
-        "sk_buff",
-        &["data"],
-        8,
-        "inbound refusals are not told from stray segments",
-    ),
-    (
-        "net_device.nd_net",
-        "net_device",
-        &["nd_net", "net"],
-        8,
-        "inbound refusals have no netns and cannot be filtered",
-    ),
-    (
-        "net_device.flags",
-        "net_device",
-        &["flags"],
-        4,
-        "inbound refusals over loopback are not told apart",
-    ),
-    (
-        "tcp_sock.write_seq",
-        "tcp_sock",
-        &["write_seq"],
-        4,
-        "keepalive deaths are not told from deaths with data outstanding",
-    ),
-    (
-        "tcp_sock.snd_una",
-        "tcp_sock",
-        &["snd_una"],
-        4,
-        "keepalive deaths are not told from deaths with data outstanding",
-    ),
+/// Writes the offset of `f` into its slot of `s`, or says in `bad` why it is missing (the slot
+/// then keeps `FIELD_MISSING`).
+fn fill<S>(fmt: &TracepointFormat, f: &Field<S>, s: &mut S, bad: &mut Vec<String>) {
+    match fmt.field(f.name) {
+        Some(x) if x.size == f.size && x.offset < FIELD_MISSING as usize => {
+            *(f.slot)(s) = x.offset as u16;
+        }
+        Some(x) => bad.push(format!("{} (size {} != {})", f.name, x.size, f.size)),
+        None => bad.push(f.name.to_string()),
+    }
+}
+
+/// A kernel struct member read from BTF, the slot of `MemberOffsets` it fills, and what
+/// degrades without it.
+struct Member {
+    /// Its check line's name, after `field `.
+    label: &'static str,
+    strukt: &'static str,
+    /// From `strukt`, through anonymous members.
+    path: &'static [&'static str],
+    /// Expected size; another counts as missing.
+    size: usize,
+    slot: fn(&mut MemberOffsets) -> &mut u32,
+    degrades: &'static str,
+}
+
+impl Member {
+    fn check_name(&self) -> String {
+        format!("field {}", self.label)
+    }
+}
+
+const MEMBERS: [Member; 22] = [
+    Member {
+        label: "sock.sk_err",
+        strukt: "sock",
+        path: &["sk_err"],
+        size: 4,
+        slot: |m| &mut m.sk_err,
+        degrades: "the errno of a failure comes only from inet_sk_error_report (missed for orphaned sockets)",
+    },
+    Member {
+        label: "sock.sk_err_soft",
+        strukt: "sock",
+        path: &["sk_err_soft"],
+        size: 4,
+        slot: |m| &mut m.sk_err_soft,
+        degrades: "soft ICMP errors are not in the evidence",
+    },
+    Member {
+        label: "sock.__sk_common.skc_net",
+        strukt: "sock",
+        path: &["__sk_common", "skc_net", "net"],
+        size: 8,
+        slot: |m| &mut m.skc_net,
+        degrades: "no netns on records; --netns cannot filter",
+    },
+    Member {
+        label: "net.ns.inum",
+        strukt: "net",
+        path: &["ns", "inum"],
+        size: 4,
+        slot: |m| &mut m.net_ns_inum,
+        degrades: "no netns on records; --netns cannot filter",
+    },
+    Member {
+        label: "sock.__sk_common.skc_state",
+        strukt: "sock",
+        path: &["__sk_common", "skc_state"],
+        size: 1,
+        slot: |m| &mut m.skc_state,
+        degrades: "the state a RST arrived in is unknown",
+    },
+    Member {
+        label: "inet_connection_sock.icsk_retransmits",
+        strukt: "inet_connection_sock",
+        path: &["icsk_retransmits"],
+        size: 1,
+        slot: |m| &mut m.icsk_retransmits,
+        degrades: "retransmission count at close is unknown",
+    },
+    Member {
+        label: "inet_connection_sock.icsk_probes_out",
+        strukt: "inet_connection_sock",
+        path: &["icsk_probes_out"],
+        size: 1,
+        slot: |m| &mut m.icsk_probes_out,
+        degrades: "keepalive probe count is unknown",
+    },
+    Member {
+        label: "sock.__sk_common.skc_flags",
+        strukt: "sock",
+        path: &["__sk_common", "skc_flags"],
+        size: 8,
+        slot: |m| &mut m.sk_flags,
+        degrades: "whether SO_KEEPALIVE was set is unknown",
+    },
+    Member {
+        label: "tcp_sock.srtt_us",
+        strukt: "tcp_sock",
+        path: &["srtt_us"],
+        size: 4,
+        slot: |m| &mut m.srtt_us,
+        degrades: "srtt_ms is not in the evidence",
+    },
+    Member {
+        label: "tcp_sock.rcv_tstamp",
+        strukt: "tcp_sock",
+        path: &["rcv_tstamp"],
+        size: 4,
+        slot: |m| &mut m.rcv_tstamp,
+        degrades: "idle time before a failure is unknown",
+    },
+    Member {
+        label: "tcp_sock.bytes_sent",
+        strukt: "tcp_sock",
+        path: &["bytes_sent"],
+        size: 8,
+        slot: |m| &mut m.bytes_sent,
+        degrades: "byte counts are not in the evidence",
+    },
+    Member {
+        label: "tcp_sock.bytes_acked",
+        strukt: "tcp_sock",
+        path: &["bytes_acked"],
+        size: 8,
+        slot: |m| &mut m.bytes_acked,
+        degrades: "byte counts are not in the evidence",
+    },
+    Member {
+        label: "tcp_sock.bytes_received",
+        strukt: "tcp_sock",
+        path: &["bytes_received"],
+        size: 8,
+        slot: |m| &mut m.bytes_received,
+        degrades: "byte counts are not in the evidence",
+    },
+    Member {
+        label: "tcp_sock.keepalive_time",
+        strukt: "tcp_sock",
+        path: &["keepalive_time"],
+        size: 4,
+        slot: |m| &mut m.keepalive_time,
+        degrades: "per-socket keepalive settings are unknown",
+    },
+    Member {
+        label: "tcp_sock.keepalive_intvl",
+        strukt: "tcp_sock",
+        path: &["keepalive_intvl"],
+        size: 4,
+        slot: |m| &mut m.keepalive_intvl,
+        degrades: "per-socket keepalive settings are unknown",
+    },
+    Member {
+        label: "tcp_sock.keepalive_probes",
+        strukt: "tcp_sock",
+        path: &["keepalive_probes"],
+        size: 1,
+        slot: |m| &mut m.keepalive_probes,
+        degrades: "per-socket keepalive settings are unknown",
+    },
+    Member {
+        label: "sk_buff.dev",
+        strukt: "sk_buff",
+        path: &["dev"],
+        size: 8,
+        slot: |m| &mut m.skb_dev,
+        degrades: "inbound refusals have no netns and cannot be filtered",
+    },
+    Member {
+        label: "sk_buff.data",
+        strukt: "sk_buff",
+        path: &["data"],
+        size: 8,
+        slot: |m| &mut m.skb_data,
+        degrades: "inbound refusals are not told from stray segments",
+    },
+    Member {
+        label: "net_device.nd_net",
+        strukt: "net_device",
+        path: &["nd_net", "net"],
+        size: 8,
+        slot: |m| &mut m.dev_nd_net,
+        degrades: "inbound refusals have no netns and cannot be filtered",
+    },
+    Member {
+        label: "net_device.flags",
+        strukt: "net_device",
+        path: &["flags"],
+        size: 4,
+        slot: |m| &mut m.dev_flags,
+        degrades: "inbound refusals over loopback are not told apart",
+    },
+    Member {
+        label: "tcp_sock.write_seq",
+        strukt: "tcp_sock",
+        path: &["write_seq"],
+        size: 4,
+        slot: |m| &mut m.write_seq,
+        degrades: "keepalive deaths are not told from deaths with data outstanding",
+    },
+    Member {
+        label: "tcp_sock.snd_una",
+        strukt: "tcp_sock",
+        path: &["snd_una"],
+        size: 4,
+        slot: |m| &mut m.snd_una,
+        degrades: "keepalive deaths are not told from deaths with data outstanding",
+    },
 ];
 
-fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes: &mut Vec<Probe>) {
+fn resolve_members(m: &mut MemberOffsets, btf: Result<&KernelBtf, &str>, checks: &mut Vec<Check>) {
     let btf = match btf {
         Ok(b) => b,
         Err(why) => {
-            for (label, .., degrades) in MEMBERS {
-                probes.push(Probe::missing(
-                    format!("field {label}"),
-                    format!("{why}; {degrades}"),
+            for member in &MEMBERS {
+                checks.push(Check::missing(
+                    member.check_name(),
+                    format!("{why}; {}", member.degrades),
                     false,
                 ));
             }
-            probes.push(Probe::missing(
+            checks.push(Check::missing(
                 "enum sock_flags.SOCK_KEEPOPEN",
                 why.to_string(),
                 false,
@@ -394,83 +474,53 @@ fn resolve_members(o: &mut KernelOffsets, btf: Result<&KernelBtf, &str>, probes:
             return;
         }
     };
-    let mut values = [MEMBER_MISSING; MEMBERS.len()];
-    for (slot, (label, strukt, path, size, degrades)) in values.iter_mut().zip(MEMBERS) {
-        let name = format!("field {label}");
-        match btf.member(strukt, path) {
-            Ok(m) if m.size == size => {
-                *slot = m.offset;
-                probes.push(Probe::ok(name, format!("offset {}", m.offset)));
+    for member in &MEMBERS {
+        let (name, size, degrades) = (member.check_name(), member.size, member.degrades);
+        match btf.member(member.strukt, member.path) {
+            Ok(found) if found.size == size => {
+                *(member.slot)(m) = found.offset;
+                checks.push(Check::ok(name, format!("offset {}", found.offset)));
             }
-            Ok(m) => probes.push(Probe::missing(
+            Ok(found) => checks.push(Check::missing(
                 name,
-                format!("size {} where {size} was expected; {degrades}", m.size),
+                format!("size {} where {size} was expected; {degrades}", found.size),
                 false,
             )),
-            Err(e) => probes.push(Probe::missing(name, format!("{e}; {degrades}"), false)),
+            Err(e) => checks.push(Check::missing(name, format!("{e}; {degrades}"), false)),
         }
     }
-    let m = &mut o.members;
-    [
-        m.sk_err,
-        m.sk_err_soft,
-        m.skc_net,
-        m.net_ns_inum,
-        m.skc_state,
-        m.icsk_retransmits,
-        m.icsk_probes_out,
-        m.sk_flags,
-        m.srtt_us,
-        m.rcv_tstamp,
-        m.bytes_sent,
-        m.bytes_acked,
-        m.bytes_received,
-        m.keepalive_time,
-        m.keepalive_intvl,
-        m.keepalive_probes,
-        m.skb_dev,
-        m.skb_data,
-        m.dev_nd_net,
-        m.dev_flags,
-        m.write_seq,
-        m.snd_una,
-    ] = values;
     let name = "enum sk_rst_reason.SK_RST_REASON_NO_SOCKET";
     match btf.enum_value("sk_rst_reason", "SK_RST_REASON_NO_SOCKET") {
         Ok(v) => {
             m.rst_reason_no_socket = v as u32;
-            probes.push(Probe::ok(name, format!("value {v}")));
+            checks.push(Check::ok(name, format!("value {v}")));
         }
-        Err(e) => probes.push(Probe::missing(
+        Err(e) => checks.push(Check::missing(
             name,
             format!("{e} (kernels before 6.10): inbound refusals are every socket-less RST"),
             false,
         )),
     }
-    resolve_error_queue(m, btf, probes);
+    resolve_error_queue(m, btf, checks);
     match btf.enum_value("sock_flags", "SOCK_KEEPOPEN") {
         Ok(bit) if bit < 64 => {
             m.sock_keepopen_bit = bit as u32;
-            probes.push(Probe::ok(
+            checks.push(Check::ok(
                 "enum sock_flags.SOCK_KEEPOPEN",
                 format!("bit {bit}"),
             ));
         }
-        Ok(bit) => probes.push(Probe::missing(
+        Ok(bit) => checks.push(Check::missing(
             "enum sock_flags.SOCK_KEEPOPEN",
             format!("bit {bit} out of range"),
             false,
         )),
-        Err(e) => probes.push(Probe::missing("enum sock_flags.SOCK_KEEPOPEN", e, false)),
+        Err(e) => checks.push(Check::missing("enum sock_flags.SOCK_KEEPOPEN", e, false)),
     }
 }
 
 /// The queued-error path: `sock.sk_error_queue.next`, then `sk_buff.cb` + `sock_exterr_skb.ee`.
-fn resolve_error_queue(
-    m: &mut tracer_common::MemberOffsets,
-    btf: &KernelBtf,
-    probes: &mut Vec<Probe>,
-) {
+fn resolve_error_queue(m: &mut MemberOffsets, btf: &KernelBtf, checks: &mut Vec<Check>) {
     const DEGRADES: &str =
         "an ICMP refusal the application already read with SO_ERROR looks cancelled";
     let name = "field sock.sk_error_queue → sock_exterr_skb.ee";
@@ -481,18 +531,22 @@ fn resolve_error_queue(
         (Ok(n), Ok(cb), Ok(ee)) if n.size == 8 && ee.offset as usize + 8 <= cb.size => {
             m.sk_error_queue_next = n.offset;
             m.skb_exterr_ee = cb.offset + ee.offset;
-            probes.push(Probe::ok(
+            checks.push(Check::ok(
                 name,
                 format!("offsets {} and {}+{}", n.offset, cb.offset, ee.offset),
             ));
         }
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
-            probes.push(Probe::missing(name, format!("{e}; {DEGRADES}"), false))
+            checks.push(Check::missing(name, format!("{e}; {DEGRADES}"), false))
         }
-        _ => probes.push(Probe::missing(
+        _ => checks.push(Check::missing(
             name,
             format!("unexpected layout; {DEGRADES}"),
             false,
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "offsets_tests.rs"]
+mod tests;

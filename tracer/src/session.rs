@@ -222,7 +222,7 @@ fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
     if let Some(p) = resolved.fatal() {
         return Err(Exit::Environment(format!("{}: {}", p.name, p.detail)));
     }
-    for p in resolved.probes.iter().filter(|p| !p.ok) {
+    for p in resolved.checks.iter().filter(|p| !p.ok) {
         log::warn!("degraded: {}: {}", p.name, p.detail);
     }
     if args.netns.is_some() && resolved.offsets.members.net_ns_inum == tracer_common::MEMBER_MISSING
