@@ -479,30 +479,32 @@ mod tests {
             time: "2026-01-01T00:00:00.000000Z".into(),
             totals,
         });
-        assert_eq!(
-            serde_json::to_value(&record).unwrap(),
-            serde_json::json!({
-                "type": "stats",
-                "time": "2026-01-01T00:00:00.000000Z",
-                "produced": 12,
-                "events": 2,
-                "lost": 13,
-                "lost_connections": 18,
-                "kernel_skipped": 11,
-                "late_closes": 20,
-                "decode_errors": 3,
-                "tracked_sockets": 100 - 60 - 15,
-                "evicted": 15,
-                "cancelled": 8,
-                "failures": 4,
-                "connects": 5,
-                "unclassified": 9,
-                "inbound_ignored": 10 + 19,
-                "destinations_evicted": 6,
-                "output_dropped": 7,
-                "read_errors": 16,
-            })
-        );
+        let line = serde_json::to_value(&record).unwrap();
+        // Field by field: the set of fields is the schema test's (a new counter is not here).
+        let expected = serde_json::json!({
+            "type": "stats",
+            "time": "2026-01-01T00:00:00.000000Z",
+            "produced": 12,
+            "events": 2,
+            "lost": 13,
+            "lost_connections": 18,
+            "kernel_skipped": 11,
+            "late_closes": 20,
+            "decode_errors": 3,
+            "tracked_sockets": 100 - 60 - 15,
+            "evicted": 15,
+            "cancelled": 8,
+            "failures": 4,
+            "connects": 5,
+            "unclassified": 9,
+            "inbound_ignored": 10 + 19,
+            "destinations_evicted": 6,
+            "output_dropped": 7,
+            "read_errors": 16,
+        });
+        for (field, value) in expected.as_object().unwrap() {
+            assert_eq!(&line[field], value, "{field} in {line}");
+        }
     }
 
     /// The `stats` record carries exactly the fields the schema names (all required): a counter
