@@ -1,28 +1,174 @@
-//! Indices of the per-CPU `COUNTERS` array the programs increment and `tracer` sums.
+//! The counters the programs keep in the per-CPU `COUNTERS` array, declared once.
+//!
+//! One list below gives, for each counter, the `Counter` variant the programs increment (its
+//! index in the array), and the `CounterSpec` from which userspace derives everything else: the
+//! field of the `stats` record, the Prometheus metric, and the loss monitor's phrase. Userspace
+//! sums every counter of the list (`tracer::counters`); counters it computes itself are in a
+//! table of the same shape there. Adding a kernel counter is one entry here, the code that
+//! increments it, and its field in the schema (`tracer/schema/records.v1.json`) when it is
+//! reported in `stats`.
 
-/// Records submitted to the ring buffer.
-pub const COUNTER_PRODUCED: u32 = 0;
-/// Records lost because the ring buffer was full (reserve/output failed).
-pub const COUNTER_LOST: u32 = 1;
-/// Outbound connects whose state entry was created (CLOSE→SYN_SENT).
-pub const COUNTER_TRACKED: u32 = 2;
-/// State entries removed (at CLOSE or at destroy).
-pub const COUNTER_UNTRACKED: u32 = 3;
-/// A socket closed from SYN_SENT without a state entry: it was evicted from the LRU map.
-pub const COUNTER_EVICTED: u32 = 4;
-/// A kernel memory read (`bpf_probe_read_kernel`) failed.
-pub const COUNTER_READ_ERRORS: u32 = 5;
-/// Inserting a state entry failed.
-pub const COUNTER_INSERT_ERRORS: u32 = 6;
-/// Of the lost records, those that ended a connection (`KIND_CLOSED`): connections whose
-/// outcome userspace never learns.
-pub const COUNTER_LOST_CLOSED: u32 = 7;
-/// Socket-less RSTs sent over a loopback device, not submitted: the host refused itself, and
-/// the outbound connect that caused it is reported on its own.
-pub const COUNTER_INBOUND_LOOPBACK: u32 = 8;
-/// Closes reported when the socket was freed (`tcp:tcp_destroy_sock`) because their CLOSE
-/// transition was not traced: the kernel skipped the program (it would have nested in another
-/// BPF program on that CPU).
-pub const COUNTER_CLOSES_AT_DESTROY: u32 = 9;
-/// Number of counters (the array's size).
-pub const COUNTER_COUNT: u32 = 10;
+/// What a counter means to its readers; see `Counter` for the kernel counters' list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterSpec {
+    /// The counter's name: its field in the `stats` record, and its name in the code (the
+    /// `Counter` variant is the same words in CamelCase).
+    pub name: &'static str,
+    /// What it counts, for an operator: the Prometheus metric's help text.
+    pub help: &'static str,
+    /// Reported in the `stats` record under `name` (some counters only feed others).
+    pub stats: bool,
+    /// The Prometheus counter that follows it (without `_total`), if any.
+    pub metric: Option<&'static str>,
+    /// Whether it counts data that was not delivered (for the loss monitor's warnings).
+    pub loss: Loss,
+}
+
+/// A counter's part in the loss monitor's warnings on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Not a loss.
+    None,
+    /// Data not delivered: while it grows, the monitor says "N `what` (`why`)".
+    Cause {
+        what: &'static str,
+        why: Option<&'static str>,
+    },
+    /// A part of the loss counted by the counter named `of`: the monitor adds "M of them `what`"
+    /// to that counter's phrase; not a loss of its own (it is already counted there).
+    Part {
+        of: &'static str,
+        what: &'static str,
+    },
+}
+
+impl CounterSpec {
+    /// A counter reported in the `stats` record.
+    pub const fn stats(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            stats: true,
+            metric: None,
+            loss: Loss::None,
+        }
+    }
+
+    /// A counter not reported in `stats` by itself: others are computed from it.
+    pub const fn internal(name: &'static str, help: &'static str) -> Self {
+        Self {
+            stats: false,
+            ..Self::stats(name, help)
+        }
+    }
+
+    /// Also served as the Prometheus counter `name` (`_total` is appended).
+    pub const fn metric(self, name: &'static str) -> Self {
+        Self {
+            metric: Some(name),
+            ..self
+        }
+    }
+
+    /// Counts data that was not delivered: "N `what` (`why`)" in the loss warnings.
+    pub const fn loss(self, what: &'static str, why: Option<&'static str>) -> Self {
+        Self {
+            loss: Loss::Cause { what, why },
+            ..self
+        }
+    }
+
+    /// Counts a part of the loss that the counter named `of` counts: "M of them `what`".
+    pub const fn loss_part_of(self, of: &'static str, what: &'static str) -> Self {
+        Self {
+            loss: Loss::Part { of, what },
+            ..self
+        }
+    }
+}
+
+/// Declares the kernel counters from one list: the `Counter` enum (the array's indices, in the
+/// list's order), `COUNTER_COUNT`, `Counter::ALL` and `COUNTER_SPECS`.
+macro_rules! kernel_counters {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $spec:expr,)+) => {
+        /// A per-CPU counter the programs increment: its index in the `COUNTERS` array.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Counter {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl Counter {
+            /// Every kernel counter, in index order.
+            pub const ALL: [Counter; COUNTER_COUNT] = [$(Counter::$variant,)+];
+
+            /// Its name, help, metric and part in the loss warnings.
+            pub const fn spec(self) -> &'static CounterSpec {
+                &COUNTER_SPECS[self as usize]
+            }
+        }
+
+        /// Number of kernel counters (the `COUNTERS` array's size).
+        pub const COUNTER_COUNT: usize = [$(stringify!($variant),)+].len();
+
+        /// Each kernel counter's spec, indexed by `Counter`.
+        pub const COUNTER_SPECS: &[CounterSpec; COUNTER_COUNT] = &[$($spec,)+];
+    };
+}
+
+kernel_counters! {
+    /// Records submitted to the ring buffer.
+    Produced = CounterSpec::stats("produced", "Records the kernel put in the ring buffer"),
+    /// Records lost because the ring buffer was full (reserve/output failed).
+    Lost = CounterSpec::stats(
+        "lost",
+        "Records the kernel dropped because the ring buffer was full",
+    )
+    .metric("tracer_lost_events")
+    .loss("records lost in the kernel", Some("ring buffer full")),
+    /// Outbound connects whose state entry was created (CLOSE→SYN_SENT).
+    Tracked = CounterSpec::internal("tracked", "Outbound connects the kernel started tracking"),
+    /// State entries removed (at CLOSE or at destroy).
+    Untracked = CounterSpec::internal(
+        "untracked",
+        "Outbound connects the kernel stopped tracking when they ended",
+    ),
+    /// A socket closed from SYN_SENT without a state entry: it was evicted from the LRU map.
+    Evicted = CounterSpec::stats(
+        "evicted",
+        "Connections whose kernel state was evicted before they ended",
+    )
+    .metric("tracer_evicted_sockets"),
+    /// A kernel memory read (`bpf_probe_read_kernel`) failed.
+    ReadErrors = CounterSpec::stats(
+        "read_errors",
+        "Kernel reads that failed (a struct field could not be read)",
+    ),
+    /// Inserting a state entry failed.
+    InsertErrors = CounterSpec::internal(
+        "insert_errors",
+        "Outbound connects whose kernel state could not be created",
+    ),
+    /// Of the lost records, those that ended a connection (`KIND_CLOSED`): connections whose
+    /// outcome userspace never learns.
+    LostConnections = CounterSpec::stats(
+        "lost_connections",
+        "Of the lost records, those that ended a connection: outcomes never learnt",
+    )
+    .metric("tracer_lost_connections")
+    .loss_part_of("lost", "ended a connection"),
+    /// Socket-less RSTs sent over a loopback device, not submitted: the host refused itself, and
+    /// the outbound connect that caused it is reported on its own.
+    InboundLoopback = CounterSpec::internal(
+        "inbound_loopback",
+        "Socket-less RSTs over loopback, counted and not submitted",
+    ),
+    /// Closes reported when the socket was freed (`tcp:tcp_destroy_sock`) because their CLOSE
+    /// transition was not traced: the kernel skipped the program (it would have nested in another
+    /// BPF program on that CPU).
+    LateCloses = CounterSpec::stats(
+        "late_closes",
+        "Connection closes among those skipped, reported when the socket was freed",
+    )
+    .metric("tracer_late_closes"),
+}

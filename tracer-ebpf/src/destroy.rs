@@ -10,7 +10,7 @@ use tracer_common::{VALID_CLOSE_UNSEEN, tcp_state};
 
 use crate::{
     SOCKS,
-    emit::{COUNTER_CLOSES_AT_DESTROY, COUNTER_UNTRACKED, count, now_ns},
+    emit::{Counter, count, now_ns},
     read::{field, offset},
     set_state::submit_closed,
     state::tracked,
@@ -29,9 +29,9 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
         state.ts_ns = now_ns();
         state.valid |= VALID_CLOSE_UNSEEN;
         submit_closed(skaddr, state);
-        count(COUNTER_CLOSES_AT_DESTROY);
+        count(Counter::LateCloses);
         if SOCKS.remove(skaddr).is_ok() {
-            count(COUNTER_UNTRACKED);
+            count(Counter::Untracked);
         }
     }
     0

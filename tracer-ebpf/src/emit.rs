@@ -1,17 +1,14 @@
 //! Ring-buffer output and the per-CPU counters.
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+pub use tracer_common::Counter;
 use tracer_common::RawEvent;
-pub use tracer_common::{
-    COUNTER_CLOSES_AT_DESTROY, COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS,
-    COUNTER_LOST, COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED,
-    COUNTER_UNTRACKED,
-};
 
 use crate::{COUNTERS, EVENTS};
 
+/// Adds one to `counter` on this CPU.
 #[inline(always)]
-pub fn count(index: u32) {
-    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+pub fn count(counter: Counter) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot: no other program touches it while this one runs on this CPU.
         unsafe { *c += 1 };
     }
@@ -22,11 +19,11 @@ pub fn count(index: u32) {
 #[inline(always)]
 pub fn submit(event: &RawEvent) {
     match EVENTS.output::<RawEvent>(event, wakeup_flag()) {
-        Ok(()) => count(COUNTER_PRODUCED),
+        Ok(()) => count(Counter::Produced),
         Err(_) => {
-            count(COUNTER_LOST);
+            count(Counter::Lost);
             if event.kind == tracer_common::KIND_CLOSED {
-                count(COUNTER_LOST_CLOSED);
+                count(Counter::LostConnections);
             }
         }
     }

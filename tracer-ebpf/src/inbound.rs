@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{COUNTER_INBOUND_LOOPBACK, count, now_ns, submit},
+    emit::{Counter, count, now_ns, submit},
     read::{config, field, member, offset},
     state::{SCRATCH_INBOUND, scratch},
 };
@@ -48,7 +48,7 @@ pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
     if flags_read && flags & IFF_LOOPBACK != 0 {
         // The host refused itself: its outbound connect carries the story. Counted, and kept
         // out of the ring buffer (a refusal-heavy local load would double its records).
-        count(COUNTER_INBOUND_LOOPBACK);
+        count(Counter::InboundLoopback);
         return None;
     }
     let ev = scratch(SCRATCH_INBOUND)?;

@@ -49,9 +49,9 @@ static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, B
 #[map]
 static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(3, 0);
 
-/// Per-CPU counters, indexed by `tracer_common::COUNTER_*`.
+/// Per-CPU counters, indexed by `tracer_common::Counter`.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT as u32, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

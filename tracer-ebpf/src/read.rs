@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use tracer_common::{AF_INET, AF_INET6, FIELD_MISSING, MEMBER_MISSING, RawEvent, TupleFields};
 
-use crate::emit::{COUNTER_READ_ERRORS, count};
+use crate::emit::{Counter, count};
 
 /// Reads one `OFFSETS` value without letting the compiler fold the loader's value away.
 ///
@@ -90,7 +90,7 @@ fn probe_read<T>(dst: &mut T, base: *const u8, offset: usize) -> bool {
     if ret == 0 {
         true
     } else {
-        count(COUNTER_READ_ERRORS);
+        count(Counter::ReadErrors);
         false
     }
 }

@@ -19,10 +19,7 @@ use tracer_common::{
 
 use crate::{
     SOCKS,
-    emit::{
-        COUNTER_EVICTED, COUNTER_INSERT_ERRORS, COUNTER_TRACKED, COUNTER_UNTRACKED, count, now_ns,
-        submit,
-    },
+    emit::{Counter, count, now_ns, submit},
     read::{config, field, member, offset, sock_netns},
     state::{SCRATCH_CONNECT, scratch, tracked},
 };
@@ -56,7 +53,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
             // netns is filtered out, which `on_connect` never inserts — those never reach here
             // unless the map was full).
             if netns_wanted(skaddr as *const u8) {
-                count(COUNTER_EVICTED);
+                count(Counter::Evicted);
             }
         }
         return None;
@@ -77,7 +74,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     } else if new == tcp_state::CLOSE {
         submit_closed(skaddr, state);
         if SOCKS.remove(skaddr).is_ok() {
-            count(COUNTER_UNTRACKED);
+            count(Counter::Untracked);
         }
     }
     Some(())
@@ -135,9 +132,9 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
     // By reference: a copy of the record would not fit the BPF stack.
     let record: &RawEvent = ev;
     match SOCKS.insert(skaddr, record, 0) {
-        Ok(()) => count(COUNTER_TRACKED),
+        Ok(()) => count(Counter::Tracked),
         Err(err) => {
-            count(COUNTER_INSERT_ERRORS);
+            count(Counter::InsertErrors);
             warn!(ctx, "SOCKS insert failed: error {}", err);
         }
     }

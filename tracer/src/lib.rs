@@ -4,6 +4,7 @@ pub mod check;
 pub mod classify;
 pub mod cli;
 pub mod clock;
+pub mod counters;
 pub mod decode;
 pub mod filter;
 pub mod hints;

@@ -1,65 +1,70 @@
 //! Tells, on stderr, when records start being lost, at most every `REPEAT_NS` while it lasts,
 //! and when it stops: pure (totals and clock are passed in), checked once a second by `run`.
 //! The exact counts are always in the `stats` records; these lines are for a human watching.
+//! What counts as a loss, and how it is named, is in the counter tables (`CounterSpec::loss`).
+use tracer_common::{Counter, CounterSpec, Loss};
+
+use crate::counters::{self, Totals};
 
 /// While loss goes on, repeat the warning at most this often.
 pub const REPEAT_NS: u64 = 10_000_000_000;
 
-/// Running totals of everything that was not delivered, by cause.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LossTotals {
-    /// Records the kernel could not put in the ring buffer (it was full).
-    pub ring_full: u64,
-    /// Of those, records that ended a connection.
-    pub connections: u64,
-    /// Tracepoint hits the kernel skipped (another BPF program was running on that CPU).
-    pub skipped: u64,
-    /// Records userspace could not decode.
-    pub undecodable: u64,
-    /// Lines output sinks could not deliver.
-    pub output: u64,
-}
+/// What was not delivered between two totals: the growth of each counter with a part in the
+/// loss warnings (`CounterSpec::loss`), in table order.
+struct Lost(Vec<(&'static CounterSpec, u64)>);
 
-impl LossTotals {
-    fn since(&self, earlier: &Self) -> Self {
-        Self {
-            ring_full: self.ring_full.saturating_sub(earlier.ring_full),
-            connections: self.connections.saturating_sub(earlier.connections),
-            skipped: self.skipped.saturating_sub(earlier.skipped),
-            undecodable: self.undecodable.saturating_sub(earlier.undecodable),
-            output: self.output.saturating_sub(earlier.output),
-        }
+impl Lost {
+    fn between(earlier: &Totals, later: &Totals) -> Self {
+        Self(
+            counters::entries()
+                .filter(|e| e.spec.loss != Loss::None)
+                .map(|e| (e.spec, e.value(later).saturating_sub(e.value(earlier))))
+                .collect(),
+        )
     }
 
+    /// Whether anything was lost (parts are counted in their cause already).
     fn any(&self) -> bool {
-        self.ring_full + self.skipped + self.undecodable + self.output > 0
+        self.0
+            .iter()
+            .any(|(s, n)| matches!(s.loss, Loss::Cause { .. }) && *n > 0)
     }
 
-    /// "1200 records lost in the kernel (ring buffer full; 800 ended a connection), …"
+    /// Records the ring buffer had no room for.
+    fn ring_full(&self) -> u64 {
+        self.0
+            .iter()
+            .find(|(s, _)| s.name == Counter::Lost.spec().name)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// "1200 records lost in the kernel (ring buffer full; 800 of them ended a connection), …"
     fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if self.ring_full > 0 {
-            parts.push(format!(
-                "{} records lost in the kernel (ring buffer full; {} of them ended a connection)",
-                self.ring_full, self.connections
-            ));
+        let mut phrases = Vec::new();
+        for (spec, n) in &self.0 {
+            let Loss::Cause { what, why } = spec.loss else {
+                continue;
+            };
+            if *n == 0 {
+                continue;
+            }
+            let details: Vec<String> = why
+                .map(str::to_string)
+                .into_iter()
+                .chain(self.0.iter().filter_map(|(part, m)| match part.loss {
+                    Loss::Part { of, what } if of == spec.name => {
+                        Some(format!("{m} of them {what}"))
+                    }
+                    _ => None,
+                }))
+                .collect();
+            phrases.push(if details.is_empty() {
+                format!("{n} {what}")
+            } else {
+                format!("{n} {what} ({})", details.join("; "))
+            });
         }
-        if self.skipped > 0 {
-            parts.push(format!(
-                "{} tracepoint hits skipped by the kernel (another BPF program was running on that CPU)",
-                self.skipped
-            ));
-        }
-        if self.undecodable > 0 {
-            parts.push(format!("{} undecodable records", self.undecodable));
-        }
-        if self.output > 0 {
-            parts.push(format!(
-                "{} lines the outputs could not deliver",
-                self.output
-            ));
-        }
-        parts.join(", ")
+        phrases.join(", ")
     }
 }
 
@@ -72,9 +77,9 @@ pub enum Notice {
 }
 
 pub struct LossMonitor {
-    last: LossTotals,
+    last: Totals,
     /// When the current episode began and the totals before it.
-    episode: Option<(u64, LossTotals)>,
+    episode: Option<(u64, Totals)>,
     last_warning_ns: u64,
     /// What to suggest when the ring buffer overflows.
     advice: String,
@@ -84,7 +89,7 @@ impl LossMonitor {
     /// `ring_buffer_kib`: the current size, named in the advice.
     pub fn new(ring_buffer_kib: u32) -> Self {
         Self {
-            last: LossTotals::default(),
+            last: Totals::default(),
             episode: None,
             last_warning_ns: 0,
             advice: format!(
@@ -95,8 +100,8 @@ impl LossMonitor {
 
     /// Compares `totals` with the previous check at `now_ns`; says something when loss starts,
     /// every `REPEAT_NS` while it goes on, and when a check finds none.
-    pub fn check(&mut self, now_ns: u64, totals: LossTotals) -> Option<Notice> {
-        let new = totals.since(&self.last);
+    pub fn check(&mut self, now_ns: u64, totals: Totals) -> Option<Notice> {
+        let new = Lost::between(&self.last, &totals);
         let before = std::mem::replace(&mut self.last, totals);
         match self.episode {
             None if new.any() => {
@@ -112,7 +117,7 @@ impl LossMonitor {
                 let secs = now_ns.saturating_sub(since) / 1_000_000_000;
                 Some(Notice::Losing(self.explain(
                     &format!("still losing data ({secs} s so far)"),
-                    &totals.since(&first),
+                    &Lost::between(&first, &totals),
                 )))
             }
             Some((since, first)) => {
@@ -120,16 +125,16 @@ impl LossMonitor {
                 let secs = now_ns.saturating_sub(since) as f64 / 1e9;
                 Some(Notice::Stopped(format!(
                     "data loss stopped after {secs:.0} s: {} in all (exact counts in the stats records)",
-                    totals.since(&first).describe()
+                    Lost::between(&first, &totals).describe()
                 )))
             }
             None => None,
         }
     }
 
-    fn explain(&self, what: &str, lost: &LossTotals) -> String {
+    fn explain(&self, what: &str, lost: &Lost) -> String {
         let mut msg = format!("{what}: {}", lost.describe());
-        if lost.ring_full > 0 {
+        if lost.ring_full() > 0 {
             msg.push_str("; ");
             msg.push_str(&self.advice);
         }
@@ -143,19 +148,18 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
-    fn ring(n: u64) -> LossTotals {
-        LossTotals {
-            ring_full: n,
-            connections: n / 2,
-            ..LossTotals::default()
-        }
+    fn ring(n: u64) -> Totals {
+        let mut t = Totals::default();
+        t.kernel[Counter::Lost] = n;
+        t.kernel[Counter::LostConnections] = n / 2;
+        t
     }
 
     #[test]
     fn silent_while_nothing_is_lost() {
         let mut m = LossMonitor::new(8192);
         for t in 0..100 {
-            assert_eq!(m.check(t * S, LossTotals::default()), None);
+            assert_eq!(m.check(t * S, Totals::default()), None);
         }
     }
 
@@ -192,15 +196,35 @@ mod tests {
     }
 
     #[test]
+    fn says_all_causes_in_one_line() {
+        let mut m = LossMonitor::new(64);
+        let mut all = ring(1200);
+        all.kernel[Counter::LostConnections] = 800;
+        all.kernel.skipped = 3;
+        all.decode_errors = 2;
+        all.output_dropped = 1;
+        assert_eq!(
+            m.check(S, all),
+            Some(Notice::Losing(
+                "losing data: 1200 records lost in the kernel (ring buffer full; 800 of them ended \
+                 a connection), 3 tracepoint hits skipped by the kernel (another BPF program was \
+                 running on that CPU), 2 undecodable records, 1 lines the outputs could not \
+                 deliver; the reader fell behind: raise --ring-buffer-kib (now 64) or narrow what \
+                 is traced with --port/--dst/--pid/--comm"
+                    .into()
+            ))
+        );
+    }
+
+    #[test]
     fn names_each_cause() {
         let mut m = LossMonitor::new(8192);
-        let all = LossTotals {
-            ring_full: 0,
-            connections: 0,
-            skipped: 3,
-            undecodable: 2,
-            output: 1,
+        let mut all = Totals {
+            decode_errors: 2,
+            output_dropped: 1,
+            ..Totals::default()
         };
+        all.kernel.skipped = 3;
         let Some(Notice::Losing(msg)) = m.check(S, all) else {
             panic!("no warning");
         };

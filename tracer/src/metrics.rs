@@ -22,7 +22,10 @@ use prometheus_client::{
 };
 use tokio::net::TcpListener;
 
-use crate::classify::{Direction, Label, Outcome};
+use crate::{
+    classify::{Direction, Label, Outcome},
+    counters::{self, Entry, Totals},
+};
 
 /// The series destinations share once the cardinality limit is reached.
 pub const OTHER: &str = "other";
@@ -40,18 +43,11 @@ struct FailureLabels {
     label: String,
 }
 
-/// The tracer's own counters, as totals; the metrics follow them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Health {
-    pub events: u64,
-    pub lost: u64,
-    pub decode_errors: u64,
-    pub evicted: u64,
-    pub destinations_evicted: u64,
-    pub output_dropped: u64,
-    pub lost_connections: u64,
-    pub kernel_skipped: u64,
-    pub late_closes: u64,
+/// A health metric: the counter it follows and that counter's value at the last update.
+struct Health {
+    entry: Entry,
+    metric: Counter,
+    last: u64,
 }
 
 pub struct Metrics {
@@ -61,8 +57,8 @@ pub struct Metrics {
     inbound_refusals: Counter,
     latency: Histogram,
     overflow: Counter,
-    health: [Counter; 9],
-    last: Health,
+    /// One per counter of `counters::entries()` that has a metric.
+    health: Vec<Health>,
     admitted: HashSet<SocketAddr>,
     limit: usize,
 }
@@ -97,42 +93,18 @@ impl Metrics {
             "Outcomes counted under ip=\"other\" because the destination limit was reached",
             overflow.clone(),
         );
-        let health: [Counter; 9] = Default::default();
-        let names = [
-            ("tracer_events", "Records received from the kernel"),
-            (
-                "tracer_lost_events",
-                "Records the kernel dropped because the ring buffer was full",
-            ),
-            ("tracer_decode_errors", "Records that could not be decoded"),
-            (
-                "tracer_evicted_sockets",
-                "Connections whose kernel state was evicted before they ended",
-            ),
-            (
-                "tracer_evicted_destinations",
-                "Destinations dropped from summaries at --max-destinations",
-            ),
-            (
-                "tracer_output_dropped",
-                "Output lines the sinks could not deliver",
-            ),
-            (
-                "tracer_lost_connections",
-                "Of the lost records, those that ended a connection: outcomes never learnt",
-            ),
-            (
-                "tracer_kernel_skipped",
-                "Tracepoint hits the kernel did not run the tracer for (another BPF program was running on that CPU)",
-            ),
-            (
-                "tracer_late_closes",
-                "Connection closes among those skipped, reported when the socket was freed",
-            ),
-        ];
-        for ((name, help), c) in names.into_iter().zip(&health) {
-            r.register(name, help, c.clone());
-        }
+        let health = counters::entries()
+            .filter_map(|entry| {
+                let name = entry.spec.metric?;
+                let metric = Counter::default();
+                r.register(name, entry.spec.help, metric.clone());
+                Some(Health {
+                    entry,
+                    metric,
+                    last: 0,
+                })
+            })
+            .collect();
         Self {
             registry: Arc::new(r),
             attempts,
@@ -141,7 +113,6 @@ impl Metrics {
             latency,
             overflow,
             health,
-            last: Health::default(),
             admitted: HashSet::new(),
             limit,
         }
@@ -194,22 +165,12 @@ impl Metrics {
     }
 
     /// Moves the health counters up to `now`'s totals.
-    pub fn health(&mut self, now: Health) {
-        let pairs = [
-            (now.events, self.last.events),
-            (now.lost, self.last.lost),
-            (now.decode_errors, self.last.decode_errors),
-            (now.evicted, self.last.evicted),
-            (now.destinations_evicted, self.last.destinations_evicted),
-            (now.output_dropped, self.last.output_dropped),
-            (now.lost_connections, self.last.lost_connections),
-            (now.kernel_skipped, self.last.kernel_skipped),
-            (now.late_closes, self.last.late_closes),
-        ];
-        for ((new, old), c) in pairs.into_iter().zip(&self.health) {
-            c.inc_by(new.saturating_sub(old));
+    pub fn health(&mut self, now: &Totals) {
+        for h in &mut self.health {
+            let value = h.entry.value(now);
+            h.metric.inc_by(value.saturating_sub(h.last));
+            h.last = value;
         }
-        self.last = now;
     }
 }
 
@@ -338,19 +299,57 @@ mod tests {
     #[test]
     fn health_counters_follow_the_totals() {
         let mut m = Metrics::new(1);
-        m.health(Health {
+        let mut totals = Totals {
             events: 5,
-            lost: 1,
-            ..Health::default()
-        });
-        m.health(Health {
-            events: 9,
-            lost: 1,
-            ..Health::default()
-        });
+            ..Totals::default()
+        };
+        totals.kernel[tracer_common::Counter::Lost] = 1;
+        m.health(&totals);
+        totals.events = 9;
+        m.health(&totals);
         let text = render(&m.registry());
         assert!(text.contains("tracer_events_total 9"), "{text}");
         assert!(text.contains("tracer_lost_events_total 1"), "{text}");
+    }
+
+    /// The health metrics' names are a contract with dashboards: each counter with a metric is
+    /// served under its name, with its help.
+    #[test]
+    fn health_metrics_keep_their_names() {
+        let mut m = Metrics::new(1);
+        let mut totals = Totals {
+            events: 1,
+            decode_errors: 2,
+            destinations_evicted: 3,
+            output_dropped: 4,
+            ..Totals::default()
+        };
+        totals.kernel.skipped = 5;
+        for (c, n) in [
+            (tracer_common::Counter::Lost, 6),
+            (tracer_common::Counter::Evicted, 7),
+            (tracer_common::Counter::LostConnections, 8),
+            (tracer_common::Counter::LateCloses, 9),
+        ] {
+            totals.kernel[c] = n;
+        }
+        m.health(&totals);
+        let text = render(&m.registry());
+        for line in [
+            "tracer_events_total 1",
+            "tracer_decode_errors_total 2",
+            "tracer_evicted_destinations_total 3",
+            "tracer_output_dropped_total 4",
+            "tracer_kernel_skipped_total 5",
+            "tracer_lost_events_total 6",
+            "tracer_evicted_sockets_total 7",
+            "tracer_lost_connections_total 8",
+            "tracer_late_closes_total 9",
+            "# HELP tracer_late_closes Connection closes among those skipped, reported when the socket was freed.",
+            "# HELP tracer_lost_events Records the kernel dropped because the ring buffer was full.",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

@@ -5,11 +5,10 @@ use crate::{
     aggregate::{Aggregator, Summary},
     classify::{Classifier, KernelParams, Label, Outcome},
     clock::WallClock,
+    counters::{KernelTotals, Totals},
     decode::decode,
-    loss::LossTotals,
-    metrics::{Health, Metrics},
+    metrics::Metrics,
     record::{Connect, Failure, Record, RstReasons, Stats, SummaryOut},
-    source::CounterTotals,
 };
 
 /// Which records to print (`stats` always are).
@@ -133,32 +132,26 @@ impl Pipeline {
         self.metrics = Some(metrics);
     }
 
-    /// Brings the health metrics up to date.
-    pub fn update_health(&mut self, kernel: &CounterTotals, output_dropped: u64) {
-        let destinations_evicted = self.aggregator.as_ref().map_or(0, |a| a.evicted);
-        if let Some(m) = self.metrics.as_mut() {
-            m.health(Health {
-                events: self.events,
-                lost: kernel.lost,
-                decode_errors: self.decode_errors,
-                evicted: kernel.evicted,
-                destinations_evicted,
-                output_dropped,
-                lost_connections: kernel.lost_closed,
-                kernel_skipped: kernel.skipped,
-                late_closes: kernel.closes_at_destroy,
-            });
+    /// Everything counted so far: the kernel's counters, the sinks' `output_dropped`, and this
+    /// pipeline's own counts.
+    pub fn totals(&self, kernel: &KernelTotals, output_dropped: u64) -> Totals {
+        Totals {
+            kernel: *kernel,
+            events: self.events,
+            decode_errors: self.decode_errors,
+            failures: self.failures,
+            connects: self.connects,
+            classifier: self.classifier.counts,
+            destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
+            output_dropped,
         }
     }
 
-    /// Everything not delivered so far, by cause.
-    pub fn losses(&self, kernel: &CounterTotals, output_dropped: u64) -> LossTotals {
-        LossTotals {
-            ring_full: kernel.lost,
-            connections: kernel.lost_closed,
-            skipped: kernel.skipped,
-            undecodable: self.decode_errors,
-            output: output_dropped,
+    /// Brings the health metrics up to date.
+    pub fn update_health(&mut self, kernel: &KernelTotals, output_dropped: u64) {
+        let totals = self.totals(kernel, output_dropped);
+        if let Some(m) = self.metrics.as_mut() {
+            m.health(&totals);
         }
     }
 
@@ -196,31 +189,14 @@ impl Pipeline {
 
     pub fn stats(
         &mut self,
-        kernel: &CounterTotals,
+        kernel: &KernelTotals,
         output_dropped: u64,
         now_mono_ns: u64,
     ) -> Record<'static> {
         self.clock.resync();
-        let c = self.classifier.counts;
         Record::Stats(Stats {
             time: self.clock.rfc3339(now_mono_ns),
-            produced: kernel.produced,
-            events: self.events,
-            lost: kernel.lost,
-            lost_connections: kernel.lost_closed,
-            kernel_skipped: kernel.skipped,
-            late_closes: kernel.closes_at_destroy,
-            decode_errors: self.decode_errors,
-            tracked_sockets: kernel.tracked_now(),
-            evicted: kernel.evicted,
-            cancelled: c.cancelled,
-            failures: self.failures,
-            connects: self.connects,
-            unclassified: c.unclassified,
-            inbound_ignored: c.inbound_ignored + kernel.inbound_loopback,
-            destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
-            output_dropped,
-            read_errors: kernel.read_errors,
+            totals: self.totals(kernel, output_dropped),
         })
     }
 }

@@ -6,11 +6,12 @@ use std::{
     sync::OnceLock,
 };
 
-use serde::{Serialize, Serializer};
+use serde::{Serialize, Serializer, ser::SerializeStruct};
 
 use crate::{
     classify::{Direction, GaveUp, Outcome, Via},
     clock::Timestamp,
+    counters::{self, Totals},
     hints::{self, Hint},
 };
 
@@ -254,43 +255,24 @@ pub struct Icmp {
     pub code: u8,
 }
 
-#[derive(Serialize, Debug, Default, PartialEq)]
+/// The tracer's counters (`stats`): `time`, then every counter of `counters::entries()` that is
+/// reported in `stats`, under its name (the fields and their meaning are in the schema).
+#[derive(Debug, Default, PartialEq)]
 pub struct Stats {
     pub time: String,
-    /// Records the kernel put in the ring buffer.
-    pub produced: u64,
-    /// Records received from the kernel and decoded.
-    pub events: u64,
-    /// Records the kernel could not put in the ring buffer (it was full).
-    pub lost: u64,
-    /// Of `lost`, records that ended a connection: connections whose outcome is unknown.
-    pub lost_connections: u64,
-    /// Tracepoint hits the kernel skipped because another BPF program was running on that CPU.
-    pub kernel_skipped: u64,
-    /// Connections whose CLOSE the kernel skipped the tracer for, reported when the socket was
-    /// freed instead (their records carry `"close_traced": false`).
-    pub late_closes: u64,
-    pub decode_errors: u64,
-    /// Outbound connections the kernel is tracking now.
-    pub tracked_sockets: u64,
-    /// Connections whose kernel state was evicted before they ended (map full).
-    pub evicted: u64,
-    /// Connects closed by the application in SYN_SENT before any retransmission (not failures).
-    pub cancelled: u64,
-    /// Failures printed so far.
-    pub failures: u64,
-    /// Successful connects seen (printed only with --successes).
-    pub connects: u64,
-    /// Established connections that ended with an errno no label covers.
-    pub unclassified: u64,
-    /// Socket-less RSTs that were not inbound refusals (over loopback, or not answering a SYN).
-    pub inbound_ignored: u64,
-    /// Destinations dropped from the summaries because `--max-destinations` was reached.
-    pub destinations_evicted: u64,
-    /// Lines output sinks could not deliver (a socket peer away too long, a file write error).
-    pub output_dropped: u64,
-    /// Kernel reads that failed (a struct field could not be read).
-    pub read_errors: u64,
+    pub totals: Totals,
+}
+
+impl Serialize for Stats {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = counters::entries().filter(|e| e.spec.stats);
+        let mut record = s.serialize_struct("Stats", 1 + fields.clone().count())?;
+        record.serialize_field("time", &self.time)?;
+        for e in fields {
+            record.serialize_field(e.spec.name, &e.value(&self.totals))?;
+        }
+        record.end()
+    }
 }
 
 /// The symbolic name of an errno (`ECONNREFUSED`), or its number.
@@ -460,6 +442,131 @@ mod tests {
         assert_eq!(tcp_flags(0x10), ".");
         assert_eq!(tcp_flags(0x18), "PA");
         assert_eq!(tcp_flags(0x04), "R");
+    }
+
+    /// Each `stats` field reads the count it always did.
+    #[test]
+    fn stats_fields_read_their_counts() {
+        use tracer_common::Counter;
+        let mut totals = crate::counters::Totals {
+            events: 2,
+            decode_errors: 3,
+            failures: 4,
+            connects: 5,
+            destinations_evicted: 6,
+            output_dropped: 7,
+            ..Default::default()
+        };
+        totals.classifier.cancelled = 8;
+        totals.classifier.unclassified = 9;
+        totals.classifier.inbound_ignored = 10;
+        totals.kernel.skipped = 11;
+        for (c, n) in [
+            (Counter::Produced, 12),
+            (Counter::Lost, 13),
+            (Counter::Tracked, 100),
+            (Counter::Untracked, 60),
+            (Counter::Evicted, 15),
+            (Counter::ReadErrors, 16),
+            (Counter::InsertErrors, 17),
+            (Counter::LostConnections, 18),
+            (Counter::InboundLoopback, 19),
+            (Counter::LateCloses, 20),
+        ] {
+            totals.kernel[c] = n;
+        }
+        let record = Record::Stats(Stats {
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            totals,
+        });
+        let line = serde_json::to_value(&record).unwrap();
+        // Field by field: the set of fields is the schema test's (a new counter is not here).
+        let expected = serde_json::json!({
+            "type": "stats",
+            "time": "2026-01-01T00:00:00.000000Z",
+            "produced": 12,
+            "events": 2,
+            "lost": 13,
+            "lost_connections": 18,
+            "kernel_skipped": 11,
+            "late_closes": 20,
+            "decode_errors": 3,
+            "tracked_sockets": 100 - 60 - 15,
+            "evicted": 15,
+            "cancelled": 8,
+            "failures": 4,
+            "connects": 5,
+            "unclassified": 9,
+            "inbound_ignored": 10 + 19,
+            "destinations_evicted": 6,
+            "output_dropped": 7,
+            "read_errors": 16,
+        });
+        for (field, value) in expected.as_object().unwrap() {
+            assert_eq!(&line[field], value, "{field} in {line}");
+        }
+    }
+
+    /// The `stats` record carries exactly the fields the schema names (all required): a counter
+    /// added to a table but not to the schema, or the other way round, fails here.
+    #[test]
+    fn stats_fields_are_the_schemas() {
+        use std::collections::BTreeSet;
+        let schema: serde_json::Value = serde_json::from_str(crate::SCHEMA).unwrap();
+        let stats = &schema["$defs"]["stats"];
+        let required: BTreeSet<&str> = stats["required"]
+            .as_array()
+            .expect("stats.required")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let properties: BTreeSet<&str> = stats["properties"]
+            .as_object()
+            .expect("stats.properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let tables: BTreeSet<&str> = ["type", "time"]
+            .into_iter()
+            .chain(
+                crate::counters::entries()
+                    .filter(|e| e.spec.stats)
+                    .map(|e| e.spec.name),
+            )
+            .collect();
+        let line = serde_json::to_value(Record::Stats(Stats::default())).unwrap();
+        let written: BTreeSet<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let differ = |a: &BTreeSet<&str>, b: &BTreeSet<&str>| {
+            format!(
+                "only in the first: {:?}; only in the second: {:?}",
+                a.difference(b).collect::<Vec<_>>(),
+                b.difference(a).collect::<Vec<_>>()
+            )
+        };
+        assert_eq!(
+            tables,
+            required,
+            "tables vs schema's required: {}",
+            differ(&tables, &required)
+        );
+        assert_eq!(
+            tables,
+            properties,
+            "tables vs schema's properties: {}",
+            differ(&tables, &properties)
+        );
+        assert_eq!(
+            tables,
+            written,
+            "tables vs the record: {}",
+            differ(&tables, &written)
+        );
+        assert_eq!(line["type"], "stats");
     }
 
     #[test]

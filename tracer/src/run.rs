@@ -62,7 +62,7 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
                 session.pipeline.update_health(&kernel, out.dropped());
             }
             _ = tick(&mut loss_tick) => {
-                let totals = session.pipeline.losses(&session.kernel_totals()?, out.dropped());
+                let totals = session.pipeline.totals(&session.kernel_totals()?, out.dropped());
                 match loss.check(WallClock::now_mono_ns(), totals) {
                     Some(Notice::Losing(msg)) => log::warn!("{msg}"),
                     Some(Notice::Stopped(msg)) => log::info!("{msg}"),

@@ -16,13 +16,14 @@ use crate::{
     classify::{KernelParams, Outcome},
     cli::RunArgs,
     clock::WallClock,
+    counters::KernelTotals,
     kernel_btf::KernelBtf,
     loader::{self, LoadOptions, Loaded},
     offsets::resolve,
     pipeline::{Pipeline, Select},
     privileges,
     record::RstReasons,
-    source::{CounterTotals, DRAIN_INTERVAL, EventSource, KernelCounters, register_readable},
+    source::{DRAIN_INTERVAL, EventSource, KernelCounters, register_readable},
     tracefs::Tracefs,
 };
 
@@ -200,7 +201,7 @@ impl Session {
     }
 
     /// The kernel's counters now.
-    pub fn kernel_totals(&self) -> Result<CounterTotals, aya::maps::MapError> {
+    pub fn kernel_totals(&self) -> Result<KernelTotals, aya::maps::MapError> {
         self.counters.read()
     }
 }

@@ -10,13 +10,9 @@ use aya::{
     programs::ProgramFd,
 };
 use tokio::io::{Interest, unix::AsyncFd};
-use tracer_common::{
-    COUNTER_CLOSES_AT_DESTROY, COUNTER_EVICTED, COUNTER_INBOUND_LOOPBACK, COUNTER_INSERT_ERRORS,
-    COUNTER_LOST, COUNTER_LOST_CLOSED, COUNTER_PRODUCED, COUNTER_READ_ERRORS, COUNTER_TRACKED,
-    COUNTER_UNTRACKED,
-};
+use tracer_common::Counter;
 
-use crate::prog_stats;
+use crate::{counters::KernelTotals, prog_stats};
 
 /// How often the reader collects records the kernel did not wake it for: the most a record
 /// waits in the ring buffer while the host is quiet.
@@ -73,36 +69,6 @@ pub fn register_readable<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
         .map_err(|e| e.into_parts().1)
 }
 
-/// Sums of the per-CPU counters (see `tracer_common::counters`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterTotals {
-    pub produced: u64,
-    pub lost: u64,
-    pub tracked: u64,
-    pub untracked: u64,
-    pub evicted: u64,
-    pub read_errors: u64,
-    pub insert_errors: u64,
-    /// Of `lost`, records that ended a connection: outcomes userspace never learns.
-    pub lost_closed: u64,
-    /// Socket-less RSTs over loopback, counted and not submitted.
-    pub inbound_loopback: u64,
-    /// Closes the kernel reported at the socket's free because their CLOSE was not traced.
-    pub closes_at_destroy: u64,
-    /// Tracepoint hits the kernel did not run our programs for (another BPF program was running
-    /// on that CPU): facts nobody saw.
-    pub skipped: u64,
-}
-
-impl CounterTotals {
-    /// Connections the kernel holds state for now (an estimate if entries were evicted).
-    pub fn tracked_now(&self) -> u64 {
-        self.tracked
-            .saturating_sub(self.untracked)
-            .saturating_sub(self.evicted)
-    }
-}
-
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
     programs: Vec<ProgramFd>,
@@ -114,27 +80,19 @@ impl KernelCounters {
         Self { map, programs }
     }
 
-    pub fn read(&self) -> Result<CounterTotals, aya::maps::MapError> {
-        let sum = |i: u32| -> Result<u64, aya::maps::MapError> {
-            Ok(self.map.get(&i, 0)?.iter().copied().sum())
-        };
-        Ok(CounterTotals {
-            produced: sum(COUNTER_PRODUCED)?,
-            lost: sum(COUNTER_LOST)?,
-            tracked: sum(COUNTER_TRACKED)?,
-            untracked: sum(COUNTER_UNTRACKED)?,
-            evicted: sum(COUNTER_EVICTED)?,
-            read_errors: sum(COUNTER_READ_ERRORS)?,
-            insert_errors: sum(COUNTER_INSERT_ERRORS)?,
-            lost_closed: sum(COUNTER_LOST_CLOSED)?,
-            inbound_loopback: sum(COUNTER_INBOUND_LOOPBACK)?,
-            closes_at_destroy: sum(COUNTER_CLOSES_AT_DESTROY)?,
-            skipped: self
-                .programs
-                .iter()
-                .filter_map(|p| prog_stats::read(p.as_fd()).ok())
-                .map(|s| s.recursion_misses)
-                .sum(),
-        })
+    /// Every counter of `tracer_common::Counter`, summed over the CPUs, and the programs'
+    /// skipped runs.
+    pub fn read(&self) -> Result<KernelTotals, aya::maps::MapError> {
+        let mut totals = KernelTotals::default();
+        for c in Counter::ALL {
+            totals[c] = self.map.get(&(c as u32), 0)?.iter().copied().sum();
+        }
+        totals.skipped = self
+            .programs
+            .iter()
+            .filter_map(|p| prog_stats::read(p.as_fd()).ok())
+            .map(|s| s.recursion_misses)
+            .sum();
+        Ok(totals)
     }
 }
