@@ -145,9 +145,9 @@ kernel_counters! {
         "Kernel reads that failed (a struct field could not be read)",
     ),
     /// Inserting a state entry failed.
-    InsertErrors = CounterSpec::internal(
+    InsertErrors = CounterSpec::stats(
         "insert_errors",
-        "Outbound connects whose kernel state could not be created",
+        "Outbound connects whose kernel state could not be created (not traced)",
     ),
     /// Of the lost records, those that ended a connection (`KIND_CLOSED`): connections whose
     /// outcome userspace never learns.

@@ -1,6 +1,6 @@
 //! The ABI shared by the eBPF programs (`tracer-ebpf`) and userspace (`tracer`).
 //!
-//! Rules (ARCHITECTURE §1): `#[repr(C)]`, fixed-width integers and byte arrays only, explicit
+//! Rules (ARCHITECTURE.md §1): `#[repr(C)]`, fixed-width integers and byte arrays only, explicit
 //! padding, and a compile-time size assertion per type so both targets agree on the layout.
 //! Fields in network byte order say so in their name; everything else is host order.
 #![no_std]

@@ -1,4 +1,5 @@
-//! The tracer's eBPF programs: thin readers of kernel facts on stable tracepoints.
+//! The tracer's eBPF programs: thin readers of kernel facts on stable tracepoints
+//! (ARCHITECTURE.md §2).
 //!
 //! They never decide a verdict. They keep one `RawEvent` per outbound connect in the `SOCKS` LRU
 //! map (keyed by the socket's kernel address), fill it in as facts arrive, and submit it to the

@@ -1,6 +1,6 @@
 //! The classifier: a pure function of the facts the kernel gathered about one connection.
 //!
-//! Input is a decoded `RawEvent`; output is an `Outcome` with a label from ARCHITECTURE §4 and
+//! Input is a decoded `RawEvent`; output is an `Outcome` with a label from ARCHITECTURE.md §5 and
 //! the evidence behind it. Time comes only from the events themselves (kernel monotonic ns), so
 //! tests drive it with synthetic sequences and their own clock. No aya, no tokio, no I/O.
 use std::{
@@ -387,7 +387,7 @@ fn inbound(ev: &RawEvent) -> Option<Outcome> {
     })
 }
 
-/// The decision table of ARCHITECTURE §4.
+/// The decision table of ARCHITECTURE.md §5.
 fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option<Outcome> {
     let errno = errno_of(ev, reported);
     let mut evidence = base_evidence(ev);

@@ -1,5 +1,5 @@
 //! Kernel struct member offsets and enum values from the running kernel's BTF, so one eBPF object
-//! reads the right bytes on every kernel without CO-RE (ARCHITECTURE §3).
+//! reads the right bytes on every kernel without CO-RE (ARCHITECTURE.md §3).
 use btf_rs::{Btf, BtfType, Type};
 
 /// Where the kernel exposes its own BTF.

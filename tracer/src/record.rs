@@ -1,4 +1,4 @@
-//! The output records (ARCHITECTURE §5, schema version 1). Field names are a contract: change
+//! The output records (ARCHITECTURE.md §6, schema version 1). Field names are a contract: change
 //! them only with a schema version bump and `schema/records.v1.json`.
 use std::{
     borrow::Cow,
