@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         let mut record = [0u8; RAW_EVENT_SIZE];
         record[..chunk.len()].copy_from_slice(chunk);
         if i % 2 == 0 {
-            record[0] = 1 + record[0] % 4; // a valid kind
+            record[0] = 1 + record[0] % 5; // a valid kind
             record[1] = if record[1] % 2 == 0 { AF_INET } else { AF_INET6 };
         }
         if let Ok(ev) = decode(&record) {

@@ -7,13 +7,15 @@ use serde_json::Value;
 use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
 
 /// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes).
-const PROGRAMS: [&str; 6] = [
+const PROGRAMS: [&str; 8] = [
     "inet_sock_set_state",
     "tcp_retransmit_skb",
     "tcp_receive_reset",
     "tcp_send_reset",
     "inet_sk_error_report",
     "tcp_destroy_sock",
+    "sys_enter_connect",
+    "sys_exit_connect",
 ];
 
 fn bpftool(what: &str) -> Vec<Value> {

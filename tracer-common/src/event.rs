@@ -15,6 +15,12 @@ pub const KIND_ERROR_REPORT: u8 = 3;
 /// knocked on a port where nothing listens. src = the remote peer, dst = the local address.
 pub const KIND_INBOUND_RESET: u8 = 4;
 
+/// `syscalls:sys_exit_connect` with an error, for a TCP socket that sent no segment: connect()
+/// failed inside the call (no route, no local port, a local policy). `error` is the errno,
+/// `start_ns` the call's entry; the destination is the one the caller asked for; the source is
+/// what the socket holds (its port is 0). `sock_id` joins it to that socket's CLOSE, if any.
+pub const KIND_CONNECT_FAILED: u8 = 5;
+
 /// How many SYN retransmission times are kept for the evidence timeline.
 pub const SYN_RETRANSMIT_SLOTS: usize = 8;
 
@@ -38,6 +44,14 @@ pub const VALID_UNACKED: u32 = 1 << 14;
 /// socket was freed (`tcp:tcp_destroy_sock`), so `sk_err` may already have been handed to the
 /// application (and cleared), and `ts_ns` is the time of the free, not of the close.
 pub const VALID_CLOSE_UNSEEN: u32 = 1 << 15;
+/// KIND_CLOSED: the socket never sent a segment (`tcp_sock.segs_out` was 0): a connect undone
+/// inside connect() (e.g. no local port left), not one whose SYN went unanswered.
+pub const VALID_NOT_SENT: u32 = 1 << 16;
+/// KIND_CONNECT_FAILED: the socket holds the destination the caller asked for, so the kernel's
+/// route lookup ran (a route error), rather than a policy check refusing before it.
+pub const VALID_ROUTED: u32 = 1 << 17;
+/// KIND_CONNECT_FAILED: `port_range_low`/`_high` hold the namespace's ephemeral port range.
+pub const VALID_PORT_RANGE: u32 = 1 << 18;
 
 /// `rst_*_state` value when a RST happened but the socket state could not be read.
 pub const STATE_UNKNOWN: u8 = 0xff;
@@ -98,7 +112,10 @@ pub struct RawEvent {
     pub err_queue_origin: u8,
     pub err_queue_type: u8,
     pub err_queue_code: u8,
-    pub _pad1: [u8; 5],
+    pub _pad1: u8,
+    /// KIND_CONNECT_FAILED: `net.ipv4.ip_local_port_range` of the socket's namespace.
+    pub port_range_low: u16,
+    pub port_range_high: u16,
     /// Monotonic time (`bpf_ktime_get_ns`) of this record.
     pub ts_ns: u64,
     /// Monotonic time of connect() (CLOSE→SYN_SENT).

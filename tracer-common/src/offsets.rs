@@ -97,6 +97,27 @@ impl SendResetFields {
     };
 }
 
+/// Field offsets of `syscalls:sys_enter_connect` (`fd`, `uservaddr`, `addrlen`: each stored as
+/// 8 bytes) and `syscalls:sys_exit_connect` (`ret`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectCallFields {
+    pub fd: u16,
+    pub uservaddr: u16,
+    pub addrlen: u16,
+    pub ret: u16,
+}
+const _: () = assert!(core::mem::size_of::<ConnectCallFields>() == 8);
+
+impl ConnectCallFields {
+    pub const MISSING: ConnectCallFields = ConnectCallFields {
+        fd: FIELD_MISSING,
+        uservaddr: FIELD_MISSING,
+        addrlen: FIELD_MISSING,
+        ret: FIELD_MISSING,
+    };
+}
+
 /// Byte offsets of kernel struct members, from BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,8 +167,31 @@ pub struct MemberOffsets {
     /// `tcp_sock.write_seq`, `tcp_sock.snd_una` (u32).
     pub write_seq: u32,
     pub snd_una: u32,
+    /// `tcp_sock.segs_out` (u32): segments sent; 0 at a close means no SYN ever left.
+    pub segs_out: u32,
+    /// From a file descriptor to its socket: `task_struct.files` → `files_struct.fdt` →
+    /// `fdtable.max_fds` / `fdtable.fd` → `file.private_data` (a `struct socket *`, checked by
+    /// `socket.file` pointing back) → `socket.sk`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_file: u32,
+    pub socket_sk: u32,
+    /// `sock.sk_protocol` (u16).
+    pub sk_protocol: u32,
+    /// `inet_sock.cork.fl.u.ip4.daddr` (IPv4 connect's flow, filled before its route lookup) and
+    /// `sock.__sk_common.skc_v6_daddr` (set by an IPv6 connect before its route lookup).
+    pub cork_daddr: u32,
+    pub skc_v6_daddr: u32,
+    /// The socket's own source address: `skc_rcv_saddr` (IPv4), `skc_v6_rcv_saddr`.
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// `net.ipv4.ip_local_ports.range` (u32: low | high << 16, kernels 6.3+).
+    pub net_port_range: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 160);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -162,9 +206,10 @@ pub struct KernelOffsets {
     pub destroy_skaddr: u16,
     pub _pad: u32,
     pub error_report: ErrorReportFields,
+    pub connect_call: ConnectCallFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 184);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 248);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -187,6 +232,7 @@ impl KernelOffsets {
             _pad: [0; 2],
             tuple: TupleFields::MISSING,
         },
+        connect_call: ConnectCallFields::MISSING,
         members: MemberOffsets {
             sk_err: MEMBER_MISSING,
             sk_err_soft: MEMBER_MISSING,
@@ -214,6 +260,20 @@ impl KernelOffsets {
             rst_reason_no_socket: MEMBER_MISSING,
             write_seq: MEMBER_MISSING,
             snd_una: MEMBER_MISSING,
+            segs_out: MEMBER_MISSING,
+            task_files: MEMBER_MISSING,
+            files_fdt: MEMBER_MISSING,
+            fdt_max_fds: MEMBER_MISSING,
+            fdt_fd: MEMBER_MISSING,
+            file_private_data: MEMBER_MISSING,
+            socket_file: MEMBER_MISSING,
+            socket_sk: MEMBER_MISSING,
+            sk_protocol: MEMBER_MISSING,
+            cork_daddr: MEMBER_MISSING,
+            skc_v6_daddr: MEMBER_MISSING,
+            skc_rcv_saddr: MEMBER_MISSING,
+            skc_v6_rcv_saddr: MEMBER_MISSING,
+            net_port_range: MEMBER_MISSING,
         },
     };
 }

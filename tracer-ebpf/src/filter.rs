@@ -15,9 +15,13 @@ macro_rules! config_at {
 /// Does an outbound connect (tuple, pid and comm already in `ev`) pass the filters?
 #[inline(always)]
 pub fn connect_wanted(ev: &RawEvent) -> bool {
-    endpoint_wanted(ev.family, &ev.daddr_be, ev.dport)
-        && pid_wanted(ev.pid)
-        && comm_wanted(&ev.comm)
+    call_wanted(ev.family, &ev.daddr_be, ev.dport, ev.pid, &ev.comm)
+}
+
+/// Does a connect to `addr`:`port` by process `pid` named `comm` pass the filters?
+#[inline(always)]
+pub fn call_wanted(family: u8, addr: &[u8; 16], port: u16, pid: u32, comm: &[u8; 16]) -> bool {
+    endpoint_wanted(family, addr, port) && pid_wanted(pid) && comm_wanted(comm)
 }
 
 /// Does an inbound refusal to the local `addr`:`port` pass? Process filters exclude it: no

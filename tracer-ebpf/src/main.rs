@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod connect_call;
 mod destroy;
 mod emit;
 mod error_report;
@@ -48,7 +49,30 @@ static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, B
 /// Per-CPU scratch space for building a record (too large for the 512-byte BPF stack), one slot
 /// per program that builds one (see `state::scratch`).
 #[map]
-static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(3, 0);
+static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(4, 0);
+
+/// The connect() calls in progress, by thread (`pid_tgid`): what each asked for, from the
+/// call's entry to its exit (`connect_call.rs`). A thread is in at most one call; an entry whose
+/// exit was never seen is evicted.
+#[map]
+static CONNECTS: LruHashMap<u64, PendingConnect> =
+    LruHashMap::with_max_entries(16_384, BPF_F_NO_COMMON_LRU);
+
+/// A connect() call between its entry and its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingConnect {
+    /// Monotonic time of the call's entry.
+    pub start_ns: u64,
+    /// The destination the caller asked for; IPv4 in the first 4 bytes. Network order.
+    pub daddr: [u8; 16],
+    /// Destination port, host order.
+    pub dport: u16,
+    pub family: u8,
+    pub _pad: u8,
+    /// The socket's file descriptor.
+    pub fd: i32,
+}
 
 /// Per-CPU counters, indexed by `tracer_common::Counter`.
 #[map]

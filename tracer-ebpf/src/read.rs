@@ -11,7 +11,7 @@ use crate::emit::{Counter, count};
 /// Reads one `OFFSETS` value without letting the compiler fold the loader's value away.
 ///
 /// `OFFSETS` and `CONFIG` are read one field at a time, never copied whole as a
-/// `Global::load()`-style read would: that copy of `KernelOffsets` (184 bytes) or `Config`
+/// `Global::load()`-style read would: that copy of `KernelOffsets` (248 bytes) or `Config`
 /// (396 bytes) would go onto the 512-byte BPF stack, which the programs' own locals need.
 macro_rules! offset {
     ($($path:ident).+) => {
@@ -58,6 +58,28 @@ pub fn member<T: Copy>(base: *const u8, offset: u32, dst: &mut T) -> bool {
     }
     let mut v = *dst;
     if probe_read(&mut v, base, offset as usize) {
+        *dst = v;
+        true
+    } else {
+        false
+    }
+}
+
+/// Reads a value at `base + offset` in the calling task's user memory into `dst`; false (and
+/// `dst` unchanged) if the read failed.
+#[inline(always)]
+pub fn user<T: Copy>(base: *const u8, offset: usize, dst: &mut T) -> bool {
+    let mut v = *dst;
+    // SAFETY: bpf_probe_read_user checks the user address and fails cleanly instead of
+    // faulting; `v` is a valid, initialised destination of exactly size_of::<T>() bytes.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            (&mut v as *mut T).cast::<c_void>(),
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(offset).cast::<c_void>(),
+        )
+    };
+    if ret == 0 {
         *dst = v;
         true
     } else {

@@ -14,7 +14,8 @@ use aya_log_ebpf::warn;
 use tracer_common::{
     IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_BYTES, VALID_ERR_QUEUE,
     VALID_ICSK_RETRANSMITS, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_NETNS,
-    VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_UNACKED, tcp_state,
+    VALID_NOT_SENT, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_UNACKED,
+    tcp_state,
 };
 
 use crate::{
@@ -88,6 +89,13 @@ pub(crate) fn submit_closed(skaddr: u64, state: &mut RawEvent) {
     read_connect_phase_facts(sk, state);
     if state.old_state != tcp_state::SYN_SENT {
         read_established_facts(sk, state);
+    } else {
+        // No segment ever left: connect() itself undid the SYN_SENT (no local port left), which
+        // its syscall exit reports with the errno (`connect_call.rs`).
+        let mut segs_out = 0u32;
+        if member(sk, offset!(members.segs_out), &mut segs_out) && segs_out == 0 {
+            state.valid |= VALID_NOT_SENT;
+        }
     }
     state.kind = KIND_CLOSED;
     submit(state);

@@ -16,6 +16,7 @@ pub fn tracked(skaddr: u64) -> Option<&'static mut RawEvent> {
 pub const SCRATCH_CONNECT: u32 = 0;
 pub const SCRATCH_ERROR_REPORT: u32 = 1;
 pub const SCRATCH_INBOUND: u32 = 2;
+pub const SCRATCH_CONNECT_CALL: u32 = 3;
 
 /// A zeroed per-CPU record to build in place.
 #[inline(always)]

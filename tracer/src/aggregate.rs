@@ -17,13 +17,15 @@ use lru::LruCache;
 use crate::classify::{Direction, Label, Outcome};
 
 /// Failure labels counted per destination, in output order.
-pub const FAILURE_LABELS: [Label; 6] = [
+pub const FAILURE_LABELS: [Label; 8] = [
     Label::Refused,
     Label::SynTimeout,
     Label::DroppedKeepalive,
     Label::Unreachable,
     Label::Reset,
     Label::RtoTimeout,
+    Label::NoLocalPort,
+    Label::BlockedLocally,
 ];
 
 /// How many processes a summary names.
@@ -42,6 +44,10 @@ pub enum Verdict {
     Unreachable,
     IdleDrops,
     Resetting,
+    /// This host ran out of local ports for the destination (a cause on this host).
+    PortExhausted,
+    /// A local policy on this host refuses the destination.
+    BlockedLocally,
 }
 
 impl Verdict {
@@ -54,6 +60,8 @@ impl Verdict {
             Verdict::Unreachable => "unreachable",
             Verdict::IdleDrops => "idle_drops",
             Verdict::Resetting => "resetting",
+            Verdict::PortExhausted => "port_exhausted",
+            Verdict::BlockedLocally => "blocked_locally",
         }
     }
 }
@@ -292,9 +300,11 @@ fn summarize(dst: SocketAddr, w: Window, streak: u64, start: u64, end: u64) -> S
     }
 }
 
-/// The verdict rules. Connect-phase failures decide first: all attempts failing is `refusing`,
-/// `blackholed` or `unreachable` by the most frequent label; some failing is `flaky`. Otherwise
-/// failures of established connections: `idle_drops`, `resetting`, or `flaky` for RTO deaths.
+/// The verdict rules. Causes on this host decide first, even when some connects succeed (port
+/// exhaustion is intermittent by nature): `port_exhausted`, `blocked_locally`, by the more
+/// frequent. Then connect-phase failures: all attempts failing is `refusing`, `blackholed` or
+/// `unreachable` by the most frequent label; some failing is `flaky`. Otherwise failures of
+/// established connections: `idle_drops`, `resetting`, or `flaky` for RTO deaths.
 pub fn verdict(failures: &[u64; FAILURE_LABELS.len()], connected: u64) -> Verdict {
     let n = |label: Label| {
         FAILURE_LABELS
@@ -302,6 +312,14 @@ pub fn verdict(failures: &[u64; FAILURE_LABELS.len()], connected: u64) -> Verdic
             .position(|l| *l == label)
             .map_or(0, |i| failures[i])
     };
+    let (no_port, blocked) = (n(Label::NoLocalPort), n(Label::BlockedLocally));
+    if no_port + blocked > 0 {
+        return if no_port >= blocked {
+            Verdict::PortExhausted
+        } else {
+            Verdict::BlockedLocally
+        };
+    }
     let (refused, syn, unreach) = (
         n(Label::Refused),
         n(Label::SynTimeout),

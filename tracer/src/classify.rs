@@ -8,11 +8,15 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use libc::{ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
+use libc::{
+    EACCES, EADDRNOTAVAIL, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, EINVAL, ENETUNREACH, EPERM,
+    ETIMEDOUT,
+};
 use tracer_common::{
-    AF_INET, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, KIND_INBOUND_RESET, RawEvent,
-    SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_CLOSE_UNSEEN, VALID_ERR_QUEUE, VALID_IDLE,
-    VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_LOOPBACK, VALID_PROBES_OUT, VALID_RST_SENT_REASON,
+    AF_INET, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
+    KIND_INBOUND_RESET, RawEvent, SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_CLOSE_UNSEEN,
+    VALID_ERR_QUEUE, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_LOOPBACK,
+    VALID_NOT_SENT, VALID_PORT_RANGE, VALID_PROBES_OUT, VALID_ROUTED, VALID_RST_SENT_REASON,
     VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, VALID_UNACKED, tcp_state,
 };
 
@@ -24,6 +28,10 @@ pub enum Label {
     Unreachable,
     Reset,
     RtoTimeout,
+    /// connect() found no free local port for the destination (EADDRNOTAVAIL).
+    NoLocalPort,
+    /// A local policy (cgroup BPF program, LSM) refused the connect() (EPERM, EACCES).
+    BlockedLocally,
     Cancelled,
     Connected,
 }
@@ -37,6 +45,8 @@ impl Label {
             Label::Unreachable => "unreachable",
             Label::Reset => "reset",
             Label::RtoTimeout => "rto_timeout",
+            Label::NoLocalPort => "no_local_port",
+            Label::BlockedLocally => "blocked_locally",
             Label::Cancelled => "cancelled",
             Label::Connected => "connected",
         }
@@ -73,6 +83,13 @@ pub enum GaveUp {
     Kernel,
     /// The application closed the socket while still in SYN_SENT.
     Application,
+}
+
+/// Where in its life a connection failed, when that is not told by the other evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Inside the connect() call, before any SYN was sent.
+    ConnectCall,
 }
 
 /// Who made the connection and where it went.
@@ -132,6 +149,11 @@ pub struct Evidence {
     /// The CLOSE transition was not traced (the kernel skipped the program); the outcome was
     /// read when the socket was freed.
     pub close_unseen: bool,
+    /// `Some(ConnectCall)`: it failed inside connect(), before any SYN was sent.
+    pub phase: Option<Phase>,
+    /// The namespace's ephemeral port range (`net.ipv4.ip_local_port_range`), for a
+    /// `no_local_port` failure.
+    pub local_port_range: Option<(u16, u16)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -192,6 +214,12 @@ pub struct Classifier {
     report_order: VecDeque<(TupleKey, u64)>,
     /// Closes whose `sk_err` could not be read (no BTF), waiting for their error report.
     parked: VecDeque<RawEvent>,
+    /// Connects undone inside connect() (closed in SYN_SENT without sending a segment), waiting
+    /// for their connect() call's record, which says why.
+    undone: VecDeque<RawEvent>,
+    /// Sockets whose connect() failure was reported without its CLOSE (sock_id, time): a late
+    /// CLOSE of one of them is the same failure.
+    calls_reported: VecDeque<(u64, u64)>,
     pub counts: ClassifierCounts,
 }
 
@@ -228,6 +256,35 @@ impl Classifier {
                 }
                 outcome
             }
+            KIND_CONNECT_FAILED => {
+                let close = self
+                    .undone
+                    .iter()
+                    .position(|c| c.sock_id == ev.sock_id)
+                    .and_then(|i| self.undone.remove(i));
+                if close.is_none() {
+                    self.remember_call(ev);
+                }
+                let outcome = connect_call(ev, close.as_ref());
+                if outcome.is_none() {
+                    self.counts.unclassified += 1;
+                }
+                outcome
+            }
+            KIND_CLOSED if undone_in_call(ev) => {
+                if self.calls_reported.iter().any(|&(id, _)| id == ev.sock_id) {
+                    // Its connect() call's record came first (this CLOSE was reported late).
+                    return None;
+                }
+                let mut out = None;
+                if self.undone.len() >= PARK_CAPACITY
+                    && let Some(oldest) = self.undone.pop_front()
+                {
+                    out = Some(undone_outcome(&oldest));
+                }
+                self.undone.push_back(*ev);
+                out
+            }
             KIND_CLOSED => {
                 let reported = self.take_report(ev);
                 if reported.is_none() && !ev.has(VALID_SK_ERR) {
@@ -258,7 +315,31 @@ impl Classifier {
             let close = self.parked.pop_front().expect("front exists");
             out.extend(self.finish_close(&close, None));
         }
+        // An undone connect whose call was not traced (io_uring, a 32-bit caller, the syscall
+        // tracepoints off): the socket alone says no SYN left and no error was set.
+        while self
+            .undone
+            .front()
+            .is_some_and(|c| c.ts_ns.saturating_add(PARK_NS) <= now_ns)
+        {
+            let close = self.undone.pop_front().expect("front exists");
+            out.push(undone_outcome(&close));
+        }
+        while self
+            .calls_reported
+            .front()
+            .is_some_and(|&(_, ts)| ts.saturating_add(REPORT_TTL_NS) <= now_ns)
+        {
+            self.calls_reported.pop_front();
+        }
         out
+    }
+
+    fn remember_call(&mut self, ev: &RawEvent) {
+        if self.calls_reported.len() >= REPORT_CAPACITY {
+            self.calls_reported.pop_front();
+        }
+        self.calls_reported.push_back((ev.sock_id, ev.ts_ns));
     }
 
     fn finish_close(&mut self, ev: &RawEvent, reported: Option<i32>) -> Option<Outcome> {
@@ -385,6 +466,65 @@ fn inbound(ev: &RawEvent) -> Option<Outcome> {
         errno: None,
         evidence,
     })
+}
+
+/// A CLOSE of a connect that connect() itself undid: in SYN_SENT, no segment ever sent, no
+/// error on the socket (e.g. no local port was left: EADDRNOTAVAIL).
+fn undone_in_call(ev: &RawEvent) -> bool {
+    ev.has(VALID_NOT_SENT)
+        && ev.old_state == tcp_state::SYN_SENT
+        && ev.established_ns == 0
+        && !(ev.has(VALID_SK_ERR) && ev.sk_err != 0)
+}
+
+/// A connect() that failed inside the call, before any SYN (`KIND_CONNECT_FAILED`), joined to
+/// its socket's CLOSE when connect() had got as far as SYN_SENT. `None`: an errno no label
+/// covers (a bad argument, say).
+fn connect_call(ev: &RawEvent, close: Option<&RawEvent>) -> Option<Outcome> {
+    let routed = ev.has(VALID_ROUTED);
+    let label = match ev.error {
+        ENETUNREACH | EHOSTUNREACH => Label::Unreachable,
+        // A `prohibit` (EACCES) or `blackhole` (EINVAL) route answered the lookup.
+        EACCES | EINVAL if routed => Label::Unreachable,
+        EADDRNOTAVAIL => Label::NoLocalPort,
+        EPERM | EACCES => Label::BlockedLocally,
+        _ => return None,
+    };
+    let mut conn = connection(ev);
+    if let Some(c) = close.filter(|_| conn.src.ip().is_unspecified()) {
+        conn.src = SocketAddr::new(ip(c.family, &c.saddr_be), c.sport);
+    }
+    let evidence = Evidence {
+        phase: Some(Phase::ConnectCall),
+        elapsed_ms: ms(ev.ts_ns.saturating_sub(ev.start_ns)),
+        local_port_range: (label == Label::NoLocalPort && ev.has(VALID_PORT_RANGE))
+            .then_some((ev.port_range_low, ev.port_range_high)),
+        ..Evidence::default()
+    };
+    Some(Outcome {
+        label,
+        direction: Direction::Outbound,
+        conn,
+        at_ns: ev.ts_ns,
+        errno: Some(ev.error),
+        evidence,
+    })
+}
+
+/// An undone connect whose connect() call was not traced: no SYN left and no error was set,
+/// which is what a connect that found no local port leaves (the errno is unknown).
+fn undone_outcome(close: &RawEvent) -> Outcome {
+    let mut evidence = base_evidence(close);
+    evidence.phase = Some(Phase::ConnectCall);
+    evidence.elapsed_ms = ms(close.ts_ns.saturating_sub(close.start_ns));
+    Outcome {
+        label: Label::NoLocalPort,
+        direction: Direction::Outbound,
+        conn: connection(close),
+        at_ns: close.ts_ns,
+        errno: None,
+        evidence,
+    }
 }
 
 /// The decision table of ARCHITECTURE.md §5.

@@ -1,6 +1,7 @@
 //! Synthetic event sequences through the classifier, with their own clock.
 use super::*;
 use bytemuck::Zeroable;
+use libc::{EACCES, EADDRNOTAVAIL, EINVAL, EPERM};
 use tracer_common::{AF_INET6, STATE_UNKNOWN};
 
 const MS: u64 = 1_000_000;
@@ -523,4 +524,119 @@ fn an_untraced_close_in_syn_sent_does_not_say_who_gave_up() {
     assert_eq!(o.label, Label::SynTimeout);
     assert_eq!(o.evidence.gave_up, None);
     assert_eq!(o.evidence.syn_retransmits, 2);
+}
+
+/// A connect() by pid 42 "psql" to 10.0.0.2:5432 that failed inside the call with `errno`.
+fn call_failed(errno: i32, valid: u32, at_ms: u64) -> RawEvent {
+    let mut ev = connect();
+    ev.kind = KIND_CONNECT_FAILED;
+    ev.old_state = tcp_state::CLOSE;
+    ev.new_state = tcp_state::CLOSE;
+    ev.saddr_be = [0; 16];
+    ev.sport = 0;
+    ev.error = errno;
+    ev.valid = tracer_common::VALID_NETNS | valid;
+    ev.sock_id = 0xffff_8880_0000_1000;
+    ev.ts_ns = T0 + at_ms * MS;
+    ev
+}
+
+/// The CLOSE of a connect that connect() undid in SYN_SENT: no segment sent, no error.
+fn undone_close(at_ms: u64) -> RawEvent {
+    let mut ev = connect();
+    ev.sock_id = 0xffff_8880_0000_1000;
+    ev.sport = 0;
+    let mut c = close(&ev, tcp_state::SYN_SENT, at_ms, 0);
+    c.valid |= VALID_NOT_SENT;
+    c
+}
+
+#[test]
+fn connect_call_failures_are_labelled_by_errno_and_route() {
+    let cases = [
+        (ENETUNREACH, VALID_ROUTED, Some(Label::Unreachable)),
+        (EHOSTUNREACH, VALID_ROUTED, Some(Label::Unreachable)),
+        // `prohibit` and `blackhole` routes: the route lookup ran.
+        (EACCES, VALID_ROUTED, Some(Label::Unreachable)),
+        (EINVAL, VALID_ROUTED, Some(Label::Unreachable)),
+        // Refused before the route lookup: a cgroup program, an LSM.
+        (EACCES, 0, Some(Label::BlockedLocally)),
+        (EPERM, 0, Some(Label::BlockedLocally)),
+        (EADDRNOTAVAIL, VALID_ROUTED, Some(Label::NoLocalPort)),
+        // A bad argument: no label, counted.
+        (EINVAL, 0, None),
+    ];
+    for (errno, valid, want) in cases {
+        let (out, counts) = run(&[call_failed(errno, valid, 0)]);
+        assert_eq!(out.first().map(|o| o.label), want, "errno {errno}");
+        assert_eq!(
+            counts.unclassified,
+            u64::from(want.is_none()),
+            "errno {errno}"
+        );
+        if let Some(o) = out.first() {
+            assert_eq!(o.errno, Some(errno));
+            assert_eq!(o.evidence.phase, Some(Phase::ConnectCall));
+            assert_eq!(o.evidence.syn_retransmits, 0);
+            assert_eq!(o.conn.dst, "10.0.0.2:5432".parse().unwrap());
+            assert_eq!((o.conn.pid, o.conn.tid), (42, 43));
+            assert_eq!(o.direction, Direction::Outbound);
+        }
+    }
+}
+
+#[test]
+fn an_undone_connect_and_its_call_are_one_no_local_port_failure_not_a_cancel() {
+    let mut call = call_failed(EADDRNOTAVAIL, VALID_ROUTED | VALID_PORT_RANGE, 0);
+    call.port_range_low = 40000;
+    call.port_range_high = 40001;
+    call.saddr_be[..4].copy_from_slice(&[10, 0, 0, 1]);
+    let (out, counts) = run(&[undone_close(0), call]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let o = &out[0];
+    assert_eq!(o.label, Label::NoLocalPort);
+    assert_eq!(o.errno, Some(EADDRNOTAVAIL));
+    assert_eq!(o.evidence.local_port_range, Some((40000, 40001)));
+    assert_eq!(o.conn.src, "10.0.0.1:0".parse().unwrap());
+    assert_eq!(counts.cancelled, 0);
+}
+
+#[test]
+fn the_source_of_an_undone_connect_comes_from_its_close_when_the_call_has_none() {
+    let mut close = undone_close(0);
+    close.sport = 45000; // the socket was bound to a port
+    let (out, _) = run(&[close, call_failed(EADDRNOTAVAIL, 0, 0)]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].conn.src, "10.0.0.1:45000".parse().unwrap());
+}
+
+#[test]
+fn an_undone_connect_whose_call_was_not_traced_is_still_no_local_port() {
+    let mut c = Classifier::new(KernelParams { hz: 250 });
+    assert!(c.observe(&undone_close(0)).is_none(), "waits for its call");
+    assert!(c.flush(T0 + PARK_NS / 2).is_empty(), "still waiting");
+    let out = c.flush(T0 + PARK_NS);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].label, Label::NoLocalPort);
+    assert_eq!(out[0].errno, None, "the errno is not known");
+    assert_eq!(out[0].evidence.phase, Some(Phase::ConnectCall));
+    assert_eq!(c.counts.cancelled, 0);
+}
+
+#[test]
+fn a_late_close_of_a_reported_call_is_not_a_second_failure() {
+    let mut late = undone_close(5);
+    late.valid |= VALID_CLOSE_UNSEEN;
+    let (out, counts) = run(&[call_failed(EADDRNOTAVAIL, 0, 0), late]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(counts.cancelled, 0);
+}
+
+#[test]
+fn a_close_in_syn_sent_that_sent_its_syn_is_still_a_cancel() {
+    let ev = connect();
+    let (out, counts) = run(&[close(&ev, tcp_state::SYN_SENT, 1, 0)]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].label, Label::Cancelled);
+    assert_eq!(counts.cancelled, 1);
 }

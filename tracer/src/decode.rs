@@ -1,7 +1,7 @@
 //! Ring-buffer bytes → `RawEvent`, with the length, kind and family checked (never transmuted).
 use tracer_common::{
-    AF_INET, AF_INET6, KIND_CLOSED, KIND_CONNECTED, KIND_ERROR_REPORT, KIND_INBOUND_RESET,
-    RAW_EVENT_SIZE, RawEvent,
+    AF_INET, AF_INET6, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
+    KIND_INBOUND_RESET, RAW_EVENT_SIZE, RawEvent,
 };
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -22,7 +22,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         .map_err(|_| DecodeError::Length { got: bytes.len() })?;
     if !matches!(
         ev.kind,
-        KIND_CONNECTED | KIND_CLOSED | KIND_ERROR_REPORT | KIND_INBOUND_RESET
+        KIND_CONNECTED | KIND_CLOSED | KIND_ERROR_REPORT | KIND_INBOUND_RESET | KIND_CONNECT_FAILED
     ) {
         return Err(DecodeError::Kind(ev.kind));
     }

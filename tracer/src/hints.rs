@@ -7,7 +7,7 @@ use std::{borrow::Cow, fmt, net::SocketAddr};
 
 use serde::{Serialize, Serializer};
 
-use crate::classify::{Direction, GaveUp, Label, Outcome, Via};
+use crate::classify::{Direction, GaveUp, Label, Outcome, Phase, Via};
 
 /// When a rule applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +17,8 @@ enum When {
     RefusedVia(Direction, Via),
     SynTimeout(GaveUp, /* an ICMP soft error was met */ bool),
     Unreachable(/* errno */ i32),
+    /// This label, failed inside connect() with this errno.
+    ConnectCall(Label, /* errno */ i32),
 }
 
 struct Rule {
@@ -26,6 +28,47 @@ struct Rule {
 
 /// First match wins; `Label(..)` rules come after the more specific ones for that label.
 const RULES: &[Rule] = &[
+    Rule {
+        when: When::ConnectCall(Label::Unreachable, libc::ENETUNREACH),
+        template: "connect() to {dst} failed before any SYN was sent: there is no route to {ip} \
+                   (ENETUNREACH) in the client's network namespace — a removed default route or a \
+                   missing route to that network; run `nsenter -t {pid} -n ip route get {ip}`",
+    },
+    Rule {
+        when: When::ConnectCall(Label::Unreachable, libc::EHOSTUNREACH),
+        template: "connect() to {dst} failed before any SYN was sent: an `unreachable` route \
+                   covers {ip} (EHOSTUNREACH) in the client's network namespace; run \
+                   `nsenter -t {pid} -n ip route get {ip}` and remove or fix that route",
+    },
+    Rule {
+        when: When::ConnectCall(Label::Unreachable, libc::EACCES),
+        template: "connect() to {dst} failed before any SYN was sent: a `prohibit` route covers \
+                   {ip} (EACCES) in the client's network namespace; run \
+                   `nsenter -t {pid} -n ip route get {ip}` and remove or fix that route",
+    },
+    Rule {
+        when: When::ConnectCall(Label::Unreachable, libc::EINVAL),
+        template: "connect() to {dst} failed before any SYN was sent: a `blackhole` route covers \
+                   {ip} (EINVAL) in the client's network namespace; run \
+                   `nsenter -t {pid} -n ip route get {ip}` and remove or fix that route",
+    },
+    Rule {
+        when: When::Label(Label::NoLocalPort),
+        template: "no local port was left for a connection from {src_ip} to {dst} \
+                   (EADDRNOTAVAIL): the ephemeral ports of net.ipv4.ip_local_port_range \
+                   ({port_range}) are all in use towards this destination — typically a TIME_WAIT \
+                   pile-up of short-lived connections; count them with \
+                   `nsenter -t {pid} -n ss -tan state time-wait dst {ip} | wc -l`, then reuse \
+                   connections (keep-alive, pooling), widen net.ipv4.ip_local_port_range, or set \
+                   net.ipv4.tcp_tw_reuse=1",
+    },
+    Rule {
+        when: When::Label(Label::BlockedLocally),
+        template: "connect() to {dst} was refused on this host before any SYN was sent ({errno}): \
+                   a local policy forbids it — a cgroup BPF connect program (`bpftool cgroup \
+                   tree`; the process's cgroup id is {cgroup_id}) or an LSM (SELinux, AppArmor, \
+                   Landlock: `journalctl -k | grep -i denied`)",
+    },
     Rule {
         when: When::RefusedVia(Direction::Outbound, Via::Rst),
         template: "nothing listens on {dst}: the service is down or restarting, or bound to another \
@@ -133,6 +176,9 @@ fn matches(when: When, o: &Outcome) -> bool {
                 && e.soft_errno.is_some() == soft
         }
         When::Unreachable(errno) => o.label == Label::Unreachable && o.errno == Some(errno),
+        When::ConnectCall(label, errno) => {
+            o.label == label && e.phase == Some(Phase::ConnectCall) && o.errno == Some(errno)
+        }
     }
 }
 
@@ -185,6 +231,12 @@ impl Hint<'_> {
             "{ip}" => write!(f, "{}", dst.ip()),
             "{port}" => write!(f, "{}", dst.port()),
             "{src_ip}" => write!(f, "{}", o.conn.src.ip()),
+            "{pid}" => write!(f, "{}", o.conn.pid),
+            "{cgroup_id}" => write!(f, "{}", o.conn.cgroup_id),
+            "{port_range}" => match e.local_port_range {
+                Some((low, high)) => write!(f, "{low}–{high}"),
+                None => f.write_str("range unknown"),
+            },
             "{syn_retransmits}" => write!(f, "{}", e.syn_retransmits),
             "{data_retransmits}" => write!(f, "{}", e.data_retransmits),
             "{elapsed_ms}" => write!(f, "{:.0}", e.elapsed_ms),

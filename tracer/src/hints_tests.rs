@@ -237,3 +237,44 @@ fn successes_and_cancels_have_no_hint() {
         None
     );
 }
+
+#[test]
+fn connect_call_failures_name_the_route_or_the_policy() {
+    let call = |label, errno| {
+        out(
+            label,
+            Some(errno),
+            Evidence {
+                phase: Some(crate::classify::Phase::ConnectCall),
+                local_port_range: Some((40000, 40001)),
+                ..Default::default()
+            },
+        )
+    };
+    for (errno, route) in [
+        (libc::ENETUNREACH, "no route"),
+        (libc::EHOSTUNREACH, "`unreachable` route"),
+        (libc::EACCES, "`prohibit` route"),
+        (libc::EINVAL, "`blackhole` route"),
+    ] {
+        let h = call(Label::Unreachable, errno);
+        assert!(
+            h.contains(route)
+                && h.contains("ip route get 10.1.2.3")
+                && h.contains("before any SYN"),
+            "{errno}: {h}"
+        );
+    }
+    let h = call(Label::NoLocalPort, libc::EADDRNOTAVAIL);
+    assert!(
+        h.contains("40000–40001")
+            && h.contains("time-wait dst 10.1.2.3")
+            && h.contains("from 10.9.8.7"),
+        "{h}"
+    );
+    let h = call(Label::BlockedLocally, libc::EPERM);
+    assert!(
+        h.contains("EPERM") && h.contains("bpftool cgroup tree"),
+        "{h}"
+    );
+}

@@ -14,7 +14,7 @@ use crate::offsets::HOOKS;
 /// The object built from `tracer-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Size of the per-socket LRU map (entries).
     pub max_sockets: u32,
@@ -22,6 +22,8 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// Namespace and process/destination filters.
     pub config: Config,
+    /// Programs of `HOOKS` not to load and attach (their tracepoint is missing, or not wanted).
+    pub skip: Vec<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +118,7 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     let mut attached = Vec::new();
-    for hook in &HOOKS {
+    for hook in HOOKS.iter().filter(|h| !opts.skip.contains(&h.program)) {
         let (program, group, name) = (hook.program, hook.group, hook.tracepoint);
         let prog: &mut TracePoint = ebpf
             .program_mut(program)

@@ -98,8 +98,11 @@ impl Hook {
     }
 }
 
+/// The programs of the connect() syscall (`--no-connect-calls` leaves them out).
+pub const CONNECT_CALL_PROGRAMS: [&str; 2] = ["sys_enter_connect", "sys_exit_connect"];
+
 /// The programs, the tracepoints they attach to, and the fields they read.
-pub const HOOKS: [Hook; 6] = [
+pub const HOOKS: [Hook; 8] = [
     Hook {
         program: "inet_sock_set_state",
         group: "sock",
@@ -177,6 +180,32 @@ pub const HOOKS: [Hook; 6] = [
         optional: &[],
         required: false,
         degrades: "state of sockets freed without CLOSE waits for LRU eviction",
+    },
+    Hook {
+        program: "sys_enter_connect",
+        group: "syscalls",
+        tracepoint: "sys_enter_connect",
+        fields: &[
+            field("fd", 8, |o| &mut o.connect_call.fd),
+            field("uservaddr", 8, |o| &mut o.connect_call.uservaddr),
+            field("addrlen", 8, |o| &mut o.connect_call.addrlen),
+        ],
+        tuple: None,
+        optional: &[],
+        required: false,
+        degrades: "connects that fail inside connect() (no route, no local port, a local policy) \
+                   are not seen",
+    },
+    Hook {
+        program: "sys_exit_connect",
+        group: "syscalls",
+        tracepoint: "sys_exit_connect",
+        fields: &[field("ret", 8, |o| &mut o.connect_call.ret)],
+        tuple: None,
+        optional: &[],
+        required: false,
+        degrades: "connects that fail inside connect() (no route, no local port, a local policy) \
+                   are not seen",
     },
 ];
 
@@ -276,7 +305,11 @@ impl Member {
     }
 }
 
-const MEMBERS: [Member; 22] = [
+/// What degrades without the members that lead from a connect()'s file descriptor to its socket.
+const NO_CONNECT_CALLS: &str =
+    "connects that fail inside connect() (no route, no local port, a local policy) are not seen";
+
+const MEMBERS: [Member; 36] = [
     Member {
         label: "sock.sk_err",
         strukt: "sock",
@@ -452,6 +485,121 @@ const MEMBERS: [Member; 22] = [
         size: 4,
         slot: |m| &mut m.snd_una,
         degrades: "keepalive deaths are not told from deaths with data outstanding",
+    },
+    Member {
+        label: "tcp_sock.segs_out",
+        strukt: "tcp_sock",
+        path: &["segs_out"],
+        size: 4,
+        slot: |m| &mut m.segs_out,
+        degrades: "a connect undone inside connect() (no local port) is counted as cancelled; \
+                   connect() failures are not told from the socket's own",
+    },
+    Member {
+        label: "task_struct.files",
+        strukt: "task_struct",
+        path: &["files"],
+        size: 8,
+        slot: |m| &mut m.task_files,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "files_struct.fdt",
+        strukt: "files_struct",
+        path: &["fdt"],
+        size: 8,
+        slot: |m| &mut m.files_fdt,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "fdtable.max_fds",
+        strukt: "fdtable",
+        path: &["max_fds"],
+        size: 4,
+        slot: |m| &mut m.fdt_max_fds,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "fdtable.fd",
+        strukt: "fdtable",
+        path: &["fd"],
+        size: 8,
+        slot: |m| &mut m.fdt_fd,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "file.private_data",
+        strukt: "file",
+        path: &["private_data"],
+        size: 8,
+        slot: |m| &mut m.file_private_data,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "socket.file",
+        strukt: "socket",
+        path: &["file"],
+        size: 8,
+        slot: |m| &mut m.socket_file,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "socket.sk",
+        strukt: "socket",
+        path: &["sk"],
+        size: 8,
+        slot: |m| &mut m.socket_sk,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "sock.sk_protocol",
+        strukt: "sock",
+        path: &["sk_protocol"],
+        size: 2,
+        slot: |m| &mut m.sk_protocol,
+        degrades: NO_CONNECT_CALLS,
+    },
+    Member {
+        label: "inet_sock.cork.fl.u.ip4.daddr",
+        strukt: "inet_sock",
+        path: &["cork", "fl", "u", "ip4", "daddr"],
+        size: 4,
+        slot: |m| &mut m.cork_daddr,
+        degrades: "an IPv4 connect refused with EACCES/EINVAL is not told a route error \
+                   (prohibit, blackhole) from a local policy",
+    },
+    Member {
+        label: "sock.__sk_common.skc_v6_daddr",
+        strukt: "sock",
+        path: &["__sk_common", "skc_v6_daddr"],
+        size: 16,
+        slot: |m| &mut m.skc_v6_daddr,
+        degrades: "an IPv6 connect refused with EACCES/EINVAL is not told a route error \
+                   (prohibit, blackhole) from a local policy",
+    },
+    Member {
+        label: "sock.__sk_common.skc_rcv_saddr",
+        strukt: "sock",
+        path: &["__sk_common", "skc_rcv_saddr"],
+        size: 4,
+        slot: |m| &mut m.skc_rcv_saddr,
+        degrades: "connect() failures carry no IPv4 source address",
+    },
+    Member {
+        label: "sock.__sk_common.skc_v6_rcv_saddr",
+        strukt: "sock",
+        path: &["__sk_common", "skc_v6_rcv_saddr"],
+        size: 16,
+        slot: |m| &mut m.skc_v6_rcv_saddr,
+        degrades: "connect() failures carry no IPv6 source address",
+    },
+    Member {
+        label: "net.ipv4.ip_local_ports.range",
+        strukt: "net",
+        path: &["ipv4", "ip_local_ports", "range"],
+        size: 4,
+        slot: |m| &mut m.net_port_range,
+        degrades: "no_local_port records do not say the namespace's port range (kernels before 6.3)",
     },
 ];
 

@@ -112,6 +112,12 @@ fn full_kernel() -> Vec<Tp> {
             with_tuple(&[("error", 4), ("protocol", 2)]),
         ),
         tp("tcp", "tcp_destroy_sock", vec![("skaddr", 8)]),
+        tp(
+            "syscalls",
+            "sys_enter_connect",
+            vec![("fd", 8), ("uservaddr", 8), ("addrlen", 8)],
+        ),
+        tp("syscalls", "sys_exit_connect", vec![("ret", 8)]),
     ]
 }
 
@@ -185,6 +191,15 @@ fn every_hook_field_lands_in_its_own_slot() {
         }
     );
     assert_eq!(o.destroy_skaddr, 8);
+    assert_eq!(
+        o.connect_call,
+        tracer_common::ConnectCallFields {
+            fd: 8,
+            uservaddr: 16,
+            addrlen: 24,
+            ret: 8,
+        }
+    );
     assert_eq!(o.members, KernelOffsets::MISSING.members);
     assert!(r.fatal().is_none());
     assert_eq!(
@@ -196,6 +211,8 @@ fn every_hook_field_lands_in_its_own_slot() {
             "ok tracepoint tcp:tcp_send_reset: 5 fields",
             "ok tracepoint sock:inet_sk_error_report: 9 fields",
             "ok tracepoint tcp:tcp_destroy_sock: 1 fields",
+            "ok tracepoint syscalls:sys_enter_connect: 3 fields",
+            "ok tracepoint syscalls:sys_exit_connect: 1 fields",
         ]
     );
 }
@@ -248,6 +265,20 @@ fn each_member_fills_its_own_slot() {
         dev_flags: 19,
         write_seq: 20,
         snd_una: 21,
+        segs_out: 22,
+        task_files: 23,
+        files_fdt: 24,
+        fdt_max_fds: 25,
+        fdt_fd: 26,
+        file_private_data: 27,
+        socket_file: 28,
+        socket_sk: 29,
+        sk_protocol: 30,
+        cork_daddr: 31,
+        skc_v6_daddr: 32,
+        skc_rcv_saddr: 33,
+        skc_v6_rcv_saddr: 34,
+        net_port_range: 35,
         sock_keepopen_bit: MEMBER_MISSING,
         sk_error_queue_next: MEMBER_MISSING,
         skb_exterr_ee: MEMBER_MISSING,
@@ -262,7 +293,7 @@ fn a_bad_field_is_named_and_the_others_still_resolve() {
     // An older tcp_send_reset: no skbaddr, no reason, and (say) a 16-byte saddr.
     kernel[3].fields = vec![("skaddr", 8), ("state", 4), ("saddr", 16), ("daddr", 28)];
     // No tcp_destroy_sock at all.
-    kernel.pop();
+    kernel.remove(5);
     let t = FakeTracefs::new("offsets-bad", &kernel);
     let r = resolve(&t.tracefs(), Err("no BTF"));
     let hooks = lines(&r.checks[..HOOKS.len()]);
@@ -321,6 +352,8 @@ fn every_hook_is_missing_without_tracefs() {
             "tracepoint tcp:tcp_send_reset",
             "tracepoint sock:inet_sk_error_report",
             "tracepoint tcp:tcp_destroy_sock",
+            "tracepoint syscalls:sys_enter_connect",
+            "tracepoint syscalls:sys_exit_connect",
         ]
     );
 }

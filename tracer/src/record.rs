@@ -9,7 +9,7 @@ use std::{
 use serde::{Serialize, Serializer, ser::SerializeStruct};
 
 use crate::{
-    classify::{Direction, GaveUp, Outcome, Via},
+    classify::{Direction, GaveUp, Outcome, Phase, Via},
     clock::Timestamp,
     counters::{self, Totals},
     hints::{self, Hint},
@@ -59,6 +59,8 @@ pub struct FailureCounts {
     pub unreachable: u64,
     pub reset: u64,
     pub rto_timeout: u64,
+    pub no_local_port: u64,
+    pub blocked_locally: u64,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -95,6 +97,8 @@ impl SummaryOut {
                 unreachable: n(Label::Unreachable),
                 reset: n(Label::Reset),
                 rto_timeout: n(Label::RtoTimeout),
+                no_local_port: n(Label::NoLocalPort),
+                blocked_locally: n(Label::BlockedLocally),
             },
             syn_retransmits: s.syn_retransmits,
             connect_ms: s.connect_ms.map(|l| LatencyOut {
@@ -245,6 +249,19 @@ pub struct EvidenceOut<'a> {
     /// Present (false) only when the kernel skipped the tracer at the close.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub close_traced: Option<bool>,
+    /// `connect_call`: it failed inside connect(), before any SYN was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
+    /// The namespace's ephemeral port range, for `no_local_port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port_range: Option<PortRange>,
+}
+
+/// `net.ipv4.ip_local_port_range`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
 }
 
 /// The ICMP error the kernel queued on the socket.
@@ -396,6 +413,12 @@ impl<'a> Failure<'a> {
                 icmp: e.icmp.map(|(icmp_type, code)| Icmp { icmp_type, code }),
                 tcp_flags: e.tcp_flags.map(tcp_flags),
                 close_traced: e.close_unseen.then_some(false),
+                phase: e.phase.map(|p| match p {
+                    Phase::ConnectCall => "connect_call",
+                }),
+                local_port_range: e
+                    .local_port_range
+                    .map(|(low, high)| PortRange { low, high }),
             },
             hint: hints::hint(o),
         }

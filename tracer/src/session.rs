@@ -19,7 +19,7 @@ use crate::{
     counters::KernelTotals,
     kernel_btf::KernelBtf,
     loader::{self, LoadOptions, Loaded},
-    offsets::resolve,
+    offsets::{CONNECT_CALL_PROGRAMS, HOOKS, Resolved, resolve},
     pipeline::{Pipeline, Select},
     privileges,
     record::RstReasons,
@@ -246,6 +246,7 @@ fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
         config,
+        skip: skipped_programs(args, &resolved),
     };
     let loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
         let msg = e.to_string();
@@ -266,6 +267,25 @@ fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
         Err(_) => Vec::new(),
     });
     Ok((loaded, reasons))
+}
+
+/// The programs not to attach: those whose tracepoint this kernel lacks (their check says what
+/// degrades), and the connect() syscall's when `--no-connect-calls` asks, or when the socket
+/// behind a file descriptor cannot be found on this kernel (they would cost and see nothing).
+fn skipped_programs(args: &RunArgs, resolved: &Resolved) -> Vec<&'static str> {
+    let mut skip: Vec<&'static str> = HOOKS
+        .iter()
+        .filter(|h| !h.required)
+        .filter(|h| resolved.checks.iter().any(|c| c.name == h.label() && !c.ok))
+        .map(|h| h.program)
+        .collect();
+    let m = &resolved.offsets.members;
+    let no_socket = [m.task_files, m.files_fdt, m.fdt_fd, m.socket_sk, m.segs_out]
+        .contains(&tracer_common::MEMBER_MISSING);
+    if args.no_connect_calls || no_socket {
+        skip.extend(CONNECT_CALL_PROGRAMS);
+    }
+    skip
 }
 
 /// Readiness of the kernel-side logger, or never when there is none.

@@ -151,6 +151,8 @@ fn draw(f: &mut ratatui::Frame, table: &TopTable) {
         "UNREACH",
         "RESET",
         "RTO",
+        "NO_PORT",
+        "BLOCKED",
         "P99 MS",
         "VERDICT",
     ])
@@ -171,8 +173,10 @@ fn draw(f: &mut ratatui::Frame, table: &TopTable) {
         Constraint::Length(8),
         Constraint::Length(7),
         Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(8),
         Constraint::Length(9),
-        Constraint::Length(12),
+        Constraint::Length(15),
     ];
     let title = format!(
         " tracer top: {} destinations, most failures first; q quits ",

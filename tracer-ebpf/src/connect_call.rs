@@ -1,0 +1,232 @@
+//! `syscalls:sys_enter_connect` / `syscalls:sys_exit_connect`: connects that fail inside the
+//! connect() call, before any SYN leaves — no route (the route lookup runs in the call), no
+//! local port left, a local policy (cgroup BPF, LSM) refusing. The socket tracepoints see
+//! nothing of the first and last, and only an undone SYN_SENT of the second.
+//!
+//! At entry the calling thread's destination (read from its `sockaddr` in user memory) and fd
+//! are kept in `CONNECTS`, keyed by the thread. At exit, an error other than "in progress" on a
+//! TCP socket that never sent a segment is submitted as `KIND_CONNECT_FAILED`. A socket that did
+//! send (a refused or timed-out blocking connect) is the socket path's to report, so each
+//! failure is reported once; userspace joins the record to that socket's CLOSE, if it had one
+//! (an undone SYN_SENT). Every connect() on the host passes here (UNIX and UDP too): the entry
+//! reads two bytes of the family and returns for anything but IPv4/IPv6; the exit does one map
+//! lookup and returns on success.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    AF_INET, AF_INET6, IPPROTO_TCP, KIND_CONNECT_FAILED, VALID_NETNS, VALID_PORT_RANGE,
+    VALID_ROUTED, tcp_state,
+};
+
+use crate::{
+    CONNECTS, PendingConnect,
+    emit::{now_ns, submit},
+    read::{config, field, member, offset, sock_netns, user},
+    state::{SCRATCH_CONNECT_CALL, scratch},
+};
+
+const EINPROGRESS: i64 = 115;
+const EALREADY: i64 = 114;
+const EISCONN: i64 = 106;
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_enter(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_enter(ctx: &TracePointContext) -> Option<()> {
+    let f = offset!(connect_call);
+    let uservaddr: u64 = field(ctx, f.uservaddr, 0);
+    let addrlen: u64 = field(ctx, f.addrlen, 0);
+    if uservaddr == 0 || addrlen < 16 {
+        return None;
+    }
+    let base = uservaddr as *const u8;
+    let mut family = 0u16;
+    if !user(base, 0, &mut family) {
+        return None;
+    }
+    let mut pending = PendingConnect {
+        start_ns: 0,
+        daddr: [0; 16],
+        dport: 0,
+        family: 0,
+        _pad: 0,
+        fd: 0,
+    };
+    let mut port_be = [0u8; 2];
+    if !user(base, 2, &mut port_be) {
+        return None;
+    }
+    // sockaddr_in: address at 4; sockaddr_in6: flowinfo at 4, address at 8.
+    if family == u16::from(AF_INET) {
+        let mut a = [0u8; 4];
+        if !user(base, 4, &mut a) {
+            return None;
+        }
+        pending.daddr[..4].copy_from_slice(&a);
+    } else if family == u16::from(AF_INET6) && addrlen >= 24 {
+        if !user(base, 8, &mut pending.daddr) {
+            return None;
+        }
+    } else {
+        return None;
+    }
+    pending.family = family as u8;
+    pending.dport = u16::from_be_bytes(port_be);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    if !crate::filter::call_wanted(
+        pending.family,
+        &pending.daddr,
+        pending.dport,
+        (pid_tgid >> 32) as u32,
+        &comm,
+    ) {
+        return None;
+    }
+    let fd: u64 = field(ctx, f.fd, u64::MAX);
+    pending.fd = fd as i32;
+    pending.start_ns = now_ns();
+    CONNECTS.insert(pid_tgid, &pending, 0).ok()
+}
+
+#[inline(always)]
+fn try_exit(ctx: &TracePointContext) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pending = *CONNECTS.get_ptr(pid_tgid).map(|p| {
+        // SAFETY: a map value pointer, valid while this program runs; copied out at once.
+        unsafe { &*p }
+    })?;
+    let _ = CONNECTS.remove(pid_tgid);
+    let ret: i64 = field(ctx, offset!(connect_call.ret), 0);
+    if ret >= 0 || ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN {
+        return None;
+    }
+    let sk = socket_of(pending.fd)?;
+    let mut protocol = 0u16;
+    if !member(sk, offset!(members.sk_protocol), &mut protocol) || protocol != IPPROTO_TCP {
+        return None;
+    }
+    // A socket that sent its SYN is the socket path's: its CLOSE says how it failed.
+    let mut segs_out = 0u32;
+    if !member(sk, offset!(members.segs_out), &mut segs_out) || segs_out != 0 {
+        return None;
+    }
+    let netns = sock_netns(sk);
+    let wanted: u32 = config!(netns);
+    if wanted != 0 && netns != wanted {
+        return None;
+    }
+    let ev = scratch(SCRATCH_CONNECT_CALL)?;
+    ev.kind = KIND_CONNECT_FAILED;
+    ev.family = pending.family;
+    ev.old_state = tcp_state::CLOSE;
+    ev.new_state = tcp_state::CLOSE;
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.uid = bpf_get_current_uid_gid() as u32;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: a helper without pointer arguments, allowed in tracepoint programs.
+    ev.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    if netns != 0 {
+        ev.netns = netns;
+        ev.valid |= VALID_NETNS;
+    }
+    ev.error = (-ret) as i32;
+    ev.sock_id = sk as u64;
+    ev.start_ns = pending.start_ns;
+    ev.ts_ns = now_ns();
+    ev.daddr_be = pending.daddr;
+    ev.dport = pending.dport;
+    read_socket_facts(sk, ev);
+    submit(ev);
+    Some(())
+}
+
+/// The source address the socket holds, whether its route lookup ran, and its namespace's
+/// ephemeral port range.
+#[inline(always)]
+fn read_socket_facts(sk: *const u8, ev: &mut tracer_common::RawEvent) {
+    // An IPv4-mapped IPv6 destination is connected by the IPv4 code.
+    let d = ev.daddr_be;
+    let mapped = ev.family == AF_INET6 && d[..10] == [0; 10] && d[10] == 0xff && d[11] == 0xff;
+    if ev.family == AF_INET || mapped {
+        let mut held = [0u8; 4];
+        let want = if mapped { &d[12..16] } else { &d[..4] };
+        if member(sk, offset!(members.cork_daddr), &mut held) && held == *want {
+            ev.valid |= VALID_ROUTED;
+        }
+    } else {
+        let mut held = [0u8; 16];
+        if member(sk, offset!(members.skc_v6_daddr), &mut held) && held == d {
+            ev.valid |= VALID_ROUTED;
+        }
+    }
+    if ev.family == AF_INET {
+        let mut s = [0u8; 4];
+        if member(sk, offset!(members.skc_rcv_saddr), &mut s) {
+            ev.saddr_be[..4].copy_from_slice(&s);
+        }
+    } else {
+        member(sk, offset!(members.skc_v6_rcv_saddr), &mut ev.saddr_be);
+    }
+    let mut net: *const u8 = core::ptr::null();
+    let mut range = 0u32;
+    if member(sk, offset!(members.skc_net), &mut net)
+        && member(net, offset!(members.net_port_range), &mut range)
+    {
+        ev.port_range_low = range as u16;
+        ev.port_range_high = (range >> 16) as u16;
+        ev.valid |= VALID_PORT_RANGE;
+    }
+}
+
+/// The `struct sock` behind the calling task's file descriptor `fd`, if it is a socket.
+#[inline(always)]
+fn socket_of(fd: i32) -> Option<*const u8> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a helper without arguments; the task it returns is only read through
+    // bpf_probe_read_kernel.
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() } as *const u8;
+    let mut files: *const u8 = core::ptr::null();
+    let mut fdt: *const u8 = core::ptr::null();
+    let mut max_fds = 0u32;
+    let mut fds: *const u8 = core::ptr::null();
+    if !(member(task, offset!(members.task_files), &mut files)
+        && member(files, offset!(members.files_fdt), &mut fdt)
+        && member(fdt, offset!(members.fdt_max_fds), &mut max_fds)
+        && (fd as u32) < max_fds
+        && member(fdt, offset!(members.fdt_fd), &mut fds))
+    {
+        return None;
+    }
+    let mut file: *const u8 = core::ptr::null();
+    let mut socket: *const u8 = core::ptr::null();
+    let mut back: *const u8 = core::ptr::null();
+    let mut sk: *const u8 = core::ptr::null();
+    let slot = (fd as u32) * 8;
+    if !(member(fds, slot, &mut file)
+        && member(file, offset!(members.file_private_data), &mut socket)
+        && member(socket, offset!(members.socket_file), &mut back)
+        && back == file
+        && member(socket, offset!(members.socket_sk), &mut sk)
+        && !sk.is_null())
+    {
+        return None;
+    }
+    Some(sk)
+}
