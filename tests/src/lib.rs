@@ -5,6 +5,7 @@
 //! namespace (and with it its nftables rules and sysctls), and every process it started (by pid).
 //! Traffic stays on loopback inside the test's own namespace.
 pub mod bench;
+pub mod cgroup;
 pub mod netns;
 pub mod process;
 pub mod scenario;

@@ -1,4 +1,5 @@
-//! The test client: a real process that makes TCP connections the tracer must explain.
+//! The test client: a real process that makes TCP connections the tracer must explain (and,
+//! with `connect --udp`, a UDP connect it must not report).
 //!
 //! Each outcome is printed on stdout as one line `result=<ok|ERRNO|gave_up> sport=<port>`, so a
 //! test can tie the tracer's records to what the application saw.
@@ -34,9 +35,17 @@ enum Mode {
         /// One blocking connect() instead (the kernel decides when it fails).
         #[arg(long, conflicts_with_all = ["count", "give_up_ms"])]
         blocking: bool,
+        /// One connect() of a UDP socket instead (no packet is sent; only the route is looked up).
+        #[arg(long, conflicts_with_all = ["count", "give_up_ms", "blocking"])]
+        udp: bool,
         /// Wait for a line on stdin before connecting (print `ready` first).
         #[arg(long)]
         after_line: bool,
+        /// Deny this process every TCP connect with Landlock (a ruleset handling
+        /// LANDLOCK_ACCESS_NET_CONNECT_TCP, with no rule) before connecting: connect() fails with
+        /// EACCES before any route lookup.
+        #[arg(long)]
+        landlock: bool,
         /// Rename this process (PR_SET_NAME) to these raw bytes, given in hex, before connecting.
         #[arg(long, value_name = "HEX")]
         comm_hex: Option<String>,
@@ -85,17 +94,24 @@ fn main() -> Result<()> {
             count,
             give_up_ms,
             blocking,
+            udp,
+            landlock,
             after_line,
             comm_hex,
         } => {
             if let Some(hex) = comm_hex {
                 rename(&hex)?;
             }
+            if landlock {
+                landlock_deny_tcp_connect()?;
+            }
             if after_line {
                 say("ready");
                 std::io::stdin().read_line(&mut String::new())?;
             }
-            if blocking {
+            if udp {
+                connect_udp(addr)
+            } else if blocking {
                 connect_blocking(addr)
             } else {
                 connect_many(addr, count, give_up_ms)
@@ -138,6 +154,40 @@ fn rename(hex: &str) -> Result<()> {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `name`.
     let ret = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
     anyhow::ensure!(ret == 0, "prctl(PR_SET_NAME) failed");
+    Ok(())
+}
+
+/// Restricts this process with a Landlock ruleset that handles TCP connect and allows none.
+fn landlock_deny_tcp_connect() -> Result<()> {
+    // struct landlock_ruleset_attr { handled_access_fs: u64, handled_access_net: u64 } (ABI 4).
+    const LANDLOCK_ACCESS_NET_CONNECT_TCP: u64 = 1 << 1;
+    let attr: [u64; 2] = [0, LANDLOCK_ACCESS_NET_CONNECT_TCP];
+    // SAFETY: the kernel reads `size_of_val(&attr)` bytes from `attr`, which outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+            0u32,
+        )
+    };
+    anyhow::ensure!(
+        fd >= 0,
+        "landlock_create_ruleset: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    anyhow::ensure!(ret == 0, "prctl(PR_SET_NO_NEW_PRIVS) failed");
+    // SAFETY: `fd` is the ruleset fd just created; flags 0.
+    let ret = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) };
+    // SAFETY: `fd` is ours and not used again.
+    unsafe { libc::close(fd as i32) };
+    anyhow::ensure!(
+        ret == 0,
+        "landlock_restrict_self: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
@@ -218,6 +268,16 @@ fn connect_many(addr: SocketAddr, count: usize, give_up_ms: Option<u64>) -> Resu
 
 fn connect_blocking(addr: SocketAddr) -> Result<()> {
     let s = socket_for(addr)?;
+    match s.connect(&SockAddr::from(addr)) {
+        Ok(()) => say(&format!("result=ok sport={}", sport(&s))),
+        Err(e) => say(&format!("result={} sport={}", errno_name(&e), sport(&s))),
+    }
+    Ok(())
+}
+
+fn connect_udp(addr: SocketAddr) -> Result<()> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .context("socket")?;
     match s.connect(&SockAddr::from(addr)) {
         Ok(()) => say(&format!("result=ok sport={}", sport(&s))),
         Err(e) => say(&format!("result={} sport={}", errno_name(&e), sport(&s))),

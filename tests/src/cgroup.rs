@@ -1,0 +1,202 @@
+//! A cgroup v2 child that denies every connect: BPF programs `r0 = 0; exit` of type
+//! BPF_PROG_TYPE_CGROUP_SOCK_ADDR attached at BPF_CGROUP_INET4_CONNECT and
+//! BPF_CGROUP_INET6_CONNECT, so connect() fails with EPERM before any route lookup. Loaded with
+//! raw bpf(2) (no libbpf); detached, closed and removed on drop, with any process left in it
+//! killed by pid first.
+use std::{
+    fs::{File, OpenOptions},
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::{fs::MetadataExt, process::CommandExt},
+    },
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use crate::{Netns, Proc};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
+const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+/// The bpf_attr size passed to bpf(2); the kernel requires the bytes it does not know to be 0.
+const ATTR_SIZE: usize = 128;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct DenyConnectCgroup {
+    path: PathBuf,
+    dir: File,
+    /// (program fd, attach type) of every program attached so far.
+    progs: Vec<(OwnedFd, u32)>,
+}
+
+/// Where cgroup v2 is mounted (e.g. /sys/fs/cgroup, or /sys/fs/cgroup/unified beside v1).
+pub fn cgroup2_mount() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .expect("no cgroup v2 mount in /proc/self/mounts: a cgroup connect4 program needs one")
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; ATTR_SIZE]) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a bpf_attr of ATTR_SIZE bytes that outlives the call; the pointers in it
+    // point at buffers the caller keeps alive across the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_SIZE) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn put_u32(attr: &mut [u8; ATTR_SIZE], at: usize, v: u32) {
+    attr[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u64(attr: &mut [u8; ATTR_SIZE], at: usize, v: u64) {
+    attr[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// Loads `r0 = 0; exit` as a cgroup sock_addr program for `attach_type`.
+fn load_deny(attach_type: u32) -> io::Result<OwnedFd> {
+    // BPF_MOV64_IMM(r0, 0): opcode 0xb7; BPF_EXIT_INSN: opcode 0x95.
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let license = b"GPL\0";
+    let name = b"tt_deny_connect\0";
+    let mut attr = [0u8; ATTR_SIZE];
+    put_u32(&mut attr, 0, BPF_PROG_TYPE_CGROUP_SOCK_ADDR); // prog_type
+    put_u32(&mut attr, 4, insns.len() as u32); // insn_cnt
+    put_u64(&mut attr, 8, insns.as_ptr() as u64); // insns
+    put_u64(&mut attr, 16, license.as_ptr() as u64); // license
+    attr[48..48 + name.len()].copy_from_slice(name); // prog_name[16]
+    put_u32(&mut attr, 68, attach_type); // expected_attach_type
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: BPF_PROG_LOAD returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn attach_attr(cgroup: &File, prog: &OwnedFd, attach_type: u32) -> [u8; ATTR_SIZE] {
+    let mut attr = [0u8; ATTR_SIZE];
+    put_u32(&mut attr, 0, cgroup.as_raw_fd() as u32); // target_fd
+    put_u32(&mut attr, 4, prog.as_raw_fd() as u32); // attach_bpf_fd
+    put_u32(&mut attr, 8, attach_type); // attach_type
+    attr
+}
+
+impl DenyConnectCgroup {
+    /// Creates the child cgroup `tt-<pid>-<n>-<tag>` under the cgroup v2 mount and attaches the
+    /// deny programs to it.
+    pub fn new(tag: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = cgroup2_mount().join(format!("tt-{}-{n}-{tag}", std::process::id()));
+        std::fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", path.display()));
+        let dir = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                panic!("cannot open cgroup {}: {e}", path.display());
+            }
+        };
+        // From here on Drop removes whatever was set up, also when an attach fails.
+        let mut cg = DenyConnectCgroup {
+            path,
+            dir,
+            progs: Vec::new(),
+        };
+        for attach_type in [BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT] {
+            let prog = load_deny(attach_type)
+                .unwrap_or_else(|e| panic!("BPF_PROG_LOAD (cgroup/connect {attach_type}): {e}"));
+            let mut attr = attach_attr(&cg.dir, &prog, attach_type);
+            bpf(BPF_PROG_ATTACH, &mut attr).unwrap_or_else(|e| {
+                panic!(
+                    "BPF_PROG_ATTACH to {} (type {attach_type}): {e}",
+                    cg.path.display()
+                )
+            });
+            cg.progs.push((prog, attach_type));
+        }
+        cg
+    }
+
+    /// The cgroup's id: what the tracer reports as `cgroup_id` for a process in it.
+    pub fn id(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .expect("stat the cgroup")
+            .ino()
+    }
+
+    /// Starts `program` inside `ns` as a member of this cgroup. The child joins the cgroup
+    /// (writes 0 to cgroup.procs) before `ip netns exec`, which remounts /sys and would hide it.
+    pub fn spawn_in(&self, ns: &Netns, program: &Path, args: &[&str]) -> Proc {
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        let fd = procs.as_raw_fd();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name])
+            .arg(program)
+            .args(args);
+        // SAFETY: the closure runs in the forked child before exec and only calls write(2),
+        // which is async-signal-safe, on an fd the parent keeps open until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        let proc = Proc::spawn(cmd);
+        drop(procs);
+        proc
+    }
+
+    fn members(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for DenyConnectCgroup {
+    fn drop(&mut self) {
+        for (prog, attach_type) in self.progs.drain(..) {
+            let mut attr = attach_attr(&self.dir, &prog, attach_type);
+            if let Err(e) = bpf(BPF_PROG_DETACH, &mut attr) {
+                eprintln!("BPF_PROG_DETACH from {}: {e}", self.path.display());
+            }
+        }
+        // Only processes this test started are in the cgroup it created; a client that is still
+        // running (the test failed before it ended) is killed by its pid.
+        for pid in self.members() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // No panic in drop: poll, then give up with a message.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !self.members().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            eprintln!("could not remove cgroup {}: {e}", self.path.display());
+        }
+    }
+}
