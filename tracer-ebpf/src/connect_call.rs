@@ -4,11 +4,12 @@
 //! nothing of the first and last, and only an undone SYN_SENT of the second.
 //!
 //! At entry the calling thread's destination (read from its `sockaddr` in user memory) and fd
-//! are kept in `CONNECTS`, keyed by the thread. At exit, an error other than "in progress" on a
-//! TCP socket that never sent a segment is submitted as `KIND_CONNECT_FAILED`. A socket that did
-//! send (a refused or timed-out blocking connect) is the socket path's to report, so each
-//! failure is reported once; userspace joins the record to that socket's CLOSE, if it had one
-//! (an undone SYN_SENT). Every connect() on the host passes here (UNIX and UDP too): the entry
+//! are kept in `CONNECTS`, keyed by the thread; `inet_sock_set_state` notes there the socket the
+//! call took to SYN_SENT, and whether connect() undid that SYN_SENT before sending anything. At
+//! exit, an error other than "in progress" on a TCP socket that never reached SYN_SENT, or was
+//! undone, is submitted as `KIND_CONNECT_FAILED`. A connect that did go out (a refused or
+//! timed-out blocking connect) is the socket path's to report, so each failure is reported
+//! once; userspace joins the record to the undone socket's CLOSE. Every connect() on the host passes here (UNIX and UDP too): the entry
 //! reads two bytes of the family and returns for anything but IPv4/IPv6; the exit does one map
 //! lookup and returns on success.
 use aya_ebpf::{
@@ -59,10 +60,11 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     }
     let mut pending = PendingConnect {
         start_ns: 0,
+        sk: 0,
         daddr: [0; 16],
         dport: 0,
         family: 0,
-        _pad: 0,
+        undone: 0,
         fd: 0,
     };
     let mut port_be = [0u8; 2];
@@ -114,14 +116,20 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     if ret >= 0 || ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN {
         return None;
     }
-    let sk = socket_of(pending.fd)?;
-    let mut protocol = 0u16;
-    if !member(sk, offset!(members.sk_protocol), &mut protocol) || protocol != IPPROTO_TCP {
+    // A connect that reached SYN_SENT is the socket path's (its CLOSE says how it failed:
+    // refused, timed out, no ARP answer), unless connect() undid it before sending anything.
+    // (The socket's own counters cannot tell: a failed blocking connect() disconnects the
+    // socket, which zeroes them before this exit.)
+    if pending.sk != 0 && pending.undone == 0 {
         return None;
     }
-    // A socket that sent its SYN is the socket path's: its CLOSE says how it failed.
-    let mut segs_out = 0u32;
-    if !member(sk, offset!(members.segs_out), &mut segs_out) || segs_out != 0 {
+    let sk = if pending.sk != 0 {
+        pending.sk as *const u8
+    } else {
+        socket_of(pending.fd)?
+    };
+    let mut protocol = 0u16;
+    if !member(sk, offset!(members.sk_protocol), &mut protocol) || protocol != IPPROTO_TCP {
         return None;
     }
     let netns = sock_netns(sk);

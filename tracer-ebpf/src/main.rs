@@ -64,12 +64,17 @@ static CONNECTS: LruHashMap<u64, PendingConnect> =
 pub struct PendingConnect {
     /// Monotonic time of the call's entry.
     pub start_ns: u64,
+    /// The socket, once the call took it to SYN_SENT (`inet_sock_set_state` in this thread):
+    /// from then on the socket path reports how it ends, unless connect() undid it.
+    pub sk: u64,
     /// The destination the caller asked for; IPv4 in the first 4 bytes. Network order.
     pub daddr: [u8; 16],
     /// Destination port, host order.
     pub dport: u16,
     pub family: u8,
-    pub _pad: u8,
+    /// 1 when connect() undid the SYN_SENT before sending anything (its CLOSE had
+    /// `segs_out` 0): the call, not the socket path, says why.
+    pub undone: u8,
     /// The socket's file descriptor.
     pub fd: i32,
 }

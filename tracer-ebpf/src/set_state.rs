@@ -19,7 +19,7 @@ use tracer_common::{
 };
 
 use crate::{
-    SOCKS,
+    CONNECTS, SOCKS,
     emit::{Counter, count, now_ns, submit},
     read::{config, field, member, offset, sock_netns},
     state::{SCRATCH_CONNECT, scratch, tracked},
@@ -95,6 +95,14 @@ pub(crate) fn submit_closed(skaddr: u64, state: &mut RawEvent) {
         let mut segs_out = 0u32;
         if member(sk, offset!(members.segs_out), &mut segs_out) && segs_out == 0 {
             state.valid |= VALID_NOT_SENT;
+            if let Some(call) = CONNECTS.get_ptr_mut(bpf_get_current_pid_tgid()) {
+                // SAFETY: a map value pointer, valid while this program runs; the entry is this
+                // thread's, and the thread is inside connect() right now.
+                let call = unsafe { &mut *call };
+                if call.sk == skaddr {
+                    call.undone = 1;
+                }
+            }
         }
     }
     state.kind = KIND_CLOSED;
@@ -110,6 +118,13 @@ fn netns_wanted(sk: *const u8) -> bool {
 /// CLOSE→SYN_SENT, in the task that called connect(): record who and where.
 #[inline(always)]
 fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(call) = CONNECTS.get_ptr_mut(pid_tgid) {
+        // SAFETY: a map value pointer, valid while this program runs; the entry is this
+        // thread's, and the thread is inside connect() right now. From here the socket path
+        // reports this connect.
+        unsafe { (*call).sk = skaddr };
+    }
     let sk = skaddr as *const u8;
     let netns = sock_netns(sk);
     let wanted: u32 = config!(netns);
@@ -117,7 +132,6 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
         return None;
     }
     let ev = scratch(SCRATCH_CONNECT)?;
-    let pid_tgid = bpf_get_current_pid_tgid();
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     ev.uid = bpf_get_current_uid_gid() as u32;
