@@ -78,6 +78,32 @@ fn no_route_is_unreachable_from_the_connect_call() {
     tracer.finish_with(2);
 }
 
+/// `--no-connect-calls` leaves the syscall tracepoints off: the connect without a route goes
+/// unseen, the refusal after it (the socket path) is still reported.
+#[test]
+fn without_connect_calls_only_the_socket_path_reports() {
+    let ns = Netns::new("nocalls");
+    let tracer = Tracer::start(&ns, &["--no-connect-calls"]);
+    assert!(
+        tracer.stderr().contains("attached 6 programs"),
+        "{}",
+        tracer.stderr()
+    );
+    client_fails(
+        &ns,
+        &["connect", "--addr", "10.1.2.3:80", "--blocking"],
+        "ENETUNREACH",
+    );
+    client_fails(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47", "--blocking"],
+        "ECONNREFUSED",
+    );
+    tracer.wait_failures(1, WAIT, for_dst("127.0.0.1", 47));
+    let Stopped { failures, .. } = tracer.finish_with(1);
+    assert_eq!(failures[0]["label"], "refused", "{:?}", failures[0]);
+}
+
 #[test]
 fn unreachable_prohibit_and_blackhole_routes() {
     let ns = Netns::new("routes");

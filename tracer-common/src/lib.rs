@@ -6,11 +6,13 @@
 #![no_std]
 
 pub mod config;
+pub mod connect_call;
 pub mod counters;
 pub mod event;
 pub mod offsets;
 
 pub use config::*;
+pub use connect_call::*;
 pub use counters::*;
 pub use event::*;
 pub use offsets::*;

@@ -18,13 +18,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    AF_INET, AF_INET6, IPPROTO_TCP, KIND_CONNECT_FAILED, VALID_NETNS, VALID_PORT_RANGE,
-    VALID_ROUTED, tcp_state,
+    AF_INET, AF_INET6, Counter, IPPROTO_TCP, KIND_CONNECT_FAILED, PendingConnect, VALID_NETNS,
+    VALID_PORT_RANGE, VALID_ROUTED, tcp_state,
 };
 
 use crate::{
-    CONNECTS, PendingConnect,
-    emit::{now_ns, submit},
+    CONNECTS,
+    emit::{count, now_ns, submit},
     read::{config, field, member, offset, sock_netns, user},
     state::{SCRATCH_CONNECT_CALL, scratch},
 };
@@ -53,55 +53,57 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     if uservaddr == 0 || addrlen < 16 {
         return None;
     }
+    // One read of the longest prefix that can matter: family, port, and for IPv4 the address
+    // (sockaddr_in); for IPv6 flowinfo then the address at 8 (sockaddr_in6).
+    let mut sa = [0u8; 24];
     let base = uservaddr as *const u8;
-    let mut family = 0u16;
-    if !user(base, 0, &mut family) {
+    let read = if addrlen >= 24 {
+        user(base, 0, &mut sa)
+    } else {
+        let mut v4 = [0u8; 16];
+        let ok = user(base, 0, &mut v4);
+        sa[..16].copy_from_slice(&v4);
+        ok
+    };
+    if !read {
         return None;
     }
+    let family = u16::from_ne_bytes([sa[0], sa[1]]);
     let mut pending = PendingConnect {
         start_ns: 0,
         sk: 0,
         daddr: [0; 16],
-        dport: 0,
+        dport: u16::from_be_bytes([sa[2], sa[3]]),
         family: 0,
         undone: 0,
         fd: 0,
     };
-    let mut port_be = [0u8; 2];
-    if !user(base, 2, &mut port_be) {
-        return None;
-    }
-    // sockaddr_in: address at 4; sockaddr_in6: flowinfo at 4, address at 8.
     if family == u16::from(AF_INET) {
-        let mut a = [0u8; 4];
-        if !user(base, 4, &mut a) {
-            return None;
-        }
-        pending.daddr[..4].copy_from_slice(&a);
+        pending.daddr[..4].copy_from_slice(&sa[4..8]);
     } else if family == u16::from(AF_INET6) && addrlen >= 24 {
-        if !user(base, 8, &mut pending.daddr) {
-            return None;
-        }
+        pending.daddr.copy_from_slice(&sa[8..24]);
     } else {
         return None;
     }
     pending.family = family as u8;
-    pending.dport = u16::from_be_bytes(port_be);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     if !crate::filter::call_wanted(
         pending.family,
         &pending.daddr,
         pending.dport,
         (pid_tgid >> 32) as u32,
-        &comm,
+        || bpf_get_current_comm().unwrap_or([0; 16]),
     ) {
         return None;
     }
     let fd: u64 = field(ctx, f.fd, u64::MAX);
     pending.fd = fd as i32;
     pending.start_ns = now_ns();
-    CONNECTS.insert(pid_tgid, &pending, 0).ok()
+    if CONNECTS.insert(pid_tgid, &pending, 0).is_err() {
+        // Full: this call is not traced (counted like any state that could not be created).
+        count(Counter::InsertErrors);
+    }
+    Some(())
 }
 
 #[inline(always)]

@@ -15,13 +15,23 @@ macro_rules! config_at {
 /// Does an outbound connect (tuple, pid and comm already in `ev`) pass the filters?
 #[inline(always)]
 pub fn connect_wanted(ev: &RawEvent) -> bool {
-    call_wanted(ev.family, &ev.daddr_be, ev.dport, ev.pid, &ev.comm)
+    endpoint_wanted(ev.family, &ev.daddr_be, ev.dport)
+        && pid_wanted(ev.pid)
+        && comm_wanted(&ev.comm)
 }
 
-/// Does a connect to `addr`:`port` by process `pid` named `comm` pass the filters?
+/// Does a connect to `addr`:`port` by process `pid` pass the filters? `comm` is asked for only
+/// when a `--comm` filter is set.
 #[inline(always)]
-pub fn call_wanted(family: u8, addr: &[u8; 16], port: u16, pid: u32, comm: &[u8; 16]) -> bool {
-    endpoint_wanted(family, addr, port) && pid_wanted(pid) && comm_wanted(comm)
+pub fn call_wanted(
+    family: u8,
+    addr: &[u8; 16],
+    port: u16,
+    pid: u32,
+    comm: impl FnOnce() -> [u8; 16],
+) -> bool {
+    let n_comms: u8 = config!(n_comms);
+    endpoint_wanted(family, addr, port) && pid_wanted(pid) && (n_comms == 0 || comm_wanted(&comm()))
 }
 
 /// Does an inbound refusal to the local `addr`:`port` pass? Process filters exclude it: no

@@ -23,9 +23,9 @@ mod state;
 use aya_ebpf::{
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{COUNTER_COUNT, Config, KernelOffsets, RawEvent};
+use tracer_common::{COUNTER_COUNT, Config, KernelOffsets, PendingConnect, RawEvent};
 
 /// Resolved by the loader; see `tracer_common::offsets`. Read only through `read::offset!`,
 /// field by field (see there why).
@@ -52,32 +52,11 @@ static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, B
 static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(4, 0);
 
 /// The connect() calls in progress, by thread (`pid_tgid`): what each asked for, from the
-/// call's entry to its exit (`connect_call.rs`). A thread is in at most one call; an entry whose
-/// exit was never seen is evicted.
+/// call's entry to its exit (`connect_call.rs`). A thread is in at most one call. A plain hash:
+/// an LRU insert cost three times as much on every connect(); an entry whose exit the kernel
+/// skipped the program for is swept by userspace (`Session`).
 #[map]
-static CONNECTS: LruHashMap<u64, PendingConnect> =
-    LruHashMap::with_max_entries(16_384, BPF_F_NO_COMMON_LRU);
-
-/// A connect() call between its entry and its exit.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingConnect {
-    /// Monotonic time of the call's entry.
-    pub start_ns: u64,
-    /// The socket, once the call took it to SYN_SENT (`inet_sock_set_state` in this thread):
-    /// from then on the socket path reports how it ends, unless connect() undid it.
-    pub sk: u64,
-    /// The destination the caller asked for; IPv4 in the first 4 bytes. Network order.
-    pub daddr: [u8; 16],
-    /// Destination port, host order.
-    pub dport: u16,
-    pub family: u8,
-    /// 1 when connect() undid the SYN_SENT before sending anything (its CLOSE had
-    /// `segs_out` 0): the call, not the socket path, says why.
-    pub undone: u8,
-    /// The socket's file descriptor.
-    pub fd: i32,
-}
+static CONNECTS: HashMap<u64, PendingConnect> = HashMap::with_max_entries(16_384, 0);
 
 /// Per-CPU counters, indexed by `tracer_common::Counter`.
 #[map]

@@ -4,10 +4,10 @@
 //! kernel detaches and frees everything. A failure part-way drops what was loaded before it.
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramFd, TracePoint},
 };
-use tracer_common::{Config, KernelOffsets};
+use tracer_common::{Config, KernelOffsets, PendingConnect};
 
 use crate::offsets::HOOKS;
 
@@ -87,6 +87,18 @@ impl Loaded {
 }
 
 impl Loaded {
+    /// The connect() calls in progress (`CONNECTS`), to sweep entries whose exit went unseen.
+    pub fn take_connects(&mut self) -> Result<HashMap<MapData, u64, PendingConnect>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map("CONNECTS")
+            .ok_or(LoadError::MissingMap("CONNECTS"))?;
+        HashMap::try_from(map).map_err(|source| LoadError::Map {
+            map: "CONNECTS",
+            source,
+        })
+    }
+
     /// Duplicates of the attached programs' fds (for their kernel statistics).
     pub fn program_fds(&self) -> Result<Vec<ProgramFd>, LoadError> {
         let mut fds = Vec::new();

@@ -5,11 +5,13 @@
 //! Dropping it detaches everything.
 use std::{io, num::NonZeroUsize, process::ExitCode, time::Duration};
 
+use aya::maps::{HashMap, MapData};
 use aya_log::EbpfLogger;
 use tokio::{
     io::unix::AsyncFd,
     time::{Instant, Interval, interval_at},
 };
+use tracer_common::PendingConnect;
 
 use crate::{
     aggregate::Aggregator,
@@ -93,6 +95,12 @@ pub async fn tick(timer: &mut Option<Interval>) {
 const SETTLE_INTERVAL: Duration = Duration::from_millis(200);
 /// How often heap freed after a burst goes back to the kernel (glibc keeps it otherwise).
 const TRIM_SECONDS: u64 = 10;
+/// How often the connect() calls in progress are swept, and how old an entry must be to be
+/// swept: no connect() call lasts that long (a blocking connect gives up after
+/// `tcp_syn_retries`, about two minutes by default), so its exit was skipped by the kernel
+/// (counted in `kernel_skipped`) and the entry would otherwise stay.
+const SWEEP_SECONDS: u64 = 60;
+const STALE_CALL_NS: u64 = 600_000_000_000;
 
 pub struct Session {
     /// The programs and maps; attached while this lives.
@@ -105,6 +113,9 @@ pub struct Session {
     drain: Option<Interval>,
     settle: Option<Interval>,
     trim: Option<Interval>,
+    /// The connect() calls in progress, and the beat that sweeps stale ones.
+    connects: HashMap<MapData, u64, PendingConnect>,
+    sweep: Option<Interval>,
 }
 
 impl Session {
@@ -122,6 +133,7 @@ impl Session {
         crate::memory::release_freed();
         let events = EventSource::new(loaded.take_events()?)?;
         let counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
+        let connects = loaded.take_connects()?;
         let aggregator = (args.summary_interval > 0).then(|| {
             let cap =
                 NonZeroUsize::new(args.max_destinations as usize).unwrap_or(NonZeroUsize::MIN);
@@ -149,6 +161,8 @@ impl Session {
             drain: Some(tokio::time::interval(DRAIN_INTERVAL)),
             settle: Some(tokio::time::interval(SETTLE_INTERVAL)),
             trim: every(TRIM_SECONDS),
+            connects,
+            sweep: every(SWEEP_SECONDS),
         })
     }
 
@@ -178,6 +192,7 @@ impl Session {
                 }
             }
             _ = tick(&mut self.trim) => crate::memory::release_freed(),
+            _ = tick(&mut self.sweep) => sweep(&mut self.connects, WallClock::now_mono_ns()),
             Some(guard) = readable(&mut self.logger) => {
                 let mut guard = guard?;
                 guard.get_inner_mut().flush();
@@ -203,6 +218,25 @@ impl Session {
     /// The kernel's counters now.
     pub fn kernel_totals(&self) -> Result<KernelTotals, aya::maps::MapError> {
         self.counters.read()
+    }
+}
+
+/// Removes the connect() calls that began more than `STALE_CALL_NS` before `now_ns`.
+fn sweep(connects: &mut HashMap<MapData, u64, PendingConnect>, now_ns: u64) {
+    let stale: Vec<u64> = connects
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, call)| now_ns.saturating_sub(call.start_ns) > STALE_CALL_NS)
+        .map(|(thread, _)| thread)
+        .collect();
+    for thread in &stale {
+        let _ = connects.remove(thread);
+    }
+    if !stale.is_empty() {
+        log::debug!(
+            "swept {} connect() calls whose exit was not seen",
+            stale.len()
+        );
     }
 }
 
