@@ -44,8 +44,8 @@ pub const VALID_UNACKED: u32 = 1 << 14;
 /// socket was freed (`tcp:tcp_destroy_sock`), so `sk_err` may already have been handed to the
 /// application (and cleared), and `ts_ns` is the time of the free, not of the close.
 pub const VALID_CLOSE_UNSEEN: u32 = 1 << 15;
-/// KIND_CLOSED: the socket never sent a segment (`tcp_sock.segs_out` was 0): a connect undone
-/// inside connect() (e.g. no local port left), not one whose SYN went unanswered.
+/// KIND_CLOSED: closed from SYN_SENT inside the connect() call that opened it, without ever
+/// sending a segment (`tcp_sock.segs_out` 0): connect() undid it (e.g. no local port left).
 pub const VALID_NOT_SENT: u32 = 1 << 16;
 /// KIND_CONNECT_FAILED: the socket holds the destination the caller asked for, so the kernel's
 /// route lookup ran (a route error), rather than a policy check refusing before it.

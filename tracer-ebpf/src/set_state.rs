@@ -90,18 +90,21 @@ pub(crate) fn submit_closed(skaddr: u64, state: &mut RawEvent) {
     if state.old_state != tcp_state::SYN_SENT {
         read_established_facts(sk, state);
     } else {
-        // No segment ever left: connect() itself undid the SYN_SENT (no local port left), which
-        // its syscall exit reports with the errno (`connect_call.rs`).
+        // No segment ever left, and this thread is still inside the connect() call that took
+        // the socket to SYN_SENT: connect() itself undid it (no local port left), and its
+        // syscall exit reports why (`connect_call.rs`). (Outside the call a SYN_SENT socket with
+        // nothing sent is e.g. a TCP_FASTOPEN_CONNECT socket closed before its first write.)
         let mut segs_out = 0u32;
-        if member(sk, offset!(members.segs_out), &mut segs_out) && segs_out == 0 {
-            state.valid |= VALID_NOT_SENT;
-            if let Some(call) = CONNECTS.get_ptr_mut(bpf_get_current_pid_tgid()) {
-                // SAFETY: a map value pointer, valid while this program runs; the entry is this
-                // thread's, and the thread is inside connect() right now.
-                let call = unsafe { &mut *call };
-                if call.sk == skaddr {
-                    call.undone = 1;
-                }
+        if member(sk, offset!(members.segs_out), &mut segs_out)
+            && segs_out == 0
+            && let Some(call) = CONNECTS.get_ptr_mut(bpf_get_current_pid_tgid())
+        {
+            // SAFETY: a map value pointer, valid while this program runs; the entry is this
+            // thread's, and the thread is inside connect() right now.
+            let call = unsafe { &mut *call };
+            if call.sk == skaddr {
+                call.undone = 1;
+                state.valid |= VALID_NOT_SENT;
             }
         }
     }

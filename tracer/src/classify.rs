@@ -315,8 +315,8 @@ impl Classifier {
             let close = self.parked.pop_front().expect("front exists");
             out.extend(self.finish_close(&close, None));
         }
-        // An undone connect whose call was not traced (io_uring, a 32-bit caller, the syscall
-        // tracepoints off): the socket alone says no SYN left and no error was set.
+        // An undone connect whose call record did not come (lost, or its exit skipped by the
+        // kernel): the kernel saw connect() undo it, so no local port is the likely cause.
         while self
             .undone
             .front()
@@ -468,8 +468,9 @@ fn inbound(ev: &RawEvent) -> Option<Outcome> {
     })
 }
 
-/// A CLOSE of a connect that connect() itself undid: in SYN_SENT, no segment ever sent, no
-/// error on the socket (e.g. no local port was left: EADDRNOTAVAIL).
+/// A CLOSE of a connect that connect() itself undid (the kernel saw it inside the call): in
+/// SYN_SENT, no segment ever sent, no error on the socket (e.g. no local port was left:
+/// EADDRNOTAVAIL).
 fn undone_in_call(ev: &RawEvent) -> bool {
     ev.has(VALID_NOT_SENT)
         && ev.old_state == tcp_state::SYN_SENT
@@ -511,8 +512,9 @@ fn connect_call(ev: &RawEvent, close: Option<&RawEvent>) -> Option<Outcome> {
     })
 }
 
-/// An undone connect whose connect() call was not traced: no SYN left and no error was set,
-/// which is what a connect that found no local port leaves (the errno is unknown).
+/// An undone connect whose connect() call record did not come: connect() undid the SYN_SENT
+/// before sending anything, which is what a connect that found no local port leaves (the
+/// errno is unknown).
 fn undone_outcome(close: &RawEvent) -> Outcome {
     let mut evidence = base_evidence(close);
     evidence.phase = Some(Phase::ConnectCall);
