@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
         record[..chunk.len()].copy_from_slice(chunk);
         if i % 2 == 0 {
             record[0] = 1 + record[0] % 5; // a valid kind
-            record[1] = if record[1] % 2 == 0 { AF_INET } else { AF_INET6 };
+            record[1] = if record[1] % 2 == 0 {
+                AF_INET
+            } else {
+                AF_INET6
+            };
         }
         if let Ok(ev) = decode(&record) {
             now = now.max(ev.ts_ns);

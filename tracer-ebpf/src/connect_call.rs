@@ -13,13 +13,13 @@
 //! reads two bytes of the family and returns for anything but IPv4/IPv6; the exit does one map
 //! lookup and returns on success.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use tracer_common::{
-    AF_INET, AF_INET6, Counter, IPPROTO_TCP, KIND_CONNECT_FAILED, PendingConnect, VALID_NETNS,
-    VALID_PORT_RANGE, VALID_ROUTED, tcp_state,
+    AF_INET, AF_INET6, Counter, IPPROTO_TCP, KIND_CONNECT_FAILED, PendingConnect, VALID_PORT_RANGE,
+    VALID_ROUTED, tcp_state,
 };
 
 use crate::{
@@ -144,16 +144,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     ev.family = pending.family;
     ev.old_state = tcp_state::CLOSE;
     ev.new_state = tcp_state::CLOSE;
-    ev.pid = (pid_tgid >> 32) as u32;
-    ev.tid = pid_tgid as u32;
-    ev.uid = bpf_get_current_uid_gid() as u32;
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    // SAFETY: a helper without pointer arguments, allowed in tracepoint programs.
-    ev.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
-    if netns != 0 {
-        ev.netns = netns;
-        ev.valid |= VALID_NETNS;
-    }
+    crate::set_state::record_caller(ev, pid_tgid, netns);
     ev.error = (-ret) as i32;
     ev.sock_id = sk as u64;
     ev.start_ns = pending.start_ns;

@@ -135,16 +135,7 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
         return None;
     }
     let ev = scratch(SCRATCH_CONNECT)?;
-    ev.pid = (pid_tgid >> 32) as u32;
-    ev.tid = pid_tgid as u32;
-    ev.uid = bpf_get_current_uid_gid() as u32;
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    // SAFETY: a helper without pointer arguments, allowed in tracepoint programs.
-    ev.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
-    if netns != 0 {
-        ev.netns = netns;
-        ev.valid |= VALID_NETNS;
-    }
+    record_caller(ev, pid_tgid, netns);
     ev.sock_id = skaddr;
     ev.start_ns = now_ns();
     ev.ts_ns = ev.start_ns;
@@ -164,6 +155,21 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// Who is connecting (the task running now, inside connect()) and in which namespace.
+#[inline(always)]
+pub(crate) fn record_caller(ev: &mut RawEvent, pid_tgid: u64, netns: u32) {
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    ev.uid = bpf_get_current_uid_gid() as u32;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: a helper without pointer arguments, allowed in tracepoint programs.
+    ev.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    if netns != 0 {
+        ev.netns = netns;
+        ev.valid |= VALID_NETNS;
+    }
 }
 
 /// The 4-tuple as the tracepoint reports it now (the source port is only known after connect()
