@@ -63,40 +63,31 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The ring buffer of records (`EVENTS`).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(LoadError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map {
-            map: "EVENTS",
-            source,
-        })
+        self.take("EVENTS")
     }
 
+    /// The per-CPU counters (`COUNTERS`).
     pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
-        let map = self
-            .ebpf
-            .take_map("COUNTERS")
-            .ok_or(LoadError::MissingMap("COUNTERS"))?;
-        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
-            map: "COUNTERS",
-            source,
-        })
+        self.take("COUNTERS")
     }
-}
 
-impl Loaded {
     /// The connect() calls in progress (`CONNECTS`), to sweep entries whose exit went unseen.
     pub fn take_connects(&mut self) -> Result<HashMap<MapData, u64, PendingConnect>, LoadError> {
+        self.take("CONNECTS")
+    }
+
+    /// Takes the map `name` out of the object as the map type `M`.
+    fn take<M>(&mut self, name: &'static str) -> Result<M, LoadError>
+    where
+        M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    {
         let map = self
             .ebpf
-            .take_map("CONNECTS")
-            .ok_or(LoadError::MissingMap("CONNECTS"))?;
-        HashMap::try_from(map).map_err(|source| LoadError::Map {
-            map: "CONNECTS",
-            source,
-        })
+            .take_map(name)
+            .ok_or(LoadError::MissingMap(name))?;
+        M::try_from(map).map_err(|source| LoadError::Map { map: name, source })
     }
 
     /// Duplicates of the attached programs' fds (for their kernel statistics).
