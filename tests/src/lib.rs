@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cgroup;
 pub mod netns;
+pub mod podman;
 pub mod process;
 pub mod scenario;
 pub mod schema;

@@ -40,8 +40,12 @@ pub struct Config {
     /// reader drains on its own short timer (one wakeup per record would cost more than the
     /// record). 0 wakes it for every record.
     pub wakeup_bytes: u32,
+    /// 1 when `--container`, `--pod` or `--unit` is set: connects from a cgroup userspace judged
+    /// `CGROUP_UNWANTED` are dropped (cgroups not judged yet pass, and userspace decides).
+    pub filter_workloads: u8,
+    pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 396);
+const _: () = assert!(core::mem::size_of::<Config>() == 400);
 
 impl Config {
     pub const ALL: Config = Config {
@@ -60,6 +64,8 @@ impl Config {
         }; MAX_CIDRS],
         comms: [[0; 16]; MAX_COMMS],
         wakeup_bytes: 0,
+        filter_workloads: 0,
+        _pad: [0; 3],
     };
 }
 

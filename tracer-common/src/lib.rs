@@ -5,12 +5,14 @@
 //! Fields in network byte order say so in their name; everything else is host order.
 #![no_std]
 
+pub mod cgroup;
 pub mod config;
 pub mod connect_call;
 pub mod counters;
 pub mod event;
 pub mod offsets;
 
+pub use cgroup::*;
 pub use config::*;
 pub use connect_call::*;
 pub use counters::*;

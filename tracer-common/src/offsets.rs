@@ -190,8 +190,18 @@ pub struct MemberOffsets {
     pub skc_v6_rcv_saddr: u32,
     /// `net.ipv4.ip_local_ports.range` (u32: low | high << 16, kernels 6.3+).
     pub net_port_range: u32,
+    /// From the calling task to its cgroup v2 path: `task_struct.cgroups` (struct css_set *) →
+    /// `css_set.dfl_cgrp` (struct cgroup *) → `cgroup.kn` (struct kernfs_node *), then
+    /// `kernfs_node.name` (const char *) and `kernfs_node.__parent` (`parent` before 6.15) up to
+    /// the root.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_name: u32,
+    pub kernfs_parent: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 160);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 184);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -209,7 +219,7 @@ pub struct KernelOffsets {
     pub connect_call: ConnectCallFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 248);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 272);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -274,6 +284,12 @@ impl KernelOffsets {
             skc_rcv_saddr: MEMBER_MISSING,
             skc_v6_rcv_saddr: MEMBER_MISSING,
             net_port_range: MEMBER_MISSING,
+            task_cgroups: MEMBER_MISSING,
+            css_set_dfl_cgrp: MEMBER_MISSING,
+            cgroup_kn: MEMBER_MISSING,
+            kernfs_name: MEMBER_MISSING,
+            kernfs_parent: MEMBER_MISSING,
+            _pad: 0,
         },
     };
 }

@@ -145,6 +145,9 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     ev.old_state = tcp_state::CLOSE;
     ev.new_state = tcp_state::CLOSE;
     crate::set_state::record_caller(ev, pid_tgid, netns);
+    if !crate::cgroup::note(ev.cgroup_id) {
+        return None;
+    }
     ev.error = (-ret) as i32;
     ev.sock_id = sk as u64;
     ev.start_ns = pending.start_ns;

@@ -18,7 +18,7 @@ pub fn count(counter: Counter) {
 /// lost close separately: that connection's outcome is unknown).
 #[inline(always)]
 pub fn submit(event: &RawEvent) {
-    match EVENTS.output::<RawEvent>(event, wakeup_flag()) {
+    match EVENTS.output::<RawEvent>(event, wakeup_flag(core::mem::size_of::<RawEvent>())) {
         Ok(()) => count(Counter::Produced),
         Err(_) => {
             count(Counter::Lost);
@@ -30,15 +30,16 @@ pub fn submit(event: &RawEvent) {
 }
 
 /// Wakes the reader only when `CONFIG.wakeup_bytes` are waiting: under load one wakeup then
-/// carries hundreds of records, and a trickle is drained by the reader's timer.
+/// carries hundreds of records, and a trickle is drained by the reader's timer. `size`: the
+/// record about to be submitted.
 #[inline(always)]
-fn wakeup_flag() -> u64 {
+pub fn wakeup_flag(size: usize) -> u64 {
     let threshold: u32 = crate::read::config!(wakeup_bytes);
     if threshold == 0 {
         return 0;
     }
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if waiting + core::mem::size_of::<RawEvent>() as u64 >= u64::from(threshold) {
+    if waiting + size as u64 >= u64::from(threshold) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -34,13 +34,14 @@ pub fn call_wanted(
     endpoint_wanted(family, addr, port) && pid_wanted(pid) && (n_comms == 0 || comm_wanted(&comm()))
 }
 
-/// Does an inbound refusal to the local `addr`:`port` pass? Process filters exclude it: no
-/// process of this host made it.
+/// Does an inbound refusal to the local `addr`:`port` pass? Process and workload filters
+/// exclude it: no process of this host made it.
 #[inline(always)]
 pub fn inbound_wanted(family: u8, addr: &[u8; 16], port: u16) -> bool {
     let n_pids: u8 = config!(n_pids);
     let n_comms: u8 = config!(n_comms);
-    n_pids == 0 && n_comms == 0 && endpoint_wanted(family, addr, port)
+    let workloads: u8 = config!(filter_workloads);
+    n_pids == 0 && n_comms == 0 && workloads == 0 && endpoint_wanted(family, addr, port)
 }
 
 #[inline(always)]

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroup;
 mod connect_call;
 mod destroy;
 mod emit;
@@ -57,6 +58,16 @@ static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(4, 0);
 /// skipped the program for is swept by userspace (`Session`).
 #[map]
 static CONNECTS: HashMap<u64, PendingConnect> = HashMap::with_max_entries(16_384, 0);
+
+/// The cgroups whose names were announced (`cgroup.rs`), with userspace's verdict for the
+/// workload filters (`CGROUP_*`). Evicting one only means it is announced again.
+#[map]
+static CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Per CPU, the cgroup of the last connect whose verdict is final: a run of connects from one
+/// workload skips the `CGROUPS` lookup.
+#[map]
+static LAST_CGROUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by `tracer_common::Counter`.
 #[map]

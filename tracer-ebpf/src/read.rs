@@ -11,8 +11,8 @@ use crate::emit::{Counter, count};
 /// Reads one `OFFSETS` value without letting the compiler fold the loader's value away.
 ///
 /// `OFFSETS` and `CONFIG` are read one field at a time, never copied whole as a
-/// `Global::load()`-style read would: that copy of `KernelOffsets` (248 bytes) or `Config`
-/// (396 bytes) would go onto the 512-byte BPF stack, which the programs' own locals need.
+/// `Global::load()`-style read would: that copy of `KernelOffsets` (272 bytes) or `Config`
+/// (400 bytes) would go onto the 512-byte BPF stack, which the programs' own locals need.
 macro_rules! offset {
     ($($path:ident).+) => {
         // SAFETY: OFFSETS is a plain static of integers; a volatile read keeps the value the

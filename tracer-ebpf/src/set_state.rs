@@ -142,7 +142,7 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
     ev.old_state = tcp_state::CLOSE;
     ev.new_state = tcp_state::SYN_SENT;
     read_tuple(ctx, ev);
-    if !crate::filter::connect_wanted(ev) {
+    if !crate::filter::connect_wanted(ev) || !crate::cgroup::note(ev.cgroup_id) {
         return None;
     }
     // By reference: a copy of the record would not fit the BPF stack.

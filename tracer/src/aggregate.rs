@@ -70,6 +70,8 @@ impl Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcessKey {
     pub pid: u32,
+    /// Its cgroup: the workload it belongs to (`workload::Workloads`).
+    pub cgroup_id: u64,
     /// The task name as the kernel gave it (see `record::comm`).
     pub comm: [u8; 16],
 }
@@ -261,6 +263,7 @@ impl Aggregator {
 fn count_process(w: &mut Window, o: &Outcome) {
     let key = ProcessKey {
         pid: o.conn.pid,
+        cgroup_id: o.conn.cgroup_id,
         comm: o.conn.comm,
     };
     if let Some((_, n)) = w.processes.iter_mut().find(|(k, _)| *k == key) {

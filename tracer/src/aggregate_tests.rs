@@ -75,6 +75,7 @@ fn a_window_counts_attempts_successes_and_each_label() {
         vec![(
             ProcessKey {
                 pid: 7,
+                cgroup_id: 1,
                 comm: raw_comm("app")
             },
             5
@@ -209,6 +210,7 @@ fn summaries_list_most_failures_first_and_name_the_top_processes() {
         (
             ProcessKey {
                 pid: 9,
+                cgroup_id: 1,
                 comm: raw_comm("worker")
             },
             10

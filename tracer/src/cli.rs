@@ -94,6 +94,32 @@ pub struct RunArgs {
     /// Filtered in the kernel.
     #[arg(long = "comm", value_name = "NAME", value_parser = crate::filter::parse_comm)]
     pub comms: Vec<[u8; 16]>,
+    /// Trace only connections made by this container: its id or a prefix of it (repeatable).
+    /// With --pod and --unit: a connection is traced when any of them names its workload.
+    #[arg(long = "container", value_name = "ID_PREFIX",
+          value_parser = crate::workload::filter::parse_container)]
+    pub containers: Vec<String>,
+    /// Trace only connections made by this Kubernetes pod, NAMESPACE/NAME (repeatable; names
+    /// from the kubelet's logs, see --kubelet-log-root).
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME", value_parser = crate::workload::filter::parse_pod)]
+    pub pods: Vec<(String, String)>,
+    /// Trace only connections made by this systemd unit (repeatable; `nginx` means nginx.service).
+    #[arg(long = "unit", value_name = "NAME", value_parser = crate::workload::filter::parse_unit)]
+    pub units: Vec<String>,
+    /// Where the kubelet writes container logs (`containers/`, `pods/`): Kubernetes namespace,
+    /// pod and container names come from their file names.
+    #[arg(long, value_name = "DIR", default_value = crate::workload::KUBELET_LOG_ROOT)]
+    pub kubelet_log_root: PathBuf,
+    /// Workload identities (one per cgroup) held; beyond it the least recently used is evicted
+    /// (counted in stats.workloads_evicted).
+    #[arg(long, value_name = "N", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub max_workloads: u64,
+    /// Extra Prometheus labels: `workload` adds k8s_namespace_name, k8s_pod_name,
+    /// k8s_container_name, container_id and systemd_unit to the per-destination series
+    /// (within the same --metrics-max-destinations limit, counted per destination and workload).
+    #[arg(long, value_name = "LABELS", value_enum)]
+    pub metrics_labels: Vec<MetricsLabels>,
     /// Seconds between `stats` records. One is also written as soon as every program is
     /// attached (the readiness signal) and one at exit; 0 prints only those two.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -110,6 +136,14 @@ pub struct RunArgs {
     /// Kernel-to-userspace ring buffer size in KiB (a power of two, ≥ 4).
     #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,
+}
+
+/// Optional label groups of the Prometheus series.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsLabels {
+    /// The workload that connected: Kubernetes namespace, pod and container, container id,
+    /// systemd unit.
+    Workload,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {

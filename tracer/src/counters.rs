@@ -60,6 +60,7 @@ pub struct Totals {
     pub destinations_evicted: u64,
     /// Lines the output sinks could not deliver.
     pub output_dropped: u64,
+    pub workloads: crate::workload::WorkloadCounts,
 }
 
 /// A counter userspace computes from the totals.
@@ -149,6 +150,21 @@ pub const DERIVED: &[Derived] = &[
         )
         .metric("tracer_evicted_destinations"),
         value: |t| t.destinations_evicted,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "workloads_evicted",
+            "Workload identities dropped at --max-workloads (least recently used first)",
+        )
+        .metric("tracer_evicted_workloads"),
+        value: |t| t.workloads.evicted,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "workloads_unresolved",
+            "Connections whose cgroup was neither announced by the kernel nor found in the cgroup filesystem (no workload on their record)",
+        ),
+        value: |t| t.workloads.unresolved,
     },
     Derived {
         spec: CounterSpec::stats("output_dropped", "Output lines the sinks could not deliver")

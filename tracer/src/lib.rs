@@ -25,6 +25,7 @@ pub mod session;
 pub mod source;
 pub mod top;
 pub mod tracefs;
+pub mod workload;
 
 /// The JSON Schema of the output records (`tracer schema`).
 pub const SCHEMA: &str = include_str!("../schema/records.v1.json");

@@ -78,6 +78,11 @@ impl Loaded {
         self.take("CONNECTS")
     }
 
+    /// The announced cgroups (`CGROUPS`), where userspace writes its workload-filter verdicts.
+    pub fn take_cgroups(&mut self) -> Result<HashMap<MapData, u64, u8>, LoadError> {
+        self.take("CGROUPS")
+    }
+
     /// Takes the map `name` out of the object as the map type `M`.
     fn take<M>(&mut self, name: &'static str) -> Result<M, LoadError>
     where

@@ -619,6 +619,11 @@ fn resolve_members(m: &mut MemberOffsets, btf: Result<&KernelBtf, &str>, checks:
                 why.to_string(),
                 false,
             ));
+            checks.push(Check::missing(
+                CGROUP_PATH_CHECK,
+                format!("{why}; {CGROUP_PATH_DEGRADES}"),
+                false,
+            ));
             return;
         }
     };
@@ -650,6 +655,7 @@ fn resolve_members(m: &mut MemberOffsets, btf: Result<&KernelBtf, &str>, checks:
         )),
     }
     resolve_error_queue(m, btf, checks);
+    resolve_cgroup_path(m, btf, checks);
     match btf.enum_value("sock_flags", "SOCK_KEEPOPEN") {
         Ok(bit) if bit < 64 => {
             m.sock_keepopen_bit = bit as u32;
@@ -694,6 +700,57 @@ fn resolve_error_queue(m: &mut MemberOffsets, btf: &KernelBtf, checks: &mut Vec<
         )),
     }
 }
+
+/// From the calling task to its cgroup v2 path's names: `task_struct.cgroups` →
+/// `css_set.dfl_cgrp` → `cgroup.kn`, then `kernfs_node.name` and the parent link, named
+/// `__parent` since 6.15 and `parent` before.
+fn resolve_cgroup_path(m: &mut MemberOffsets, btf: &KernelBtf, checks: &mut Vec<Check>) {
+    let name = CGROUP_PATH_CHECK;
+    let pointer = |strukt: &str, path: &[&str]| {
+        btf.member(strukt, path).and_then(|f| {
+            if f.size == 8 {
+                Ok(f.offset)
+            } else {
+                Err(format!("{strukt}.{}: size {} where 8 was expected", path.join("."), f.size))
+            }
+        })
+    };
+    let parent = pointer("kernfs_node", &["__parent"]).or_else(|e| {
+        pointer("kernfs_node", &["parent"]).map_err(|_| e)
+    });
+    let found = (|| {
+        Ok::<_, String>([
+            pointer("task_struct", &["cgroups"])?,
+            pointer("css_set", &["dfl_cgrp"])?,
+            pointer("cgroup", &["kn"])?,
+            pointer("kernfs_node", &["name"])?,
+            parent?,
+        ])
+    })();
+    match found {
+        Ok([task, cset, cgrp, kn_name, kn_parent]) => {
+            m.task_cgroups = task;
+            m.css_set_dfl_cgrp = cset;
+            m.cgroup_kn = cgrp;
+            m.kernfs_name = kn_name;
+            m.kernfs_parent = kn_parent;
+            checks.push(Check::ok(
+                name,
+                format!("offsets {task}, {cset}, {cgrp}, {kn_name} and {kn_parent}"),
+            ));
+        }
+        Err(e) => checks.push(Check::missing(
+            name,
+            format!("{e}; {CGROUP_PATH_DEGRADES}"),
+            false,
+        )),
+    }
+}
+
+const CGROUP_PATH_CHECK: &str =
+    "field task_struct.cgroups → css_set.dfl_cgrp → cgroup.kn → kernfs_node";
+const CGROUP_PATH_DEGRADES: &str = "the workload (unit, container, pod) is resolved in \
+                                    userspace, only while the process's cgroup still exists";
 
 #[cfg(test)]
 #[path = "offsets_tests.rs"]

@@ -222,7 +222,7 @@ fn without_btf_every_member_says_why_and_what_degrades() {
     let t = FakeTracefs::new("offsets-no-btf", &full_kernel());
     let r = resolve(&t.tracefs(), Err("cannot read BTF"));
     let members = lines(&r.checks[HOOKS.len()..]);
-    assert_eq!(members.len(), MEMBERS.len() + 1);
+    assert_eq!(members.len(), MEMBERS.len() + 2);
     assert_eq!(
         members[0],
         "missing field sock.sk_err: cannot read BTF; the errno of a failure comes only from \
@@ -279,6 +279,12 @@ fn each_member_fills_its_own_slot() {
         skc_rcv_saddr: 33,
         skc_v6_rcv_saddr: 34,
         net_port_range: 35,
+        task_cgroups: MEMBER_MISSING,
+        css_set_dfl_cgrp: MEMBER_MISSING,
+        cgroup_kn: MEMBER_MISSING,
+        kernfs_name: MEMBER_MISSING,
+        kernfs_parent: MEMBER_MISSING,
+        _pad: 0,
         sock_keepopen_bit: MEMBER_MISSING,
         sk_error_queue_next: MEMBER_MISSING,
         skb_exterr_ee: MEMBER_MISSING,

@@ -3,12 +3,13 @@
 //! target use the same path.
 use crate::{
     aggregate::{Aggregator, Summary},
-    classify::{Classifier, KernelParams, Label, Outcome},
+    classify::{Classifier, Direction, KernelParams, Label, Outcome},
     clock::WallClock,
     counters::{KernelTotals, Totals},
-    decode::decode,
+    decode::{decode, decode_cgroup},
     metrics::Metrics,
     record::{Connect, Failure, Record, RstReasons, Stats, SummaryOut},
+    workload::{Workload, WorkloadFilter, Workloads},
 };
 
 /// Which records to print (`stats` always are).
@@ -39,6 +40,9 @@ pub struct Pipeline {
     clock: WallClock,
     select: Select,
     reasons: RstReasons,
+    workloads: Workloads,
+    /// The latest kernel time seen in a record: the pipeline's clock.
+    now_ns: u64,
     pub events: u64,
     pub decode_errors: u64,
     pub failures: u64,
@@ -61,6 +65,13 @@ impl Pipeline {
             clock,
             select,
             reasons,
+            workloads: Workloads::new(
+                std::num::NonZeroUsize::new(16_384).expect("non-zero"),
+                crate::workload::KUBELET_LOG_ROOT.into(),
+                None,
+                WorkloadFilter::default(),
+            ),
+            now_ns: 0,
             events: 0,
             decode_errors: 0,
             failures: 0,
@@ -71,30 +82,83 @@ impl Pipeline {
     /// Decodes and classifies one ring-buffer record; the outcome it completes, if any, is
     /// counted (summaries, metrics, stats) and returned.
     pub fn process(&mut self, bytes: &[u8]) -> Option<Outcome> {
+        if bytes.first() == Some(&tracer_common::KIND_CGROUP) {
+            match decode_cgroup(bytes) {
+                Ok(raw) => {
+                    self.events += 1;
+                    self.workloads.announce(&raw, self.now_ns);
+                }
+                Err(e) => self.undecodable(e),
+            }
+            return None;
+        }
         let ev = match decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
-                self.decode_errors += 1;
-                if self.decode_errors.is_power_of_two() {
-                    log::warn!("undecodable record ({e}); {} so far", self.decode_errors);
-                }
+                self.undecodable(e);
                 return None;
             }
         };
         self.events += 1;
+        self.now_ns = self.now_ns.max(ev.ts_ns);
         let outcome = self.classifier.observe(&ev)?;
-        self.count(&outcome);
-        Some(outcome)
+        self.admit(outcome)
+    }
+
+    fn undecodable(&mut self, e: crate::decode::DecodeError) {
+        self.decode_errors += 1;
+        if self.decode_errors.is_power_of_two() {
+            log::warn!("undecodable record ({e}); {} so far", self.decode_errors);
+        }
     }
 
     /// The closes that waited long enough for an error report (see `Classifier::flush`),
     /// classified and counted.
     pub fn flush(&mut self, now_mono_ns: u64) -> Vec<Outcome> {
         let outcomes = self.classifier.flush(now_mono_ns);
-        for o in &outcomes {
-            self.count(o);
+        outcomes.into_iter().filter_map(|o| self.admit(o)).collect()
+    }
+
+    /// Resolves the outcome's workload and applies the workload filters (a cgroup the kernel
+    /// has no verdict for yet is decided here); counts the outcome if it passes.
+    fn admit(&mut self, outcome: Outcome) -> Option<Outcome> {
+        let outbound = outcome.direction == Direction::Outbound;
+        if outbound {
+            self.workloads
+                .ensure(outcome.conn.cgroup_id, self.now_ns.max(outcome.at_ns));
         }
-        outcomes
+        let wanted = if outbound {
+            self.workloads.wanted(outcome.conn.cgroup_id)
+        } else {
+            // No process of this host made an inbound refusal.
+            !self.workloads.filter().is_active()
+        };
+        if !wanted {
+            return None;
+        }
+        self.count(&outcome);
+        Some(outcome)
+    }
+
+    /// Resolves workloads with these settings (the default knows no cgroup filesystem, no
+    /// filter).
+    pub fn set_workloads(&mut self, workloads: Workloads) {
+        self.workloads = workloads;
+    }
+
+    pub fn workloads(&self) -> &Workloads {
+        &self.workloads
+    }
+
+    pub fn workloads_mut(&mut self) -> &mut Workloads {
+        &mut self.workloads
+    }
+
+    /// The workload that made an outbound outcome, if known.
+    pub fn workload(&self, outcome: &Outcome) -> Option<&Workload> {
+        (outcome.direction == Direction::Outbound)
+            .then(|| self.workloads.get(outcome.conn.cgroup_id))
+            .flatten()
     }
 
     fn count(&mut self, outcome: &Outcome) {
@@ -114,16 +178,21 @@ impl Pipeline {
     /// The output record of `outcome`, if the selection prints it.
     pub fn record<'a>(&'a self, outcome: &'a Outcome) -> Option<Record<'a>> {
         let time = || self.clock.timestamp(outcome.at_ns);
+        let workload = self.workload(outcome);
         match outcome.label {
             Label::Cancelled => None,
             Label::Connected => self
                 .select
                 .successes
-                .then(|| Record::Connect(Connect::from_outcome(outcome, time()))),
-            _ => self
-                .select
-                .failures
-                .then(|| Record::Failure(Failure::from_outcome(outcome, time(), &self.reasons))),
+                .then(|| Record::Connect(Connect::from_outcome(outcome, time(), workload))),
+            _ => self.select.failures.then(|| {
+                Record::Failure(Failure::from_outcome(
+                    outcome,
+                    time(),
+                    &self.reasons,
+                    workload,
+                ))
+            }),
         }
     }
 
@@ -143,6 +212,7 @@ impl Pipeline {
             connects: self.connects,
             classifier: self.classifier.counts,
             destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
+            workloads: self.workloads.counts,
             output_dropped,
         }
     }
@@ -169,10 +239,10 @@ impl Pipeline {
         let Some(aggregator) = self.aggregator.as_mut() else {
             return;
         };
-        let (select, clock) = (self.select.summaries, &self.clock);
+        let (select, clock, workloads) = (self.select.summaries, &self.clock, &self.workloads);
         aggregator.close_window_each(now_mono_ns, |s| {
             if select {
-                each(Record::Summary(SummaryOut::from_summary(&s, clock)));
+                each(Record::Summary(SummaryOut::from_summary(&s, clock, workloads)));
             }
         });
     }

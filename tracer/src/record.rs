@@ -13,6 +13,7 @@ use crate::{
     clock::Timestamp,
     counters::{self, Totals},
     hints::{self, Hint},
+    workload::{Workload, Workloads},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -80,10 +81,16 @@ pub struct TopProcess {
     pub pid: u32,
     pub comm: String,
     pub attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
 }
 
 impl SummaryOut {
-    pub fn from_summary(s: &crate::aggregate::Summary, clock: &crate::clock::WallClock) -> Self {
+    pub fn from_summary(
+        s: &crate::aggregate::Summary,
+        clock: &crate::clock::WallClock,
+        workloads: &Workloads,
+    ) -> Self {
         use crate::classify::Label;
         let n = |l| s.failure_count(l);
         Self {
@@ -118,6 +125,7 @@ impl SummaryOut {
                     pid: p.pid,
                     comm: comm(&p.comm).into_owned(),
                     attempts: *attempts,
+                    workload: workloads.get(p.cgroup_id).cloned(),
                 })
                 .collect(),
             first_failure: s.first_failure_ns.map(|t| clock.rfc3339(t)),
@@ -171,6 +179,10 @@ pub struct Failure<'a> {
     /// The process that called connect(); null for inbound records.
     pub process: Option<Process<'a>>,
     pub cgroup_id: Option<u64>,
+    /// The workload that connected (unit, container, pod); absent for inbound records and when
+    /// unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<&'a Workload>,
     pub netns: Option<u32>,
     /// Symbolic errno (`ECONNREFUSED`), or null when the socket had none.
     pub errno: Option<Cow<'static, str>>,
@@ -196,6 +208,8 @@ pub struct Connect<'a> {
     pub dst: Endpoint,
     pub process: Process<'a>,
     pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<&'a Workload>,
     pub netns: Option<u32>,
     /// From connect() to ESTABLISHED.
     pub latency_ms: f64,
@@ -371,7 +385,12 @@ fn process(o: &Outcome) -> Process<'_> {
 }
 
 impl<'a> Failure<'a> {
-    pub fn from_outcome(o: &'a Outcome, time: Timestamp, reasons: &'a RstReasons) -> Self {
+    pub fn from_outcome(
+        o: &'a Outcome,
+        time: Timestamp,
+        reasons: &'a RstReasons,
+        workload: Option<&'a Workload>,
+    ) -> Self {
         debug_assert!(o.label.is_failure());
         let e = &o.evidence;
         let inbound = o.direction == Direction::Inbound;
@@ -383,6 +402,7 @@ impl<'a> Failure<'a> {
             dst: o.conn.dst.into(),
             process: (!inbound).then(|| process(o)),
             cgroup_id: (!inbound).then_some(o.conn.cgroup_id),
+            workload: workload.filter(|_| !inbound),
             netns: o.conn.netns,
             errno: o.errno.map(errno_name),
             evidence: EvidenceOut {
@@ -430,13 +450,14 @@ impl<'a> Failure<'a> {
 }
 
 impl<'a> Connect<'a> {
-    pub fn from_outcome(o: &'a Outcome, time: Timestamp) -> Self {
+    pub fn from_outcome(o: &'a Outcome, time: Timestamp, workload: Option<&'a Workload>) -> Self {
         Self {
             time,
             src: o.conn.src.into(),
             dst: o.conn.dst.into(),
             process: process(o),
             cgroup_id: o.conn.cgroup_id,
+            workload,
             netns: o.conn.netns,
             latency_ms: o.evidence.elapsed_ms,
             syn_retransmits: o.evidence.syn_retransmits,

@@ -23,6 +23,7 @@ use crate::{
     loader::{self, LoadOptions, Loaded},
     offsets::{CONNECT_CALL_PROGRAMS, HOOKS, Resolved, resolve},
     pipeline::{Pipeline, Select},
+    workload::{Workload, WorkloadFilter, Workloads, cgroupfs::Cgroupfs},
     privileges,
     record::RstReasons,
     source::{DRAIN_INTERVAL, EventSource, KernelCounters, register_readable},
@@ -115,6 +116,8 @@ pub struct Session {
     trim: Option<Interval>,
     /// The connect() calls in progress, and the beat that sweeps stale ones.
     connects: HashMap<MapData, u64, PendingConnect>,
+    /// The announced cgroups, where the workload filters' verdicts go.
+    cgroups: HashMap<MapData, u64, u8>,
     sweep: Option<Interval>,
 }
 
@@ -134,6 +137,7 @@ impl Session {
         let events = EventSource::new(loaded.take_events()?)?;
         let counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
         let connects = loaded.take_connects()?;
+        let mut cgroups = loaded.take_cgroups()?;
         let aggregator = (args.summary_interval > 0).then(|| {
             let cap =
                 NonZeroUsize::new(args.max_destinations as usize).unwrap_or(NonZeroUsize::MIN);
@@ -142,7 +146,9 @@ impl Session {
         let kernel = KernelParams {
             hz: crate::clock::kernel_hz(),
         };
-        let pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
+        let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
+        pipeline.set_workloads(workloads(args));
+        write_verdicts(&mut cgroups, pipeline.workloads_mut());
         log::info!(
             "attached {} programs ({}){}",
             loaded.attached.len(),
@@ -162,6 +168,7 @@ impl Session {
             settle: Some(tokio::time::interval(SETTLE_INTERVAL)),
             trim: every(TRIM_SECONDS),
             connects,
+            cgroups,
             sweep: every(SWEEP_SECONDS),
         })
     }
@@ -199,6 +206,7 @@ impl Session {
                 guard.clear_ready();
             }
         }
+        write_verdicts(&mut self.cgroups, self.pipeline.workloads_mut());
         Ok(())
     }
 
@@ -218,6 +226,65 @@ impl Session {
     /// The kernel's counters now.
     pub fn kernel_totals(&self) -> Result<KernelTotals, aya::maps::MapError> {
         self.counters.read()
+    }
+}
+
+/// The workload resolver `args` ask for. With workload filters, every cgroup that exists now is
+/// judged at once (the kernel then drops the unwanted ones' connects from the first), and a
+/// filter that names no workload yet is warned about: it applies when the workload appears.
+fn workloads(args: &RunArgs) -> Workloads {
+    let filter = WorkloadFilter {
+        containers: args.containers.clone(),
+        pods: args.pods.clone(),
+        units: args.units.clone(),
+    };
+    let cgroupfs = match Cgroupfs::find() {
+        Ok(fs) => Some(fs),
+        Err(e) => {
+            log::warn!(
+                "no cgroup v2 filesystem ({e}): workloads are known only for cgroups the kernel \
+                 announces after start-up"
+            );
+            None
+        }
+    };
+    let cap = NonZeroUsize::new(args.max_workloads as usize).unwrap_or(NonZeroUsize::MIN);
+    let now = WallClock::now_mono_ns();
+    let existing = match (&cgroupfs, filter.is_active()) {
+        (Some(fs), true) => fs.walk(cap.get()),
+        _ => Vec::new(),
+    };
+    let mut w = Workloads::new(cap, args.kubelet_log_root.clone(), cgroupfs, filter);
+    for (id, path) in existing {
+        let resolved = Workload::resolve(path, w.kubelet_logs());
+        w.insert(id, resolved, now);
+    }
+    if w.filter().is_active() {
+        let unmatched = w.filter().unmatched(w.iter());
+        if !unmatched.is_empty() {
+            log::warn!(
+                "{} named no running workload at start-up; traced as soon as one appears \
+                 (containers and pods by the cgroup the runtime creates, pod names from the \
+                 kubelet's logs under {})",
+                unmatched.join(", "),
+                args.kubelet_log_root.display()
+            );
+        }
+    }
+    w
+}
+
+/// Hands the workload filters' new verdicts to the kernel.
+fn write_verdicts(cgroups: &mut HashMap<MapData, u64, u8>, workloads: &mut Workloads) {
+    for (id, wanted) in workloads.take_verdicts() {
+        let verdict = if wanted {
+            tracer_common::CGROUP_WANTED
+        } else {
+            tracer_common::CGROUP_UNWANTED
+        };
+        if let Err(e) = cgroups.insert(id, verdict, 0) {
+            log::debug!("cgroup {id}: verdict not written ({e}); its records are filtered here");
+        }
     }
 }
 
@@ -275,6 +342,8 @@ fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
         &args.comms,
     )
     .map_err(Exit::Usage)?;
+    config.filter_workloads =
+        u8::from(!(args.containers.is_empty() && args.pods.is_empty() && args.units.is_empty()));
     config.wakeup_bytes = crate::source::wakeup_bytes(args.ring_buffer_kib * 1024);
     let opts = LoadOptions {
         max_sockets: args.max_sockets,

@@ -29,6 +29,8 @@ pub struct Line {
     pub p99_ms: Option<f64>,
     /// Verdict of the last window the destination was active in.
     pub verdict: Verdict,
+    /// The workload of the process with the most attempts in the last active window.
+    pub workload: Option<String>,
 }
 
 /// The table's content, fed one window of summaries at a time. Pure.
@@ -38,7 +40,13 @@ pub struct TopTable {
 }
 
 impl TopTable {
-    pub fn update(&mut self, window_s: f64, summaries: &[Summary]) {
+    /// `name_of`: a workload's short name by cgroup id (`Workload::short_name`).
+    pub fn update(
+        &mut self,
+        window_s: f64,
+        summaries: &[Summary],
+        name_of: impl Fn(u64) -> Option<String>,
+    ) {
         for l in self.lines.values_mut() {
             l.attempts_per_s = 0.0;
         }
@@ -49,6 +57,7 @@ impl TopTable {
                 failures: [0; FAILURE_LABELS.len()],
                 p99_ms: None,
                 verdict: Verdict::Healthy,
+                workload: None,
             });
             l.attempts_per_s = s.attempts as f64 / window_s.max(0.001);
             for (total, n) in l.failures.iter_mut().zip(s.failures) {
@@ -58,6 +67,9 @@ impl TopTable {
                 l.p99_ms = Some(c.p99);
             }
             l.verdict = s.verdict;
+            if let Some((top, _)) = s.top_processes.first() {
+                l.workload = name_of(top.cgroup_id);
+            }
         }
     }
 
@@ -121,7 +133,9 @@ async fn top(args: RunArgs) -> Result<(), Exit> {
                 let now = WallClock::now_mono_ns();
                 let window_s = now.saturating_sub(last) as f64 / 1e9;
                 last = now;
-                table.update(window_s, &session.pipeline.close_window(now));
+                let summaries = session.pipeline.close_window(now);
+                let workloads = session.pipeline.workloads();
+                table.update(window_s, &summaries, |id| workloads.get(id).map(|w| w.short_name()));
                 if let Err(e) = terminal.draw(|f| draw(f, &table)) { break Err(e.into()); }
             }
             Some(key) = keys.recv() => {
@@ -155,6 +169,7 @@ fn draw(f: &mut ratatui::Frame, table: &TopTable) {
         "BLOCKED",
         "P99 MS",
         "VERDICT",
+        "TOP WORKLOAD",
     ])
     .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = table.sorted().into_iter().map(|l| {
@@ -162,6 +177,7 @@ fn draw(f: &mut ratatui::Frame, table: &TopTable) {
         cells.extend(l.failures.iter().map(u64::to_string));
         cells.push(l.p99_ms.map_or("-".into(), |p| format!("{p:.2}")));
         cells.push(l.verdict.as_str().to_string());
+        cells.push(l.workload.clone().unwrap_or_else(|| "-".into()));
         Row::new(cells)
     });
     let widths = [
@@ -177,6 +193,7 @@ fn draw(f: &mut ratatui::Frame, table: &TopTable) {
         Constraint::Length(8),
         Constraint::Length(9),
         Constraint::Length(15),
+        Constraint::Min(14),
     ];
     let title = format!(
         " tracer top: {} destinations, most failures first; q quits ",
@@ -213,7 +230,14 @@ mod tests {
                 p99: 3.0,
                 max: 4.0,
             }),
-            top_processes: Vec::new(),
+            top_processes: vec![(
+                crate::aggregate::ProcessKey {
+                    pid: 7,
+                    cgroup_id: attempts,
+                    comm: [0; 16],
+                },
+                attempts,
+            )],
             first_failure_ns: None,
             last_failure_ns: None,
             failure_streak: 0,
@@ -225,14 +249,21 @@ mod tests {
     #[test]
     fn rows_sort_by_failures_and_accumulate() {
         let mut t = TopTable::default();
+        // The test's summaries put the top process in cgroup `attempts`.
+        let name_of = |id: u64| (id != 10).then(|| format!("unit-{id}"));
         t.update(
             1.0,
             &[
                 summary("10.0.0.1:80", 10, 0, Verdict::Healthy),
                 summary("10.0.0.2:5432", 3, 3, Verdict::Refusing),
             ],
+            name_of,
         );
-        t.update(2.0, &[summary("10.0.0.2:5432", 4, 4, Verdict::Refusing)]);
+        t.update(
+            2.0,
+            &[summary("10.0.0.2:5432", 4, 4, Verdict::Refusing)],
+            name_of,
+        );
         let rows = t.sorted();
         assert_eq!(rows[0].dst.to_string(), "10.0.0.2:5432");
         assert_eq!(rows[0].failures[0], 7);
@@ -240,5 +271,7 @@ mod tests {
         assert_eq!(rows[0].verdict, Verdict::Refusing);
         assert_eq!(rows[1].attempts_per_s, 0.0, "idle in the last window");
         assert_eq!(rows[1].p99_ms, Some(3.0), "the last latency seen stays");
+        assert_eq!(rows[0].workload.as_deref(), Some("unit-4"), "the last window's top");
+        assert_eq!(rows[1].workload, None, "an unknown workload");
     }
 }

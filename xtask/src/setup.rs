@@ -10,8 +10,9 @@ use anyhow::{Context, Result, bail};
 /// Debian packages: LLVM 22 for bpf-linker (matching the nightly's LLVM), and the tools the
 /// real-kernel tests drive (nftables, iproute2 for namespaces, util-linux for setpriv, a
 /// Prometheus server that scrapes the metrics endpoint, tmux to drive `tracer top`, bpftool to
-/// check that nothing stays attached, python3 for a non-blocking client the tests run).
-const PACKAGES: [&str; 9] = [
+/// check that nothing stays attached, python3 for a non-blocking client the tests run, and podman
+/// with buildah and runc to run the test client in a real container).
+const PACKAGES: [&str; 12] = [
     "llvm-22-dev",
     "nftables",
     "iproute2",
@@ -21,6 +22,9 @@ const PACKAGES: [&str; 9] = [
     "bpftool",
     "bpftrace",
     "python3",
+    "podman",
+    "buildah",
+    "runc",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
