@@ -137,40 +137,121 @@ impl DenyConnectCgroup {
             .ino()
     }
 
-    /// Starts `program` inside `ns` as a member of this cgroup. The child joins the cgroup
-    /// (writes 0 to cgroup.procs) before `ip netns exec`, which remounts /sys and would hide it.
+    /// Starts `program` inside `ns` as a member of this cgroup (see `spawn_in_cgroup`).
     pub fn spawn_in(&self, ns: &Netns, program: &Path, args: &[&str]) -> Proc {
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .expect("open cgroup.procs");
-        let fd = procs.as_raw_fd();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name])
-            .arg(program)
-            .args(args);
-        // SAFETY: the closure runs in the forked child before exec and only calls write(2),
-        // which is async-signal-safe, on an fd the parent keeps open until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            });
+        spawn_in_cgroup(&self.path, ns, program, args)
+    }
+}
+
+/// Starts `program` inside `ns` as a member of the cgroup at `dir`. The child joins the cgroup
+/// (writes 0 to cgroup.procs) before `ip netns exec`, which remounts /sys and would hide it.
+pub fn spawn_in_cgroup(dir: &Path, ns: &Netns, program: &Path, args: &[&str]) -> Proc {
+    let procs = OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let fd = procs.as_raw_fd();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name])
+        .arg(program)
+        .args(args);
+    // SAFETY: the closure runs in the forked child before exec and only calls write(2),
+    // which is async-signal-safe, on an fd the parent keeps open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+    let proc = Proc::spawn(cmd);
+    drop(procs);
+    proc
+}
+
+/// The pids in the cgroup at `dir`.
+fn members(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Kills the processes in the cgroup at `dir` (only this test's: it created the cgroup) and
+/// waits for them to be gone, at most 5 s. No panic: it runs in `Drop`.
+fn empty(dir: &Path) {
+    for pid in members(dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !members(dir).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cgroup path as a container runtime or systemd lays it out (`/system.slice/nginx.service`,
+/// `/kubepods/burstable/pod<uid>/<id>`), created under the cgroup v2 mount's root. Only the
+/// directories that did not exist are created, and those are removed on drop, leaf first, with
+/// any process this test left in them killed by pid.
+pub struct WorkloadCgroup {
+    /// The path from the hierarchy's root, as the tracer reports it.
+    pub path: String,
+    /// The directories this guard created, rootmost first.
+    created: Vec<PathBuf>,
+    leaf: PathBuf,
+}
+
+impl WorkloadCgroup {
+    pub fn create(path: &str) -> Self {
+        let mut guard = Self {
+            path: path.to_string(),
+            created: Vec::new(),
+            leaf: cgroup2_mount(),
+        };
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            guard.leaf.push(part);
+            if !guard.leaf.exists() {
+                std::fs::create_dir(&guard.leaf).unwrap_or_else(|e| {
+                    panic!("cannot create cgroup {}: {e}", guard.leaf.display())
+                });
+                guard.created.push(guard.leaf.clone());
+            }
         }
-        let proc = Proc::spawn(cmd);
-        drop(procs);
-        proc
+        guard
     }
 
-    fn members(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.path.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+    /// The cgroup's id: what the tracer reports as `cgroup_id` for a process in it.
+    pub fn id(&self) -> u64 {
+        std::fs::metadata(&self.leaf)
+            .expect("stat the cgroup")
+            .ino()
+    }
+
+    /// Starts `program` inside `ns` as a member of this cgroup.
+    pub fn spawn_in(&self, ns: &Netns, program: &Path, args: &[&str]) -> Proc {
+        spawn_in_cgroup(&self.leaf, ns, program, args)
+    }
+
+    /// Removes the cgroup now (what a runtime does when its container exits).
+    pub fn remove(self) {
+        drop(self);
+    }
+}
+
+impl Drop for WorkloadCgroup {
+    fn drop(&mut self) {
+        for dir in self.created.iter().rev() {
+            empty(dir);
+            if let Err(e) = std::fs::remove_dir(dir) {
+                eprintln!("could not remove cgroup {}: {e}", dir.display());
+            }
+        }
     }
 }
 
@@ -184,17 +265,7 @@ impl Drop for DenyConnectCgroup {
         }
         // Only processes this test started are in the cgroup it created; a client that is still
         // running (the test failed before it ended) is killed by its pid.
-        for pid in self.members() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        // No panic in drop: poll, then give up with a message.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !self.members().is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        empty(&self.path);
         if let Err(e) = std::fs::remove_dir(&self.path) {
             eprintln!("could not remove cgroup {}: {e}", self.path.display());
         }

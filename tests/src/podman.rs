@@ -4,11 +4,10 @@
 //! No registry and no image: the container's root is a directory made for it (`--rootfs`) that
 //! holds only the client binary, the shared libraries `ldd` lists for it and the dynamic loader.
 //! The container runs with runc (crun refuses a hybrid cgroup v1/v2 host), `--network none` (its
-//! own network namespace with only a loopback, so every connect stays inside it), and the
-//! ulimits of this process (podman's rootful default of nofile=1048576 cannot be set without
-//! CAP_SYS_RESOURCE). It is started attached (`podman run --rm -i`), so the client's stdout lines
-//! and stdin work as with [`Proc`]. The container and the directory are removed on drop, also
-//! when the test fails.
+//! own network namespace with only a loopback, so every connect stays inside it), and ulimits it
+//! can get without CAP_SYS_RESOURCE (see `ulimits`). It is started attached (`podman run --rm
+//! -i`), so the client's stdout lines and stdin work as with [`Proc`]. The container and the
+//! directory are removed on drop, also when the test fails.
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -130,13 +129,18 @@ fn make_rootfs(rootfs: &Path, program: &Path) {
     }
 }
 
-/// `--ulimit` arguments equal to this process's own limits: the container may keep them without
-/// CAP_SYS_RESOURCE, unlike podman's rootful default (nofile=1048576).
+/// podman lowers its own RLIMIT_NPROC to this (both limits) before it starts conmon and runc, so
+/// a container cannot get more.
+const PODMAN_NPROC: libc::rlim_t = 32768;
+
+/// `--ulimit` arguments the container can get without CAP_SYS_RESOURCE: this process's own
+/// nofile limits (podman's rootful default, 1048576, would be a raise that runc cannot make), and
+/// its nproc limits capped at [`PODMAN_NPROC`].
 fn ulimits() -> Vec<String> {
     let mut args = Vec::new();
-    for (name, resource) in [
-        ("nofile", libc::RLIMIT_NOFILE),
-        ("nproc", libc::RLIMIT_NPROC),
+    for (name, resource, cap) in [
+        ("nofile", libc::RLIMIT_NOFILE, libc::RLIM_INFINITY),
+        ("nproc", libc::RLIMIT_NPROC, PODMAN_NPROC),
     ] {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
@@ -146,18 +150,11 @@ fn ulimits() -> Vec<String> {
         if unsafe { libc::getrlimit(resource, &mut lim) } != 0 {
             continue;
         }
-        let show = |v: libc::rlim_t| {
-            if v == libc::RLIM_INFINITY {
-                "-1".to_string()
-            } else {
-                v.to_string()
-            }
-        };
         args.push("--ulimit".into());
         args.push(format!(
             "{name}={}:{}",
-            show(lim.rlim_cur),
-            show(lim.rlim_max)
+            lim.rlim_cur.min(cap),
+            lim.rlim_max.min(cap)
         ));
     }
     args

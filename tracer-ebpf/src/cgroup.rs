@@ -5,8 +5,7 @@
 //! connect) or one hash lookup.
 use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_probe_read_kernel_str};
 use tracer_common::{
-    CGROUP_LEVELS, CGROUP_NAME_LEN, CGROUP_UNWANTED, CGROUP_WANTED, Counter, KIND_CGROUP,
-    RawCgroup,
+    CGROUP_LEVELS, CGROUP_NAME_LEN, CGROUP_UNWANTED, CGROUP_WANTED, Counter, KIND_CGROUP, RawCgroup,
 };
 
 use crate::{
@@ -108,11 +107,7 @@ fn read_path(names: &mut [[u8; CGROUP_NAME_LEN]; CGROUP_LEVELS], truncated: &mut
         // SAFETY: the destination is one name slot of exactly CGROUP_NAME_LEN bytes; the helper
         // reads kernel memory safely and writes at most that many bytes, NUL included.
         let n = unsafe {
-            bpf_probe_read_kernel_str(
-                name.as_mut_ptr().cast(),
-                CGROUP_NAME_LEN as u32,
-                ptr.cast(),
-            )
+            bpf_probe_read_kernel_str(name.as_mut_ptr().cast(), CGROUP_NAME_LEN as u32, ptr.cast())
         };
         if n <= 0 {
             name[0] = 0;

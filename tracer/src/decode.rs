@@ -1,7 +1,7 @@
 //! Ring-buffer bytes → `RawEvent`, with the length, kind and family checked (never transmuted).
 use tracer_common::{
-    AF_INET, AF_INET6, KIND_CGROUP, KIND_CLOSED, RAW_CGROUP_SIZE, RawCgroup, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
-    KIND_INBOUND_RESET, RAW_EVENT_SIZE, RawEvent,
+    AF_INET, AF_INET6, KIND_CGROUP, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED,
+    KIND_ERROR_REPORT, KIND_INBOUND_RESET, RAW_CGROUP_SIZE, RAW_EVENT_SIZE, RawCgroup, RawEvent,
 };
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

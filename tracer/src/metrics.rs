@@ -1,6 +1,7 @@
 //! Prometheus / OpenMetrics endpoint (`--metrics-addr`): connect attempts and failures per
-//! destination (with a cardinality limit: past it, destinations share the series `other`),
-//! a connect-latency histogram, and the tracer's own health.
+//! destination — and per workload with `--metrics-labels workload` — with a cardinality limit
+//! (past it, new series share `ip="other"`), a connect-latency histogram, and the tracer's own
+//! health.
 use std::{
     collections::HashSet,
     convert::Infallible,
@@ -25,7 +26,31 @@ use tokio::net::TcpListener;
 use crate::{
     classify::{Direction, Label, Outcome},
     counters::{self, Entry, Totals},
+    workload::Workload,
 };
+
+/// The workload labels of a series (`--metrics-labels workload`): only those known, so a
+/// series without them has exactly the labels it has without the flag.
+type WorkloadLabels = Vec<(&'static str, String)>;
+
+/// The labels of a workload: Kubernetes names when the kubelet's logs gave them (they stay the
+/// same when a container restarts), else the container id, and the systemd unit.
+fn workload_labels(w: &Workload) -> WorkloadLabels {
+    let mut labels = Vec::new();
+    if let Some(p) = &w.pod {
+        labels.push(("k8s_namespace_name", p.namespace.clone()));
+        labels.push(("k8s_pod_name", p.pod.clone()));
+        if let Some(c) = &p.container {
+            labels.push(("k8s_container_name", c.clone()));
+        }
+    } else if let Some(id) = &w.identity.container_id {
+        labels.push(("container_id", id.clone()));
+    }
+    if let Some(unit) = &w.identity.systemd_unit {
+        labels.push(("systemd_unit", unit.clone()));
+    }
+    labels
+}
 
 /// The series destinations share once the cardinality limit is reached.
 pub const OTHER: &str = "other";
@@ -52,23 +77,27 @@ struct Health {
 
 pub struct Metrics {
     registry: Arc<Registry>,
-    attempts: Family<DstLabels, Counter>,
-    failures: Family<FailureLabels, Counter>,
+    attempts: Family<(DstLabels, WorkloadLabels), Counter>,
+    failures: Family<(FailureLabels, WorkloadLabels), Counter>,
     inbound_refusals: Counter,
     latency: Histogram,
     overflow: Counter,
     /// One per counter of `counters::entries()` that has a metric.
     health: Vec<Health>,
-    admitted: HashSet<SocketAddr>,
+    /// The series admitted under the limit: destinations, or (destination, workload) pairs.
+    admitted: HashSet<(SocketAddr, WorkloadLabels)>,
     limit: usize,
+    /// `--metrics-labels workload`.
+    by_workload: bool,
 }
 
 impl Metrics {
-    /// `limit`: destinations with their own series.
-    pub fn new(limit: usize) -> Self {
+    /// `limit`: destinations (or, `by_workload`, destination and workload pairs) with their own
+    /// series.
+    pub fn new(limit: usize, by_workload: bool) -> Self {
         let mut r = Registry::default();
-        let attempts = Family::<DstLabels, Counter>::default();
-        let failures = Family::<FailureLabels, Counter>::default();
+        let attempts = Family::<(DstLabels, WorkloadLabels), Counter>::default();
+        let failures = Family::<(FailureLabels, WorkloadLabels), Counter>::default();
         let inbound_refusals = Counter::default();
         let latency = Histogram::new(exponential_buckets(0.000_025, 2.0, 20));
         let overflow = Counter::default();
@@ -115,6 +144,7 @@ impl Metrics {
             health,
             admitted: HashSet::new(),
             limit,
+            by_workload,
         }
     }
 
@@ -122,23 +152,36 @@ impl Metrics {
         self.registry.clone()
     }
 
-    fn labels(&mut self, dst: SocketAddr) -> DstLabels {
-        if self.admitted.contains(&dst) || self.admitted.len() < self.limit {
-            self.admitted.insert(dst);
-            DstLabels {
+    fn labels(
+        &mut self,
+        dst: SocketAddr,
+        workload: Option<&Workload>,
+    ) -> (DstLabels, WorkloadLabels) {
+        let wl = match (self.by_workload, workload) {
+            (true, Some(w)) => workload_labels(w),
+            _ => Vec::new(),
+        };
+        let key = (dst, wl);
+        if self.admitted.contains(&key) || self.admitted.len() < self.limit {
+            let labels = DstLabels {
                 ip: dst.ip().to_string(),
                 port: dst.port().to_string(),
-            }
+            };
+            let wl = key.1.clone();
+            self.admitted.insert(key);
+            (labels, wl)
         } else {
             self.overflow.inc();
-            DstLabels {
+            let other = DstLabels {
                 ip: OTHER.into(),
                 port: OTHER.into(),
-            }
+            };
+            (other, Vec::new())
         }
     }
 
-    pub fn record(&mut self, o: &Outcome) {
+    /// Counts `o`; `workload`: who connected, if known.
+    pub fn record(&mut self, o: &Outcome, workload: Option<&Workload>) {
         if o.direction == Direction::Inbound {
             self.inbound_refusals.inc();
             return;
@@ -146,22 +189,22 @@ impl Metrics {
         if o.label == Label::Cancelled {
             return;
         }
-        let dst = self.labels(o.conn.dst);
+        let (dst, wl) = self.labels(o.conn.dst, workload);
         let connect_phase = o.evidence.connection_age_ms.is_none();
         if o.label == Label::Connected {
-            self.attempts.get_or_create(&dst).inc();
+            self.attempts.get_or_create(&(dst, wl)).inc();
             self.latency.observe(o.evidence.elapsed_ms / 1000.0);
             return;
         }
-        if connect_phase {
-            self.attempts.get_or_create(&dst).inc();
-        }
         let labels = FailureLabels {
-            ip: dst.ip,
-            port: dst.port,
+            ip: dst.ip.clone(),
+            port: dst.port.clone(),
             label: o.label.as_str().into(),
         };
-        self.failures.get_or_create(&labels).inc();
+        if connect_phase {
+            self.attempts.get_or_create(&(dst, wl.clone())).inc();
+        }
+        self.failures.get_or_create(&(labels, wl)).inc();
     }
 
     /// Moves the health counters up to `now`'s totals.
@@ -242,11 +285,11 @@ mod tests {
 
     #[test]
     fn counts_per_destination_and_label() {
-        let mut m = Metrics::new(10);
+        let mut m = Metrics::new(10, false);
         for _ in 0..7 {
-            m.record(&outcome("10.1.2.3:5432", Label::Refused));
+            m.record(&outcome("10.1.2.3:5432", Label::Refused), None);
         }
-        m.record(&outcome("10.1.2.3:5432", Label::Connected));
+        m.record(&outcome("10.1.2.3:5432", Label::Connected), None);
         let text = render(&m.registry());
         assert!(
             text.contains(
@@ -267,7 +310,7 @@ mod tests {
 
     #[test]
     fn destinations_past_the_limit_share_the_other_series() {
-        let mut m = Metrics::new(2);
+        let mut m = Metrics::new(2, false);
         for d in [
             "10.0.0.1:1",
             "10.0.0.2:1",
@@ -275,7 +318,7 @@ mod tests {
             "10.0.0.4:1",
             "10.0.0.1:1",
         ] {
-            m.record(&outcome(d, Label::Refused));
+            m.record(&outcome(d, Label::Refused), None);
         }
         let text = render(&m.registry());
         assert!(
@@ -297,8 +340,66 @@ mod tests {
     }
 
     #[test]
+    fn workload_labels_are_opt_in_and_share_the_limit() {
+        use crate::workload::{Workload, kubelet::PodNames, rules::Identity};
+        let pod = Workload {
+            cgroup: "/kubepods/pod1/c1".into(),
+            identity: Identity {
+                container_id: Some("c1".into()),
+                ..Identity::default()
+            },
+            pod: Some(PodNames {
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: Some("nginx".into()),
+            }),
+        };
+        let unit = Workload {
+            cgroup: "/system.slice/cron.service".into(),
+            identity: Identity {
+                systemd_unit: Some("cron.service".into()),
+                ..Identity::default()
+            },
+            pod: None,
+        };
+        let refused = outcome("10.0.0.1:80", Label::Refused);
+        let mut m = Metrics::new(2, true);
+        m.record(&refused, Some(&pod));
+        m.record(&refused, Some(&unit));
+        m.record(&refused, None);
+        let text = render(&m.registry());
+        assert!(
+            text.contains(
+                r#"tracer_connect_failures_total{ip="10.0.0.1",port="80",label="refused",k8s_namespace_name="shop",k8s_pod_name="web-1",k8s_container_name="nginx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"tracer_connect_failures_total{ip="10.0.0.1",port="80",label="refused",systemd_unit="cron.service"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"tracer_connect_failures_total{ip="other",port="other",label="refused"} 1"#
+            ),
+            "a third (destination, workload) pair is past the limit of 2: {text}"
+        );
+        let mut plain = Metrics::new(2, false);
+        plain.record(&refused, Some(&pod));
+        let text = render(&plain.registry());
+        assert!(
+            text.contains(
+                r#"tracer_connect_failures_total{ip="10.0.0.1",port="80",label="refused"} 1"#
+            ),
+            "without the flag the series are as before: {text}"
+        );
+    }
+
+    #[test]
     fn health_counters_follow_the_totals() {
-        let mut m = Metrics::new(1);
+        let mut m = Metrics::new(1, false);
         let mut totals = Totals {
             events: 5,
             ..Totals::default()
@@ -316,7 +417,7 @@ mod tests {
     /// served under its name, with its help.
     #[test]
     fn health_metrics_keep_their_names() {
-        let mut m = Metrics::new(1);
+        let mut m = Metrics::new(1, false);
         let mut totals = Totals {
             events: 1,
             decode_errors: 2,

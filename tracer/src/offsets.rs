@@ -711,13 +711,16 @@ fn resolve_cgroup_path(m: &mut MemberOffsets, btf: &KernelBtf, checks: &mut Vec<
             if f.size == 8 {
                 Ok(f.offset)
             } else {
-                Err(format!("{strukt}.{}: size {} where 8 was expected", path.join("."), f.size))
+                Err(format!(
+                    "{strukt}.{}: size {} where 8 was expected",
+                    path.join("."),
+                    f.size
+                ))
             }
         })
     };
-    let parent = pointer("kernfs_node", &["__parent"]).or_else(|e| {
-        pointer("kernfs_node", &["parent"]).map_err(|_| e)
-    });
+    let parent = pointer("kernfs_node", &["__parent"])
+        .or_else(|e| pointer("kernfs_node", &["parent"]).map_err(|_| e));
     let found = (|| {
         Ok::<_, String>([
             pointer("task_struct", &["cgroups"])?,

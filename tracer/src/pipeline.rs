@@ -166,7 +166,10 @@ impl Pipeline {
             a.record(outcome);
         }
         if let Some(m) = self.metrics.as_mut() {
-            m.record(outcome);
+            let workload = (outcome.direction == Direction::Outbound)
+                .then(|| self.workloads.get(outcome.conn.cgroup_id))
+                .flatten();
+            m.record(outcome, workload);
         }
         match outcome.label {
             Label::Cancelled => {}
@@ -242,7 +245,9 @@ impl Pipeline {
         let (select, clock, workloads) = (self.select.summaries, &self.clock, &self.workloads);
         aggregator.close_window_each(now_mono_ns, |s| {
             if select {
-                each(Record::Summary(SummaryOut::from_summary(&s, clock, workloads)));
+                each(Record::Summary(SummaryOut::from_summary(
+                    &s, clock, workloads,
+                )));
             }
         });
     }

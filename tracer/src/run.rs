@@ -36,7 +36,10 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
     };
     let mut session = Session::start(&args, select)?;
     let mut metrics_tick = metrics_listener.and_then(|listener| {
-        let metrics = Metrics::new(args.metrics_max_destinations as usize);
+        let by_workload = args
+            .metrics_labels
+            .contains(&crate::cli::MetricsLabels::Workload);
+        let metrics = Metrics::new(args.metrics_max_destinations as usize, by_workload);
         tokio::spawn(crate::metrics::serve(listener, metrics.registry()));
         session.pipeline.set_metrics(metrics);
         every(1)

@@ -23,11 +23,11 @@ use crate::{
     loader::{self, LoadOptions, Loaded},
     offsets::{CONNECT_CALL_PROGRAMS, HOOKS, Resolved, resolve},
     pipeline::{Pipeline, Select},
-    workload::{Workload, WorkloadFilter, Workloads, cgroupfs::Cgroupfs},
     privileges,
     record::RstReasons,
     source::{DRAIN_INTERVAL, EventSource, KernelCounters, register_readable},
     tracefs::Tracefs,
+    workload::{Workload, WorkloadFilter, Workloads, cgroupfs::Cgroupfs},
 };
 
 /// Exit code for a problem with the environment or a flag value (privileges, tracefs, kernel

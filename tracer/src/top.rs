@@ -271,7 +271,11 @@ mod tests {
         assert_eq!(rows[0].verdict, Verdict::Refusing);
         assert_eq!(rows[1].attempts_per_s, 0.0, "idle in the last window");
         assert_eq!(rows[1].p99_ms, Some(3.0), "the last latency seen stays");
-        assert_eq!(rows[0].workload.as_deref(), Some("unit-4"), "the last window's top");
+        assert_eq!(
+            rows[0].workload.as_deref(),
+            Some("unit-4"),
+            "the last window's top"
+        );
         assert_eq!(rows[1].workload, None, "an unknown workload");
     }
 }

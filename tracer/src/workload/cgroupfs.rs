@@ -88,7 +88,11 @@ impl Cgroupfs {
             };
             out.push((
                 meta.ino(),
-                if path.is_empty() { "/".into() } else { path.clone() },
+                if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.clone()
+                },
             ));
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -148,7 +152,10 @@ mod tests {
         );
         let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
         assert_eq!(mount_point(unified), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(mount_point("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"), None);
+        assert_eq!(
+            mount_point("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
+            None
+        );
         assert_eq!(
             mount_point("cgroup2 /host\\040root/cg cgroup2 rw 0 0\n"),
             Some(PathBuf::from("/host root/cg"))

@@ -39,7 +39,10 @@ impl WorkloadFilter {
     }
 
     /// The values that name none of `workloads`, as the flags were written.
-    pub fn unmatched<'a>(&self, workloads: impl Iterator<Item = &'a Workload> + Clone) -> Vec<String> {
+    pub fn unmatched<'a>(
+        &self,
+        workloads: impl Iterator<Item = &'a Workload> + Clone,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for c in &self.containers {
             let one = Self {
@@ -118,7 +121,11 @@ mod tests {
     use super::*;
     use crate::workload::{kubelet::PodNames, rules::Identity};
 
-    fn workload(container: Option<&str>, pod: Option<(&str, &str)>, unit: Option<&str>) -> Workload {
+    fn workload(
+        container: Option<&str>,
+        pod: Option<(&str, &str)>,
+        unit: Option<&str>,
+    ) -> Workload {
         Workload {
             cgroup: "/x".into(),
             identity: Identity {
@@ -152,7 +159,10 @@ mod tests {
         let ws = [workload(Some("abc123"), None, None)];
         assert_eq!(
             f.unmatched(ws.iter()),
-            vec!["--pod prod/web".to_string(), "--unit nginx.service".to_string()]
+            vec![
+                "--pod prod/web".to_string(),
+                "--unit nginx.service".to_string()
+            ]
         );
     }
 
@@ -161,7 +171,10 @@ mod tests {
         assert_eq!(parse_container("ABC123").unwrap(), "abc123");
         assert!(parse_container("xyz").unwrap_err().contains("hex"));
         assert!(parse_container("").is_err());
-        assert_eq!(parse_pod("prod/web-1").unwrap(), ("prod".into(), "web-1".into()));
+        assert_eq!(
+            parse_pod("prod/web-1").unwrap(),
+            ("prod".into(), "web-1".into())
+        );
         assert!(parse_pod("web").unwrap_err().contains("NAMESPACE/NAME"));
         assert!(parse_pod("a/b/c").is_err());
         assert_eq!(parse_unit("nginx").unwrap(), "nginx.service");

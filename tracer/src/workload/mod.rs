@@ -52,9 +52,10 @@ impl Workload {
     /// Whether Kubernetes names are expected but not (yet) found.
     fn pod_pending(&self) -> bool {
         self.identity.pod_uid.is_some()
-            && self.pod.as_ref().is_none_or(|p| {
-                p.container.is_none() && self.identity.container_id.is_some()
-            })
+            && self
+                .pod
+                .as_ref()
+                .is_none_or(|p| p.container.is_none() && self.identity.container_id.is_some())
     }
 
     fn lookup_pod(&mut self, logs: &KubeletLogs) {
@@ -100,10 +101,7 @@ impl Workload {
             ("k8s.pod.uid", i.pod_uid.as_deref()),
             ("k8s.namespace.name", p.map(|p| p.namespace.as_str())),
             ("k8s.pod.name", p.map(|p| p.pod.as_str())),
-            (
-                "k8s.container.name",
-                p.and_then(|p| p.container.as_deref()),
-            ),
+            ("k8s.container.name", p.and_then(|p| p.container.as_deref())),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
@@ -218,8 +216,7 @@ impl Workloads {
             return;
         }
         if let Some(e) = self.cache.get_mut(&cgroup_id) {
-            if e.workload.pod_pending() && now_ns.saturating_sub(e.pod_tried_ns) >= POD_RETRY_NS
-            {
+            if e.workload.pod_pending() && now_ns.saturating_sub(e.pod_tried_ns) >= POD_RETRY_NS {
                 e.pod_tried_ns = now_ns;
                 e.workload.lookup_pod(&self.logs);
             }

@@ -533,7 +533,10 @@ mod tests {
                 Some(hash),
             ),
             (
-                concat!("/kubepods/burstable/pod5b1f0c2d9e8a7b6c5d4e3f2a1b0c9d8e/", id!()),
+                concat!(
+                    "/kubepods/burstable/pod5b1f0c2d9e8a7b6c5d4e3f2a1b0c9d8e/",
+                    id!()
+                ),
                 None,
                 Some(ID),
                 None,

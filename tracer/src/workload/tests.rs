@@ -51,7 +51,10 @@ impl Drop for LogRoot {
 #[test]
 fn a_cgroup_record_gives_the_path_root_first() {
     let scope = format!("docker-{ID}.scope");
-    assert_eq!(path_of(&raw(7, &["system.slice", &scope])), format!("/system.slice/{scope}"));
+    assert_eq!(
+        path_of(&raw(7, &["system.slice", &scope])),
+        format!("/system.slice/{scope}")
+    );
     assert_eq!(path_of(&raw(1, &[])), "/");
     let deep: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
     let deep: Vec<&str> = deep.iter().map(String::as_str).collect();
@@ -68,7 +71,12 @@ fn an_announced_workload_outlives_its_cgroup_and_names_its_pod() {
     w.announce(
         &raw(
             42,
-            &["kubepods.slice", "kubepods-burstable.slice", &pod_slice, &scope],
+            &[
+                "kubepods.slice",
+                "kubepods-burstable.slice",
+                &pod_slice,
+                &scope,
+            ],
         ),
         0,
     );
@@ -134,7 +142,10 @@ fn a_host_process_has_only_what_applies() {
 fn the_cache_is_bounded_and_counts_evictions_and_unresolved_cgroups() {
     let mut w = workloads(16, "/nonexistent".into(), WorkloadFilter::default());
     for id in 0..20u64 {
-        w.announce(&raw(100 + id, &["system.slice", &format!("s{id}.service")]), 0);
+        w.announce(
+            &raw(100 + id, &["system.slice", &format!("s{id}.service")]),
+            0,
+        );
     }
     assert_eq!((w.len(), w.counts.evicted), (16, 4));
     assert!(w.get(100).is_none() && w.get(119).is_some());
