@@ -1,8 +1,10 @@
 //! Arbitrary event sequences through the classifier and the aggregator: the input is cut into
 //! record-sized pieces, each forced to a valid kind and family half of the time so that the
 //! state machines see deep sequences, with windows closed and parked closes settled along the
-//! way. Every outcome is also written as its output record. Nothing may panic, every record is
-//! one line of valid JSON, and the held state stays within its caps.
+//! way. Every eighth piece becomes a cgroup record with arbitrary names (the workload rules and
+//! filters see any path), and connections are put in a few cgroups so that records carry
+//! workloads. Every outcome is also written as its output record. Nothing may panic, every
+//! record is one line of valid JSON, and the held state stays within its caps.
 #![no_main]
 use std::num::NonZeroUsize;
 
@@ -14,8 +16,29 @@ use tracer::{
     decode::decode,
     pipeline::{Pipeline, Select},
     record::RstReasons,
+    workload::{WorkloadFilter, Workloads},
 };
-use tracer_common::{AF_INET, AF_INET6, RAW_EVENT_SIZE};
+use tracer_common::{AF_INET, AF_INET6, CGROUP_LEVELS, KIND_CGROUP, RAW_EVENT_SIZE, RawCgroup};
+
+/// Where `RawEvent.cgroup_id` is in a record's bytes.
+const CGROUP_ID_AT: usize = core::mem::offset_of!(tracer_common::RawEvent, cgroup_id);
+
+/// A cgroup record for cgroup `1 + chunk[0] % 4` whose names are cut from `chunk`.
+fn cgroup_record(chunk: &[u8]) -> Vec<u8> {
+    let mut raw: RawCgroup = bytemuck::Zeroable::zeroed();
+    raw.kind = KIND_CGROUP;
+    raw.cgroup_id = 1 + u64::from(chunk.first().copied().unwrap_or(0) % 4);
+    raw.levels = chunk.get(1).copied().unwrap_or(0) % (CGROUP_LEVELS as u8 + 2);
+    raw.truncated = chunk.get(2).copied().unwrap_or(0) % 2;
+    for (name, part) in raw
+        .names
+        .iter_mut()
+        .zip(chunk[chunk.len().min(3)..].chunks(24))
+    {
+        name[..part.len()].copy_from_slice(part);
+    }
+    bytemuck::bytes_of(&raw).to_vec()
+}
 
 /// Serializes `o` as `tracer run` would (the pipeline's own record mapping) and checks that it
 /// is one line of JSON.
@@ -43,11 +66,35 @@ fuzz_target!(|data: &[u8]| {
         select,
         Some(Aggregator::new(NonZeroUsize::new(64).unwrap(), 0)),
     );
+    // Half the inputs run with a workload filter (a unit name and a container prefix that
+    // arbitrary names can hit).
+    let filter = if data.first().is_some_and(|b| b % 2 == 1) {
+        WorkloadFilter {
+            containers: vec!["a".into()],
+            units: vec!["a.service".into()],
+            ..WorkloadFilter::default()
+        }
+    } else {
+        WorkloadFilter::default()
+    };
+    pipeline.set_workloads(Workloads::new(
+        NonZeroUsize::new(16).unwrap(),
+        "/nonexistent".into(),
+        None,
+        filter,
+    ));
     let mut now = 0u64;
     for (i, chunk) in data.chunks(RAW_EVENT_SIZE).enumerate() {
         let mut record = [0u8; RAW_EVENT_SIZE];
         record[..chunk.len()].copy_from_slice(chunk);
+        if i % 8 == 7 {
+            let _ = pipeline.process(&cgroup_record(chunk));
+            assert!(pipeline.workloads().len() <= 16);
+            continue;
+        }
         if i % 2 == 0 {
+            record[CGROUP_ID_AT..CGROUP_ID_AT + 8]
+                .copy_from_slice(&(1 + u64::from(record[2] % 4)).to_ne_bytes());
             record[0] = 1 + record[0] % 5; // a valid kind
             record[1] = if record[1] % 2 == 0 {
                 AF_INET

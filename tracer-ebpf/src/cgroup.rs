@@ -1,4 +1,4 @@
-//! The calling task's cgroup, noted at connect() (ARCHITECTURE.md §7): the first connect seen
+//! The calling task's cgroup, noted at connect() (ARCHITECTURE.md §10): the first connect seen
 //! from a cgroup submits a `RawCgroup` with the names on its v2 path, read here while the task
 //! is still in it; `CGROUPS` remembers it, with userspace's verdict for the workload filters.
 //! Later connects from it cost one per-CPU slot compare (the same cgroup as this CPU's last

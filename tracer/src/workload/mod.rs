@@ -1,4 +1,4 @@
-//! Workload identity (ARCHITECTURE.md §7): who made a connection — systemd unit, container,
+//! Workload identity (ARCHITECTURE.md §10): who made a connection — systemd unit, container,
 //! Kubernetes pod — from the cgroup v2 path the kernel recorded when the connect started.
 //!
 //! The programs announce each cgroup the first time a connect comes from it (`RawCgroup`, the
