@@ -93,8 +93,8 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         if i % 2 == 0 {
-            record[CGROUP_ID_AT..CGROUP_ID_AT + 8]
-                .copy_from_slice(&(1 + u64::from(record[2] % 4)).to_ne_bytes());
+            let cgroup = 1 + u64::from(record[2] % 4);
+            record[CGROUP_ID_AT..CGROUP_ID_AT + 8].copy_from_slice(&cgroup.to_ne_bytes());
             record[0] = 1 + record[0] % 5; // a valid kind
             record[1] = if record[1] % 2 == 0 {
                 AF_INET

@@ -194,10 +194,7 @@ impl Workloads {
 
     /// Adds a resolved identity, and its verdict when the workload filters are set.
     pub fn insert(&mut self, cgroup_id: u64, workload: Workload, now_ns: u64) {
-        if self.filter.is_active() {
-            self.verdicts
-                .push((cgroup_id, self.filter.matches(&workload)));
-        }
+        self.judge(cgroup_id, &workload);
         let entry = Entry {
             workload,
             pod_tried_ns: now_ns,
@@ -219,6 +216,10 @@ impl Workloads {
             if e.workload.pod_pending() && now_ns.saturating_sub(e.pod_tried_ns) >= POD_RETRY_NS {
                 e.pod_tried_ns = now_ns;
                 e.workload.lookup_pod(&self.logs);
+                if !e.workload.pod_pending() {
+                    let workload = e.workload.clone();
+                    self.judge(cgroup_id, &workload);
+                }
             }
             return;
         }
@@ -228,6 +229,21 @@ impl Workloads {
                 self.insert(cgroup_id, w, now_ns);
             }
             None => self.counts.unresolved += 1,
+        }
+    }
+
+    /// Queues the kernel's verdict on a cgroup when the workload filters are set. A pod whose
+    /// names the kubelet's logs do not give yet is left undecided when a `--pod` filter could
+    /// still match it: the kernel passes its connects, this side filters them, and judges again
+    /// once the names are found.
+    fn judge(&mut self, cgroup_id: u64, workload: &Workload) {
+        if !self.filter.is_active() {
+            return;
+        }
+        let wanted = self.filter.matches(workload);
+        let undecided = !wanted && workload.pod_pending() && !self.filter.pods.is_empty();
+        if !undecided {
+            self.verdicts.push((cgroup_id, wanted));
         }
     }
 

@@ -173,3 +173,41 @@ fn filters_decide_each_announced_cgroup_once_for_the_kernel() {
     assert!(w.wanted(1) && !w.wanted(2));
     assert!(!w.wanted(3), "an unknown workload does not match a filter");
 }
+
+#[test]
+fn a_pod_whose_names_are_not_known_yet_is_judged_once_they_are() {
+    let logs = LogRoot::new("judge");
+    let filter = WorkloadFilter {
+        pods: vec![("shop".into(), "web".into())],
+        ..WorkloadFilter::default()
+    };
+    let mut w = workloads(16, logs.0.clone(), filter);
+    let pod = format!("pod{UID}");
+    w.announce(&raw(8, &["kubepods", &pod, ID]), 0);
+    assert!(
+        w.take_verdicts().is_empty(),
+        "undecided: the kernel must not drop it yet"
+    );
+    assert!(!w.wanted(8), "its records are filtered here meanwhile");
+    logs.add_container("shop", "web", "nginx", ID);
+    w.ensure(8, POD_RETRY_NS);
+    assert_eq!(w.take_verdicts(), vec![(8, true)]);
+    assert!(w.wanted(8));
+    // A unit filter alone decides at once: no pod name can make it match.
+    let mut w = workloads(
+        16,
+        logs.0.clone(),
+        WorkloadFilter {
+            units: vec!["a.service".into()],
+            ..WorkloadFilter::default()
+        },
+    );
+    w.announce(
+        &raw(
+            9,
+            &["kubepods", "pod0f6e4a8c-1b2d-4e5f-8a9b-0c1d2e3f4a5c", ID],
+        ),
+        0,
+    );
+    assert_eq!(w.take_verdicts(), vec![(9, false)]);
+}
