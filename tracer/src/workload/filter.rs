@@ -43,35 +43,33 @@ impl WorkloadFilter {
         &self,
         workloads: impl Iterator<Item = &'a Workload> + Clone,
     ) -> Vec<String> {
-        let mut out = Vec::new();
-        for c in &self.containers {
+        let containers = self.containers.iter().map(|c| {
             let one = Self {
                 containers: vec![c.clone()],
                 ..Self::default()
             };
-            if !workloads.clone().any(|w| one.matches(w)) {
-                out.push(format!("--container {c}"));
-            }
-        }
-        for (ns, pod) in &self.pods {
+            (format!("--container {c}"), one)
+        });
+        let pods = self.pods.iter().map(|(ns, pod)| {
             let one = Self {
                 pods: vec![(ns.clone(), pod.clone())],
                 ..Self::default()
             };
-            if !workloads.clone().any(|w| one.matches(w)) {
-                out.push(format!("--pod {ns}/{pod}"));
-            }
-        }
-        for u in &self.units {
+            (format!("--pod {ns}/{pod}"), one)
+        });
+        let units = self.units.iter().map(|u| {
             let one = Self {
                 units: vec![u.clone()],
                 ..Self::default()
             };
-            if !workloads.clone().any(|w| one.matches(w)) {
-                out.push(format!("--unit {u}"));
-            }
-        }
-        out
+            (format!("--unit {u}"), one)
+        });
+        containers
+            .chain(pods)
+            .chain(units)
+            .filter(|(_, one)| !workloads.clone().any(|w| one.matches(w)))
+            .map(|(flag, _)| flag)
+            .collect()
     }
 }
 
