@@ -38,11 +38,21 @@ impl Tracer {
         Self::spawn(&args)
     }
 
+    /// Starts `tracer run` with no flags, configured by these environment variables only.
+    pub fn start_from_env(env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(&["run"], env)
+    }
+
     fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with(args, &[])
+    }
+
+    fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         crate::require_kernel();
         let bin = crate::tracer_bin().unwrap();
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

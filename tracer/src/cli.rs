@@ -37,10 +37,10 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct EnvArgs {
     /// Where tracefs is mounted [default: /sys/kernel/tracing, then /sys/kernel/debug/tracing].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, env = "TRACER_TRACEFS", value_name = "PATH")]
     pub tracefs: Option<PathBuf>,
     /// Kernel BTF to resolve struct offsets from.
-    #[arg(long, value_name = "PATH", default_value = crate::kernel_btf::VMLINUX_BTF)]
+    #[arg(long, env = "TRACER_BTF", value_name = "PATH", default_value = crate::kernel_btf::VMLINUX_BTF)]
     pub btf: PathBuf,
 }
 
@@ -50,92 +50,151 @@ pub struct RunArgs {
     pub env: EnvArgs,
     /// Trace only connections made in this network namespace, by inode
     /// (`stat -L -c %i /proc/PID/ns/net`). Filtered in the kernel.
-    #[arg(long, value_name = "INODE", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "TRACER_NETNS", value_name = "INODE", value_parser = clap::value_parser!(u32).range(1..))]
     pub netns: Option<u32>,
     /// Where records go, repeatable: `-` (stdout, the default), `PATH` (appended; reopened on
     /// SIGHUP), `unix:PATH` or `tcp:HOST:PORT` (NDJSON to a log shipper, reconnecting).
-    #[arg(long, value_name = "TARGET", value_parser = crate::output::Target::parse)]
+    #[arg(long, env = "TRACER_OUTPUT", value_delimiter = ',', value_name = "TARGET", value_parser = crate::output::Target::parse)]
     pub output: Vec<crate::output::Target>,
-    /// Serve Prometheus / OpenMetrics at http://ADDR/metrics: `PORT` (binds 127.0.0.1) or `IP:PORT`.
-    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]
+    /// Serve Prometheus / OpenMetrics at http://ADDR/metrics, and the probes /healthz and /readyz:
+    /// `PORT` (binds 127.0.0.1), `IP` (port 10140) or `IP:PORT`; the flag alone is
+    /// 127.0.0.1:10140.
+    #[arg(long, env = "TRACER_METRICS_ADDR", value_name = "ADDR", value_parser = crate::metrics::parse_addr,
+          num_args = 0..=1, default_missing_value = "127.0.0.1:10140")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Destinations with their own metric series; the rest share ip="other".
-    #[arg(long, value_name = "N", default_value_t = 1000,
+    #[arg(long, env = "TRACER_METRICS_MAX_DESTINATIONS", value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub metrics_max_destinations: u64,
     /// Also print a `connect` record for every successful connect (latency, SYN retransmits).
-    #[arg(long, conflicts_with_all = ["failures_only", "summaries_only"])]
+    #[arg(long, env = "TRACER_SUCCESSES", conflicts_with_all = ["failures_only", "summaries_only"])]
     pub successes: bool,
     /// Print only `failure` records (and `stats`).
-    #[arg(long, conflicts_with = "summaries_only")]
+    #[arg(long, env = "TRACER_FAILURES_ONLY", conflicts_with = "summaries_only")]
     pub failures_only: bool,
     /// Print only `summary` records (and `stats`).
-    #[arg(long)]
+    #[arg(long, env = "TRACER_SUMMARIES_ONLY")]
     pub summaries_only: bool,
     /// Seconds per summary window (one `summary` record per active destination); 0 disables.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TRACER_SUMMARY_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     pub summary_interval: u64,
     /// Destinations held for summaries; beyond it the least recently active is evicted
     /// (counted in stats.destinations_evicted).
-    #[arg(long, value_name = "N", default_value_t = 100_000,
+    #[arg(long, env = "TRACER_MAX_DESTINATIONS", value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_destinations: u64,
     /// Trace only connections to this destination port (repeatable, up to 16). Filtered in the kernel.
-    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long = "port", env = "TRACER_PORT", value_delimiter = ',', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
     /// Trace only connections to this address or CIDR prefix (repeatable, up to 8), e.g.
     /// 10.0.0.0/8 or fd00::/8. Filtered in the kernel.
-    #[arg(long = "dst", value_name = "CIDR", value_parser = crate::filter::parse_cidr)]
+    #[arg(long = "dst", env = "TRACER_DST", value_delimiter = ',', value_name = "CIDR", value_parser = crate::filter::parse_cidr)]
     pub dsts: Vec<tracer_common::Cidr>,
     /// Trace only connections made by this process id (repeatable, up to 16). Filtered in the kernel.
-    #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long = "pid", env = "TRACER_PID", value_delimiter = ',', value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
     /// Trace only connections made by tasks of this name (`ps -o comm`; repeatable, up to 8).
     /// Filtered in the kernel.
-    #[arg(long = "comm", value_name = "NAME", value_parser = crate::filter::parse_comm)]
+    #[arg(long = "comm", env = "TRACER_COMM", value_delimiter = ',', value_name = "NAME", value_parser = crate::filter::parse_comm)]
     pub comms: Vec<[u8; 16]>,
     /// Trace only connections made by this container: its id or a prefix of it (repeatable).
     /// With --pod and --unit: a connection is traced when any of them names its workload.
-    #[arg(long = "container", value_name = "ID_PREFIX",
+    #[arg(long = "container", env = "TRACER_CONTAINER", value_delimiter = ',', value_name = "ID_PREFIX",
           value_parser = crate::workload::filter::parse_container)]
     pub containers: Vec<String>,
     /// Trace only connections made by this Kubernetes pod, NAMESPACE/NAME (repeatable; names
     /// from the kubelet's logs, see --kubelet-log-root).
-    #[arg(long = "pod", value_name = "NAMESPACE/NAME", value_parser = crate::workload::filter::parse_pod)]
+    #[arg(long = "pod", env = "TRACER_POD", value_delimiter = ',', value_name = "NAMESPACE/NAME", value_parser = crate::workload::filter::parse_pod)]
     pub pods: Vec<(String, String)>,
     /// Trace only connections made by this systemd unit (repeatable; `nginx` means nginx.service).
-    #[arg(long = "unit", value_name = "NAME", value_parser = crate::workload::filter::parse_unit)]
+    #[arg(long = "unit", env = "TRACER_UNIT", value_delimiter = ',', value_name = "NAME", value_parser = crate::workload::filter::parse_unit)]
     pub units: Vec<String>,
     /// Where the kubelet writes container logs (`containers/`, `pods/`): Kubernetes namespace,
     /// pod and container names come from their file names.
-    #[arg(long, value_name = "DIR", default_value = crate::workload::KUBELET_LOG_ROOT)]
+    #[arg(long, env = "TRACER_KUBELET_LOG_ROOT", value_name = "DIR", default_value = crate::workload::KUBELET_LOG_ROOT)]
     pub kubelet_log_root: PathBuf,
     /// Workload identities (one per cgroup) held; beyond it the least recently used is evicted
     /// (counted in stats.workloads_evicted).
-    #[arg(long, value_name = "N", default_value_t = 16_384,
+    #[arg(long, env = "TRACER_MAX_WORKLOADS", value_name = "N", default_value_t = 16_384,
           value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub max_workloads: u64,
     /// Extra Prometheus labels: `workload` adds k8s_namespace_name, k8s_pod_name,
     /// k8s_container_name, container_id and systemd_unit to the per-destination series
     /// (within the same --metrics-max-destinations limit, counted per destination and workload).
-    #[arg(long, value_name = "LABELS", value_enum)]
+    #[arg(
+        long,
+        env = "TRACER_METRICS_LABELS",
+        value_delimiter = ',',
+        value_name = "LABELS",
+        value_enum
+    )]
     pub metrics_labels: Vec<MetricsLabels>,
     /// Seconds between `stats` records. One is also written as soon as every program is
     /// attached (the readiness signal) and one at exit; 0 prints only those two.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TRACER_STATS_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     pub stats_interval: u64,
     /// Connections tracked at once in the kernel (LRU map entries); evictions are counted.
-    #[arg(long, value_name = "N", default_value_t = 65_536,
+    #[arg(long, env = "TRACER_MAX_SOCKETS", value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub max_sockets: u32,
     /// Do not attach the connect() syscall tracepoints: connects that fail inside connect() (no
     /// route, no local port, a local policy) go unseen, and every syscall on the host is spared
     /// the kernel's syscall-tracepoint path (about 20 ns each, measured by `cargo xtask bench`).
-    #[arg(long)]
+    #[arg(long, env = "TRACER_NO_CONNECT_CALLS")]
     pub no_connect_calls: bool,
     /// Kernel-to-userspace ring buffer size in KiB (a power of two, ≥ 4).
-    #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
+    #[arg(long, env = "TRACER_RING_BUFFER_KIB", value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,
+}
+
+/// Prints a clap error and exits as clap does; a bad value that came from a `TRACER_*`
+/// environment variable (and not from the command line) is named as that variable, so that a
+/// setting in a unit's environment file or a pod's ConfigMap can be found.
+pub fn exit_with(e: clap::Error) -> ! {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(var) = env_source(&e, &argv, |k| std::env::var_os(k).is_some()) {
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or_default();
+        eprintln!("{first}\n  (the value comes from the environment variable {var})");
+        for line in msg.lines().skip(1) {
+            eprintln!("{line}");
+        }
+        std::process::exit(e.exit_code());
+    }
+    e.exit()
+}
+
+/// The environment variable a rejected value came from: the error names an argument that has
+/// one, the variable is set, and the flag is not on the command line.
+fn env_source(e: &clap::Error, argv: &[String], is_set: impl Fn(&str) -> bool) -> Option<String> {
+    use clap::{CommandFactory, error::ContextKind, error::ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let cmd = Cli::command();
+    let all = cmd
+        .get_arguments()
+        .chain(cmd.get_subcommands().flat_map(|s| s.get_arguments()));
+    let env = all
+        .filter(|a| a.get_long() == Some(long))
+        .find_map(|a| a.get_env())?
+        .to_string_lossy()
+        .into_owned();
+    let on_command_line = argv
+        .iter()
+        .any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    (is_set(&env) && !on_command_line).then_some(env)
 }
 
 /// Optional label groups of the Prometheus series.
@@ -174,6 +233,41 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.run.netns, Some(4026531840));
         assert_eq!(cli.run.stats_interval, 10);
+    }
+
+    #[test]
+    fn every_run_flag_has_its_environment_variable() {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").expect("run");
+        for arg in run.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if long == "help" {
+                continue;
+            }
+            let want = format!("TRACER_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().map(|e| e.to_string_lossy().into_owned()),
+                Some(want),
+                "--{long}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_names_the_variable() {
+        let err = Cli::try_parse_from(["tracer", "--ring-buffer-kib", "1000"]).unwrap_err();
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let set = |k: &str| k == "TRACER_RING_BUFFER_KIB";
+        assert_eq!(
+            env_source(&err, &argv(&["tracer"]), set).as_deref(),
+            Some("TRACER_RING_BUFFER_KIB")
+        );
+        assert_eq!(
+            env_source(&err, &argv(&["tracer", "--ring-buffer-kib", "1000"]), set),
+            None,
+            "given on the command line"
+        );
+        assert_eq!(env_source(&err, &argv(&["tracer"]), |_| false), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod counters;
 pub mod decode;
 pub mod filter;
+pub mod health;
 pub mod hints;
 pub mod kernel_btf;
 pub mod loader;

@@ -81,6 +81,8 @@ pub struct LossMonitor {
     /// When the current episode began and the totals before it.
     episode: Option<(u64, Totals)>,
     last_warning_ns: u64,
+    /// When a check last found new loss.
+    last_loss_ns: Option<u64>,
     /// What to suggest when the ring buffer overflows.
     advice: String,
 }
@@ -92,6 +94,7 @@ impl LossMonitor {
             last: Totals::default(),
             episode: None,
             last_warning_ns: 0,
+            last_loss_ns: None,
             advice: format!(
                 "the reader fell behind: raise --ring-buffer-kib (now {ring_buffer_kib}) or narrow what is traced with --port/--dst/--pid/--comm"
             ),
@@ -103,6 +106,9 @@ impl LossMonitor {
     pub fn check(&mut self, now_ns: u64, totals: Totals) -> Option<Notice> {
         let new = Lost::between(&self.last, &totals);
         let before = std::mem::replace(&mut self.last, totals);
+        if new.any() {
+            self.last_loss_ns = Some(now_ns);
+        }
         match self.episode {
             None if new.any() => {
                 self.episode = Some((now_ns, before));
@@ -130,6 +136,11 @@ impl LossMonitor {
             }
             None => None,
         }
+    }
+
+    /// When a check last found new loss, if ever.
+    pub fn last_loss_ns(&self) -> Option<u64> {
+        self.last_loss_ns
     }
 
     fn explain(&self, what: &str, lost: &Lost) -> String {

@@ -5,7 +5,7 @@ use tracer::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     tracer::logging::init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| tracer::cli::exit_with(e));
     match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(args) => tracer::run::main(args),
         Command::Check(args) => tracer::check::main(&args),

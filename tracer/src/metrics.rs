@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use crate::{
     classify::{Direction, Label, Outcome},
     counters::{self, Entry, Totals},
+    health::Health,
     workload::Workload,
 };
 
@@ -52,6 +53,10 @@ fn workload_labels(w: &Workload) -> WorkloadLabels {
     labels
 }
 
+/// The port `--metrics-addr` listens on when none is given: unassigned in IANA's registry, away
+/// from the Prometheus exporters' 9100–9999 and from 9464, the OpenTelemetry SDKs' default.
+pub const DEFAULT_PORT: u16 = 10140;
+
 /// The series destinations share once the cardinality limit is reached.
 pub const OTHER: &str = "other";
 
@@ -68,8 +73,9 @@ struct FailureLabels {
     label: String,
 }
 
-/// A health metric: the counter it follows and that counter's value at the last update.
-struct Health {
+/// A Prometheus counter that follows one of the counter tables' counters, and that counter's value at
+/// the last update.
+struct CounterMetric {
     entry: Entry,
     metric: Counter,
     last: u64,
@@ -83,7 +89,7 @@ pub struct Metrics {
     latency: Histogram,
     overflow: Counter,
     /// One per counter of `counters::entries()` that has a metric.
-    health: Vec<Health>,
+    health: Vec<CounterMetric>,
     /// The series admitted under the limit: destinations, or (destination, workload) pairs.
     admitted: HashSet<(SocketAddr, WorkloadLabels)>,
     limit: usize,
@@ -127,7 +133,7 @@ impl Metrics {
                 let name = entry.spec.metric?;
                 let metric = Counter::default();
                 r.register(name, entry.spec.help, metric.clone());
-                Some(Health {
+                Some(CounterMetric {
                     entry,
                     metric,
                     last: 0,
@@ -224,27 +230,33 @@ pub fn render(registry: &Registry) -> String {
     s
 }
 
-/// `--metrics-addr`: `PORT` (binds 127.0.0.1) or `IP:PORT`.
+/// `--metrics-addr`: `PORT` (binds 127.0.0.1), `IP` (port `DEFAULT_PORT`) or `IP:PORT`.
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
     s.parse().map_err(|_| {
-        format!("`{s}`: expected PORT (binds 127.0.0.1) or IP:PORT, e.g. 9464 or 0.0.0.0:9464")
+        format!(
+            "`{s}`: expected PORT (binds 127.0.0.1), IP (port {DEFAULT_PORT}) or IP:PORT, e.g. \
+             {DEFAULT_PORT} or 0.0.0.0:{DEFAULT_PORT}"
+        )
     })
 }
 
-/// Serves `GET /metrics` until the process ends.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+/// Serves `GET /metrics`, `/healthz` and `/readyz` until the process ends.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<Health>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let registry = registry.clone();
+        let (registry, health) = (registry.clone(), health.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let registry = registry.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &registry)) }
+                let (registry, health) = (registry.clone(), health.clone());
+                async move { Ok::<_, Infallible>(respond(&req, &registry, &health)) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -253,17 +265,23 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     }
 }
 
-fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
+fn respond<B>(req: &Request<B>, registry: &Registry, health: &Health) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => (
             200,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render(registry),
         ),
+        "/healthz" => (200, TEXT, "ok\n".to_string()),
+        "/readyz" => match health.readiness(crate::clock::WallClock::now_mono_ns()) {
+            Ok(()) => (200, TEXT, "ready\n".to_string()),
+            Err(why) => (503, TEXT, format!("not ready: {why}\n")),
+        },
         _ => (
             404,
-            "text/plain; charset=utf-8",
-            "not found: the metrics are at /metrics\n".to_string(),
+            TEXT,
+            "not found: /metrics, /healthz and /readyz are served here\n".to_string(),
         ),
     };
     Response::builder()
@@ -461,10 +479,41 @@ mod tests {
             Ok("0.0.0.0:9464".parse().unwrap())
         );
         assert_eq!(parse_addr("[::1]:9464"), Ok("[::1]:9464".parse().unwrap()));
+        assert_eq!(
+            parse_addr("0.0.0.0"),
+            Ok(format!("0.0.0.0:{DEFAULT_PORT}").parse().unwrap())
+        );
         assert!(
             parse_addr("localhost:9464")
                 .unwrap_err()
                 .contains("IP:PORT")
         );
+    }
+
+    #[test]
+    fn probes_answer_on_the_metrics_listener() {
+        let registry = Registry::default();
+        let health = Health::default();
+        let get = |path: &str, health: &Health| {
+            let req = Request::builder().uri(path).body(()).unwrap();
+            let resp = respond(&req, &registry, health);
+            let body = String::from_utf8(
+                resp.body()
+                    .clone()
+                    .into_inner()
+                    .unwrap_or_default()
+                    .to_vec(),
+            )
+            .unwrap();
+            (resp.status().as_u16(), body)
+        };
+        assert_eq!(get("/healthz", &health), (200, "ok\n".into()));
+        let (status, body) = get("/readyz", &health);
+        assert_eq!(status, 503);
+        assert!(body.contains("not attached"), "{body}");
+        health.set_attached();
+        health.checked(crate::clock::WallClock::now_mono_ns(), None);
+        assert_eq!(get("/readyz", &health), (200, "ready\n".into()));
+        assert_eq!(get("/nope", &health).0, 404);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Readiness: the first `stats` record is written as soon as every program is attached; from
 //! then on every connection is seen. Scripts and tests wait for it, not for a log line.
-use std::{io::ErrorKind, process::ExitCode};
+use std::{io::ErrorKind, process::ExitCode, sync::Arc};
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -10,6 +10,7 @@ use crate::{
     classify::Outcome,
     cli::RunArgs,
     clock::WallClock,
+    health::Health,
     loss::{LossMonitor, Notice},
     metrics::Metrics,
     output::Output,
@@ -35,12 +36,18 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
         summaries: !args.failures_only,
     };
     let mut session = Session::start(&args, select)?;
+    let health = Arc::new(Health::default());
+    health.set_attached();
     let mut metrics_tick = metrics_listener.and_then(|listener| {
         let by_workload = args
             .metrics_labels
             .contains(&crate::cli::MetricsLabels::Workload);
         let metrics = Metrics::new(args.metrics_max_destinations as usize, by_workload);
-        tokio::spawn(crate::metrics::serve(listener, metrics.registry()));
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics.registry(),
+            health.clone(),
+        ));
         session.pipeline.set_metrics(metrics);
         every(1)
     });
@@ -66,11 +73,13 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
             }
             _ = tick(&mut loss_tick) => {
                 let totals = session.pipeline.totals(&session.kernel_totals()?, out.dropped());
-                match loss.check(WallClock::now_mono_ns(), totals) {
+                let now = WallClock::now_mono_ns();
+                match loss.check(now, totals) {
                     Some(Notice::Losing(msg)) => log::warn!("{msg}"),
                     Some(Notice::Stopped(msg)) => log::info!("{msg}"),
                     None => {}
                 }
+                health.checked(now, loss.last_loss_ns());
             }
             _ = tick(&mut stats_tick) => write_stats(&mut session, &mut out)?,
         }
@@ -123,9 +132,8 @@ async fn listen_metrics(args: &RunArgs) -> Result<Option<tokio::net::TcpListener
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Exit::Environment(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
-    log::info!(
-        "serving metrics at http://{}/metrics",
-        listener.local_addr()?
-    );
+    let local = listener.local_addr()?;
+    log::info!("serving metrics at http://{local}/metrics");
+    log::info!("probes at http://{local}/healthz (alive) and http://{local}/readyz (ready)");
     Ok(Some(listener))
 }
