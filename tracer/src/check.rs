@@ -28,6 +28,18 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
             false,
         ),
     });
+    out.push(match crate::workload::cgroupfs::Cgroupfs::find() {
+        Ok(fs) => Check::ok("cgroup v2", fs.mount().display().to_string()),
+        Err(e) => Check::missing(
+            "cgroup v2",
+            format!(
+                "{e}: every process's cgroup is the v2 root, so records name no unit, container \
+                 or pod (a cgroup v1-only host; mount cgroup2, e.g. `mount -t cgroup2 none \
+                 /sys/fs/cgroup/unified`, or boot with systemd.unified_cgroup_hierarchy=1)"
+            ),
+            false,
+        ),
+    });
     match Tracefs::locate(args.tracefs.as_deref()) {
         Ok(t) => {
             out.push(Check::ok("tracefs", t.root().display().to_string()));
