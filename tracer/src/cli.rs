@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::otlp::OtlpArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tracer",
@@ -136,6 +138,8 @@ pub struct RunArgs {
     /// Kernel-to-userspace ring buffer size in KiB (a power of two, ≥ 4).
     #[arg(long, value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 /// Optional label groups of the Prometheus series.
