@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::otlp::OtlpArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tracer",
@@ -155,6 +157,8 @@ pub struct RunArgs {
     /// Kernel-to-userspace ring buffer size in KiB (a power of two, ≥ 4).
     #[arg(long, env = "TRACER_RING_BUFFER_KIB", value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 /// Prints a clap error and exits as clap does; a bad value that came from a `TRACER_*`

@@ -10,6 +10,15 @@ use serde::{Serialize, Serializer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timestamp(DateTime<Utc>);
 
+impl Timestamp {
+    /// Nanoseconds since the Unix epoch (0 before it).
+    pub fn unix_nanos(&self) -> u64 {
+        self.0
+            .timestamp_nanos_opt()
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.0;

@@ -167,7 +167,10 @@ pub const DERIVED: &[Derived] = &[
         value: |t| t.workloads.unresolved,
     },
     Derived {
-        spec: CounterSpec::stats("output_dropped", "Output lines the sinks could not deliver")
+        spec: CounterSpec::stats(
+            "output_dropped",
+            "Output lines (OTLP: log records) the sinks could not deliver",
+        )
             .metric("tracer_output_dropped")
             .loss("lines the outputs could not deliver", None),
         value: |t| t.output_dropped,

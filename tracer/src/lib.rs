@@ -16,6 +16,7 @@ pub mod loss;
 pub mod memory;
 pub mod metrics;
 pub mod offsets;
+pub mod otlp;
 pub mod output;
 pub mod pipeline;
 pub mod privileges;

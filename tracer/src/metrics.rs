@@ -3,22 +3,19 @@
 //! (past it, new series share `ip="other"`), a connect-latency histogram, and the tracer's own
 //! health.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{
-        counter::Counter,
-        family::Family,
-        histogram::{Histogram, exponential_buckets},
-    },
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
+    metrics::{MetricType, counter::Counter, family::Family, histogram::exponential_buckets},
     registry::Registry,
 };
 use tokio::net::TcpListener;
@@ -32,7 +29,7 @@ use crate::{
 
 /// The workload labels of a series (`--metrics-labels workload`): only those known, so a
 /// series without them has exactly the labels it has without the flag.
-type WorkloadLabels = Vec<(&'static str, String)>;
+pub type WorkloadLabels = Vec<(&'static str, String)>;
 
 /// The labels of a workload: Kubernetes names when the kubelet's logs gave them (they stay the
 /// same when a container restarts), else the container id, and the systemd unit.
@@ -60,6 +57,34 @@ pub const DEFAULT_PORT: u16 = 10140;
 /// The series destinations share once the cardinality limit is reached.
 pub const OTHER: &str = "other";
 
+/// A metric's name (as registered: the registry appends `_total` to counters) and help.
+#[derive(Clone, Copy, Debug)]
+pub struct Desc {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+pub const ATTEMPTS: Desc = Desc {
+    name: "tracer_connect_attempts",
+    help: "Outbound TCP connects that succeeded or failed in the connect phase, per destination",
+};
+pub const FAILURES: Desc = Desc {
+    name: "tracer_connect_failures",
+    help: "Failed outbound TCP connections per destination and label (refused, syn_timeout, dropped_keepalive, unreachable, reset, rto_timeout)",
+};
+pub const INBOUND_REFUSALS: Desc = Desc {
+    name: "tracer_inbound_refusals",
+    help: "SYNs from remote peers that found no listener on this host",
+};
+pub const LATENCY: Desc = Desc {
+    name: "tracer_connect_latency_seconds",
+    help: "Time from connect() to ESTABLISHED",
+};
+pub const OVERFLOW: Desc = Desc {
+    name: "tracer_metrics_destinations_overflow",
+    help: "Outcomes counted under ip=\"other\" because the destination limit was reached",
+};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DstLabels {
     ip: String,
@@ -73,6 +98,29 @@ struct FailureLabels {
     label: String,
 }
 
+/// One per-destination series: its destination (`None`: the series past the limit share,
+/// `ip="other"`) and its workload labels (`--metrics-labels workload`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Series {
+    pub dst: Option<SocketAddr>,
+    pub workload: WorkloadLabels,
+}
+
+impl Series {
+    fn dst_labels(&self) -> DstLabels {
+        match self.dst {
+            Some(dst) => DstLabels {
+                ip: dst.ip().to_string(),
+                port: dst.port().to_string(),
+            },
+            None => DstLabels {
+                ip: OTHER.into(),
+                port: OTHER.into(),
+            },
+        }
+    }
+}
+
 /// A Prometheus counter that follows one of the counter tables' counters, and that counter's value at
 /// the last update.
 struct CounterMetric {
@@ -81,20 +129,100 @@ struct CounterMetric {
     last: u64,
 }
 
+/// The connect-latency histogram. Its buckets are ours, so that both the registry (which encodes
+/// it through `EncodeMetric`, exactly as a `prometheus_client` histogram) and `Metrics::snapshot`
+/// read them: `prometheus_client`'s own histogram does not show its buckets.
+#[derive(Clone, Debug)]
+struct Latency(Arc<Mutex<HistogramValues>>);
+
+/// A histogram's values: Prometheus' classic buckets, not cumulative.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramValues {
+    pub sum: f64,
+    pub count: u64,
+    /// (upper bound, observations in this bucket); the last bound is +Inf.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl Latency {
+    fn new(bounds: impl Iterator<Item = f64>) -> Self {
+        let buckets = bounds
+            .chain(std::iter::once(f64::INFINITY))
+            .map(|b| (b, 0))
+            .collect();
+        Self(Arc::new(Mutex::new(HistogramValues {
+            buckets,
+            ..HistogramValues::default()
+        })))
+    }
+
+    fn values(&self) -> std::sync::MutexGuard<'_, HistogramValues> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts `v` in the first bucket whose upper bound is ≥ `v` (NaN: the last), as
+    /// `prometheus_client` does.
+    fn observe(&self, v: f64) {
+        let mut h = self.values();
+        h.sum += v;
+        h.count += 1;
+        let last = h.buckets.len() - 1;
+        let i = h
+            .buckets
+            .iter()
+            .position(|&(upper, _)| upper >= v)
+            .unwrap_or(last);
+        h.buckets[i].1 += 1;
+    }
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = self.values();
+        encoder.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Every metric's value at one moment (what the OTLP exporter sends).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When counting began: the start of every cumulative value.
+    pub start: SystemTime,
+    pub attempts: Vec<(Series, u64)>,
+    pub failures: Vec<(Series, &'static str, u64)>,
+    pub inbound_refusals: u64,
+    pub overflow: u64,
+    pub latency: HistogramValues,
+    /// The health counters: (metric name, help, value).
+    pub health: Vec<(&'static str, &'static str, u64)>,
+}
+
 pub struct Metrics {
     registry: Arc<Registry>,
     attempts: Family<(DstLabels, WorkloadLabels), Counter>,
     failures: Family<(FailureLabels, WorkloadLabels), Counter>,
+    /// The counters of `attempts` and `failures` by series, sharing their values with the
+    /// registry's (a `Family` cannot be walked): what `snapshot` reads. Looked up here first, so
+    /// an outcome of a known series builds no label strings.
+    attempt_series: HashMap<Series, Counter>,
+    failure_series: HashMap<(Series, Label), Counter>,
     inbound_refusals: Counter,
-    latency: Histogram,
+    latency: Latency,
     overflow: Counter,
     /// One per counter of `counters::entries()` that has a metric.
     health: Vec<CounterMetric>,
     /// The series admitted under the limit: destinations, or (destination, workload) pairs.
-    admitted: HashSet<(SocketAddr, WorkloadLabels)>,
+    admitted: HashSet<Series>,
     limit: usize,
     /// `--metrics-labels workload`.
     by_workload: bool,
+    start: SystemTime,
 }
 
 impl Metrics {
@@ -105,29 +233,17 @@ impl Metrics {
         let attempts = Family::<(DstLabels, WorkloadLabels), Counter>::default();
         let failures = Family::<(FailureLabels, WorkloadLabels), Counter>::default();
         let inbound_refusals = Counter::default();
-        let latency = Histogram::new(exponential_buckets(0.000_025, 2.0, 20));
+        let latency = Latency::new(exponential_buckets(0.000_025, 2.0, 20));
         let overflow = Counter::default();
+        r.register(ATTEMPTS.name, ATTEMPTS.help, attempts.clone());
+        r.register(FAILURES.name, FAILURES.help, failures.clone());
         r.register(
-            "tracer_connect_attempts",
-            "Outbound TCP connects that succeeded or failed in the connect phase, per destination",
-            attempts.clone(),
-        );
-        r.register("tracer_connect_failures", "Failed outbound TCP connections per destination and label (refused, syn_timeout, dropped_keepalive, unreachable, reset, rto_timeout)", failures.clone());
-        r.register(
-            "tracer_inbound_refusals",
-            "SYNs from remote peers that found no listener on this host",
+            INBOUND_REFUSALS.name,
+            INBOUND_REFUSALS.help,
             inbound_refusals.clone(),
         );
-        r.register(
-            "tracer_connect_latency_seconds",
-            "Time from connect() to ESTABLISHED",
-            latency.clone(),
-        );
-        r.register(
-            "tracer_metrics_destinations_overflow",
-            "Outcomes counted under ip=\"other\" because the destination limit was reached",
-            overflow.clone(),
-        );
+        r.register(LATENCY.name, LATENCY.help, latency.clone());
+        r.register(OVERFLOW.name, OVERFLOW.help, overflow.clone());
         let health = counters::entries()
             .filter_map(|entry| {
                 let name = entry.spec.metric?;
@@ -144,6 +260,8 @@ impl Metrics {
             registry: Arc::new(r),
             attempts,
             failures,
+            attempt_series: HashMap::new(),
+            failure_series: HashMap::new(),
             inbound_refusals,
             latency,
             overflow,
@@ -151,6 +269,7 @@ impl Metrics {
             admitted: HashSet::new(),
             limit,
             by_workload,
+            start: SystemTime::now(),
         }
     }
 
@@ -158,32 +277,61 @@ impl Metrics {
         self.registry.clone()
     }
 
-    fn labels(
-        &mut self,
-        dst: SocketAddr,
-        workload: Option<&Workload>,
-    ) -> (DstLabels, WorkloadLabels) {
-        let wl = match (self.by_workload, workload) {
+    /// The series of an outcome to `dst`: its own while under the limit, else `other`.
+    fn series(&mut self, dst: SocketAddr, workload: Option<&Workload>) -> Series {
+        let workload = match (self.by_workload, workload) {
             (true, Some(w)) => workload_labels(w),
             _ => Vec::new(),
         };
-        let key = (dst, wl);
-        if self.admitted.contains(&key) || self.admitted.len() < self.limit {
-            let labels = DstLabels {
-                ip: dst.ip().to_string(),
-                port: dst.port().to_string(),
-            };
-            let wl = key.1.clone();
-            self.admitted.insert(key);
-            (labels, wl)
-        } else {
-            self.overflow.inc();
-            let other = DstLabels {
-                ip: OTHER.into(),
-                port: OTHER.into(),
-            };
-            (other, Vec::new())
+        let series = Series {
+            dst: Some(dst),
+            workload,
+        };
+        if self.admitted.contains(&series) {
+            return series;
         }
+        if self.admitted.len() < self.limit {
+            self.admitted.insert(series.clone());
+            return series;
+        }
+        self.overflow.inc();
+        Series {
+            dst: None,
+            workload: Vec::new(),
+        }
+    }
+
+    fn attempt(&mut self, series: &Series) {
+        if let Some(c) = self.attempt_series.get(series) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .attempts
+            .get_or_create(&(series.dst_labels(), series.workload.clone()))
+            .clone();
+        c.inc();
+        self.attempt_series.insert(series.clone(), c);
+    }
+
+    fn failure(&mut self, series: Series, label: Label) {
+        let key = (series, label);
+        if let Some(c) = self.failure_series.get(&key) {
+            c.inc();
+            return;
+        }
+        let DstLabels { ip, port } = key.0.dst_labels();
+        let labels = FailureLabels {
+            ip,
+            port,
+            label: label.as_str().into(),
+        };
+        let c = self
+            .failures
+            .get_or_create(&(labels, key.0.workload.clone()))
+            .clone();
+        c.inc();
+        self.failure_series.insert(key, c);
     }
 
     /// Counts `o`; `workload`: who connected, if known.
@@ -195,22 +343,17 @@ impl Metrics {
         if o.label == Label::Cancelled {
             return;
         }
-        let (dst, wl) = self.labels(o.conn.dst, workload);
+        let series = self.series(o.conn.dst, workload);
         let connect_phase = o.evidence.connection_age_ms.is_none();
         if o.label == Label::Connected {
-            self.attempts.get_or_create(&(dst, wl)).inc();
+            self.attempt(&series);
             self.latency.observe(o.evidence.elapsed_ms / 1000.0);
             return;
         }
-        let labels = FailureLabels {
-            ip: dst.ip.clone(),
-            port: dst.port.clone(),
-            label: o.label.as_str().into(),
-        };
         if connect_phase {
-            self.attempts.get_or_create(&(dst, wl.clone())).inc();
+            self.attempt(&series);
         }
-        self.failures.get_or_create(&(labels, wl)).inc();
+        self.failure(series, o.label);
     }
 
     /// Moves the health counters up to `now`'s totals.
@@ -219,6 +362,32 @@ impl Metrics {
             let value = h.entry.value(now);
             h.metric.inc_by(value.saturating_sub(h.last));
             h.last = value;
+        }
+    }
+
+    /// Every value now, as the registry serves them (bring the health counters up to date
+    /// first).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            start: self.start,
+            attempts: self
+                .attempt_series
+                .iter()
+                .map(|(s, c)| (s.clone(), c.get()))
+                .collect(),
+            failures: self
+                .failure_series
+                .iter()
+                .map(|((s, l), c)| (s.clone(), l.as_str(), c.get()))
+                .collect(),
+            inbound_refusals: self.inbound_refusals.get(),
+            overflow: self.overflow.get(),
+            latency: self.latency.values().clone(),
+            health: self
+                .health
+                .iter()
+                .filter_map(|h| Some((h.entry.spec.metric?, h.entry.spec.help, h.metric.get())))
+                .collect(),
         }
     }
 }

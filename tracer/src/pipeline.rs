@@ -204,6 +204,11 @@ impl Pipeline {
         self.metrics = Some(metrics);
     }
 
+    /// The metrics, if counted (`set_metrics`).
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
     /// Everything counted so far: the kernel's counters, the sinks' `output_dropped`, and this
     /// pipeline's own counts.
     pub fn totals(&self, kernel: &KernelTotals, output_dropped: u64) -> Totals {

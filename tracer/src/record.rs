@@ -36,7 +36,7 @@ pub enum Record<'a> {
 /// One destination's window (`--summary-interval`).
 #[derive(Serialize, Debug, PartialEq)]
 pub struct SummaryOut {
-    pub time: String,
+    pub time: Timestamp,
     pub window_s: f64,
     pub dst: Endpoint,
     pub attempts: u64,
@@ -94,7 +94,7 @@ impl SummaryOut {
         use crate::classify::Label;
         let n = |l| s.failure_count(l);
         Self {
-            time: clock.rfc3339(s.window_end_ns),
+            time: clock.timestamp(s.window_end_ns),
             window_s: (s.window_end_ns.saturating_sub(s.window_start_ns) / 1_000_000) as f64
                 / 1000.0,
             dst: s.dst.into(),

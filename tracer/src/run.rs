@@ -2,7 +2,7 @@
 //!
 //! Readiness: the first `stats` record is written as soon as every program is attached; from
 //! then on every connection is seen. Scripts and tests wait for it, not for a log line.
-use std::{io::ErrorKind, process::ExitCode, sync::Arc};
+use std::{io::ErrorKind, process::ExitCode, sync::Arc, time::Duration};
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -13,6 +13,7 @@ use crate::{
     health::Health,
     loss::{LossMonitor, Notice},
     metrics::Metrics,
+    otlp::metrics::MetricsExporter,
     output::Output,
     pipeline::{Pipeline, Select},
     session::{Exit, Session, block_on, every, tick},
@@ -30,6 +31,11 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
     // Outputs and the metrics port first: a bad path or port fails before anything is loaded.
     let mut out = Output::open(&args.output).map_err(|e| Exit::Environment(e.to_string()))?;
     let metrics_listener = listen_metrics(&args).await?;
+    let mut otlp_metrics = None;
+    if let Some(otlp) = crate::otlp::start(&args.otlp) {
+        out.add(Box::new(otlp.logs));
+        otlp_metrics = otlp.metrics;
+    }
     let select = Select {
         failures: !args.summaries_only,
         successes: args.successes,
@@ -38,19 +44,22 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
     let mut session = Session::start(&args, select)?;
     let health = Arc::new(Health::default());
     health.set_attached();
-    let mut metrics_tick = metrics_listener.and_then(|listener| {
+    // The metrics count for /metrics and for OTLP alike.
+    if metrics_listener.is_some() || otlp_metrics.is_some() {
         let by_workload = args
             .metrics_labels
             .contains(&crate::cli::MetricsLabels::Workload);
         let metrics = Metrics::new(args.metrics_max_destinations as usize, by_workload);
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            metrics.registry(),
-            health.clone(),
-        ));
         session.pipeline.set_metrics(metrics);
+    }
+    let mut metrics_tick = metrics_listener.and_then(|listener| {
+        let registry = session.pipeline.metrics().map(Metrics::registry)?;
+        tokio::spawn(crate::metrics::serve(listener, registry, health.clone()));
         every(1)
     });
+    let mut otlp_metrics_tick = otlp_metrics
+        .as_ref()
+        .and_then(|_| every(args.otlp.otlp_metrics_interval));
     write_stats(&mut session, &mut out)?; // ready
     out.flush();
     let mut stats_tick = every(args.stats_interval);
@@ -71,6 +80,7 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
                 let kernel = session.kernel_totals()?;
                 session.pipeline.update_health(&kernel, out.dropped());
             }
+            _ = tick(&mut otlp_metrics_tick) => export_metrics(&mut session, &out, otlp_metrics.as_ref())?,
             _ = tick(&mut loss_tick) => {
                 let totals = session.pipeline.totals(&session.kernel_totals()?, out.dropped());
                 let now = WallClock::now_mono_ns();
@@ -91,6 +101,14 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
     session
         .pipeline
         .summaries(WallClock::now_mono_ns(), |record| out.write(&record));
+    // OTLP: the last metrics, then what the exporters hold, delivered by a deadline; the
+    // final stats count what was not.
+    let deadline = tokio::time::Instant::now() + OTLP_EXIT_FLUSH;
+    export_metrics(&mut session, &out, otlp_metrics.as_ref())?;
+    out.close(deadline).await;
+    if let Some(m) = otlp_metrics.as_mut() {
+        m.close(deadline).await;
+    }
     write_stats(&mut session, &mut out)?;
     out.flush();
     let error = out.error().map(|e| (e.kind(), e.to_string()));
@@ -103,6 +121,26 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
         }
         Some((_, e)) => Err(anyhow::anyhow!("writing records failed: {e}").into()),
     }
+}
+
+/// How long the OTLP exporters get at exit to deliver what they hold.
+const OTLP_EXIT_FLUSH: Duration = Duration::from_secs(2);
+
+/// Hands the metrics' values now to the OTLP metrics exporter, if there is one.
+fn export_metrics(
+    session: &mut Session,
+    out: &Output,
+    exporter: Option<&MetricsExporter>,
+) -> Result<(), Exit> {
+    let Some(exporter) = exporter else {
+        return Ok(());
+    };
+    let kernel = session.kernel_totals()?;
+    session.pipeline.update_health(&kernel, out.dropped());
+    if let Some(m) = session.pipeline.metrics() {
+        exporter.export(&m.snapshot());
+    }
+    Ok(())
 }
 
 /// Writes each outcome's record, if the selection prints it.

@@ -1,24 +1,37 @@
-//! Where records go: one or more NDJSON sinks (`--output`), each record serialized once.
+//! Where records go: one or more NDJSON sinks (`--output`) and the OTLP exporter
+//! (`--otlp-endpoint`, `crate::otlp`), each record serialized once.
 //!
 //! stdout and files are written in the event loop (buffered, flushed after each batch); socket
-//! sinks hand lines to their own task through a bounded queue and never block the loop: what
-//! they cannot hold is dropped and counted. A write error of stdout or a file sticks: `Output`
-//! writes nothing after it and keeps it for the caller to end on (`Output::error`).
+//! sinks and the OTLP exporter hand what they get to their own task through a bounded queue and
+//! never block the loop: what they cannot hold or deliver is dropped and counted
+//! (`Output::dropped`, `stats.output_dropped`). A write error of stdout or a file sticks:
+//! `Output` writes nothing after it and keeps it for the caller to end on (`Output::error`).
 pub mod file;
 pub mod socket;
 pub mod stdout;
 pub mod target;
 
-use std::io;
+use std::{future::Future, io, pin::Pin};
 
 use serde::Serialize;
 
 pub use target::Target;
 
-/// One destination for NDJSON lines.
+use crate::record::Record;
+
+/// What a sink's `close` returns: it completes when the sink has delivered what it held, or
+/// gave up at the deadline (counting the rest as dropped).
+pub type Closing = Pin<Box<dyn Future<Output = ()>>>;
+
+/// One destination for records: NDJSON lines, or (OTLP) the records themselves.
 pub trait Sink {
     /// Queues or writes one line (with its newline). An error is fatal only for stdout.
     fn send(&mut self, line: &[u8]) -> io::Result<()>;
+    /// Queues or writes `record`, whose JSON line (with its newline) is `line`. Sinks of lines
+    /// send the line; a sink that needs the record's fields (OTLP) overrides this.
+    fn send_record(&mut self, _record: &Record<'_>, line: &[u8]) -> io::Result<()> {
+        self.send(line)
+    }
     /// Pushes out what is buffered.
     fn flush(&mut self) -> io::Result<()>;
     /// Reopens the target (SIGHUP: a rotated log file).
@@ -29,6 +42,11 @@ pub trait Sink {
     }
     /// What it writes to, for messages.
     fn describe(&self) -> String;
+    /// At exit: stop taking records and deliver those held until `deadline` at the latest
+    /// (what is not delivered by then is counted in `dropped`). `None`: nothing to wait for.
+    fn close(&mut self, _deadline: tokio::time::Instant) -> Option<Closing> {
+        None
+    }
 }
 
 /// All sinks, fed the same lines.
@@ -60,17 +78,32 @@ impl Output {
         Ok(Self::new(sinks))
     }
 
-    /// Serializes `record` once and hands the line to every sink (nothing after an error).
-    pub fn write<R: Serialize>(&mut self, record: &R) {
+    /// Adds a sink (the OTLP exporter's).
+    pub fn add(&mut self, sink: Box<dyn Sink>) {
+        self.sinks.push(sink);
+    }
+
+    /// Serializes `record` once and hands it, with its line, to every sink (nothing after an
+    /// error).
+    pub fn write(&mut self, record: &Record<'_>) {
+        self.write_value(record, Some(record));
+    }
+
+    /// Serializes `value` once; sinks get the line, and `record` if it is one.
+    fn write_value<R: Serialize>(&mut self, value: &R, record: Option<&Record<'_>>) {
         if self.error.is_some() {
             return;
         }
         self.line.clear();
-        let sent = serde_json::to_writer(&mut self.line, record)
+        let sent = serde_json::to_writer(&mut self.line, value)
             .map_err(io::Error::from)
             .and_then(|()| {
                 self.line.push(b'\n');
-                self.sinks.iter_mut().try_for_each(|s| s.send(&self.line))
+                let line = &self.line;
+                self.sinks.iter_mut().try_for_each(|s| match record {
+                    Some(r) => s.send_record(r, line),
+                    None => s.send(line),
+                })
             });
         self.error = sent.err();
     }
@@ -93,9 +126,24 @@ impl Output {
         }
     }
 
-    /// Lines dropped by all sinks together.
+    /// Lines (OTLP: log records) dropped by all sinks together.
     pub fn dropped(&self) -> u64 {
         self.sinks.iter().map(|s| s.dropped()).sum()
+    }
+
+    /// At exit, after the last record: flushes, then waits until every sink that delivers on
+    /// its own (OTLP) has delivered what it holds, or `deadline`. What is still undelivered
+    /// then is counted in `dropped`.
+    pub async fn close(&mut self, deadline: tokio::time::Instant) {
+        self.flush();
+        let closing: Vec<Closing> = self
+            .sinks
+            .iter_mut()
+            .filter_map(|s| s.close(deadline))
+            .collect();
+        for c in closing {
+            c.await;
+        }
     }
 }
 
@@ -149,10 +197,10 @@ mod tests {
             }),
             Box::new(Capture(after.clone())),
         ]);
-        out.write(&1);
+        out.write_value(&1, None);
         assert!(out.error().is_none());
-        out.write(&2);
-        out.write(&3);
+        out.write_value(&2, None);
+        out.write_value(&3, None);
         out.flush();
         assert_eq!(
             out.error().map(io::Error::kind),
@@ -176,8 +224,8 @@ mod tests {
             Box::new(Capture(a.clone())),
             Box::new(Capture(b.clone())),
         ]);
-        out.write(&serde_json::json!({"comm": "a\nb"}));
-        out.write(&serde_json::json!({"n": 1}));
+        out.write_value(&serde_json::json!({"comm": "a\nb"}), None);
+        out.write_value(&serde_json::json!({"n": 1}), None);
         assert!(out.error().is_none());
         let want = "{\"comm\":\"a\\nb\"}\n{\"n\":1}\n";
         assert_eq!(String::from_utf8(a.borrow().clone()).unwrap(), want);
