@@ -218,11 +218,14 @@ fn tool(name: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask test`: setup, the release tracer, every test with `TRACER_BIN` set, the short
-/// fuzz run and the short benchmark; one closing result line.
+/// `cargo xtask test`: setup, the release tracer and its container image, every test with
+/// `TRACER_BIN`, `TRACER_IMAGE` and `KUBERNETES_VALIDATE` set, the short fuzz run and the short
+/// benchmark; one closing result line.
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     let bin = build_release()?;
+    // The deployment tests run this image (tests/tests/deploy.rs): built once, here.
+    let image = image::build()?;
     let mut cmd = vec![
         "test",
         "--release",
@@ -236,6 +239,8 @@ fn test(args: &[String]) -> Result<()> {
         .current_dir(workspace_root())
         .env("PATH", setup::path_with_cargo_bin())
         .env("TRACER_BIN", &bin)
+        .env("TRACER_IMAGE", &image.id)
+        .env("KUBERNETES_VALIDATE", setup::kubernetes_validate())
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;
