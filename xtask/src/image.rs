@@ -209,8 +209,23 @@ pub fn build() -> Result<Image> {
         .args(["--timestamp", &source.epoch.to_string()])
         .arg("--iidfile")
         .arg(&iidfile);
-    if let Some(url) = &source.url {
-        cmd.args(["--label", &format!("org.opencontainers.image.source={url}")]);
+    // The same values again as labels: buildah's layer cache (1.28, Debian 12) keys a LABEL
+    // step on its text, not on the ARG values it expands, so without these a rebuild at a new
+    // commit kept the previous commit's `revision` and `created` (measured). `--label` values
+    // are part of the cache key: an unchanged commit still gives the same image id.
+    let labels = [
+        ("version", Some(version.to_string())),
+        ("revision", Some(source.revision.clone())),
+        ("created", Some(rfc3339(source.epoch))),
+        ("source", source.url.clone()),
+    ];
+    for (key, value) in labels {
+        if let Some(value) = value {
+            cmd.args([
+                "--label",
+                &format!("org.opencontainers.image.{key}={value}"),
+            ]);
+        }
     }
     for tag in &tags {
         cmd.args(["--tag", tag]);
