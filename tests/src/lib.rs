@@ -6,6 +6,7 @@
 //! Traffic stays on loopback inside the test's own namespace.
 pub mod bench;
 pub mod cgroup;
+pub mod deploy;
 pub mod netns;
 pub mod podman;
 pub mod process;

@@ -136,7 +136,7 @@ const PODMAN_NPROC: libc::rlim_t = 32768;
 /// `--ulimit` arguments the container can get without CAP_SYS_RESOURCE: this process's own
 /// nofile limits (podman's rootful default, 1048576, would be a raise that runc cannot make), and
 /// its nproc limits capped at [`PODMAN_NPROC`].
-fn ulimits() -> Vec<String> {
+pub fn ulimits() -> Vec<String> {
     let mut args = Vec::new();
     for (name, resource, cap) in [
         ("nofile", libc::RLIMIT_NOFILE, libc::RLIM_INFINITY),

@@ -50,13 +50,21 @@ impl Tracer {
     fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         crate::require_kernel();
         let bin = crate::tracer_bin().unwrap();
-        let mut child = Command::new(bin)
-            .args(args)
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(bin);
+        cmd.args(args).envs(env.iter().copied());
+        Self::start_command(cmd)
+    }
+
+    /// Starts `cmd`, a command whose stdout and stderr are the tracer's (the binary, or an
+    /// attached `podman run` of its image), and waits until it is ready. SIGTERM and SIGKILL go
+    /// to `cmd`'s process (podman passes them on to the container).
+    pub fn start_command(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start tracer");
+            .unwrap_or_else(|e| panic!("cannot start the tracer ({cmd:?}): {e}"));
         let records = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());

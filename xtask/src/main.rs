@@ -1,8 +1,10 @@
-//! `cargo xtask setup | run | test | bench | soak | fuzz`: the project's whole developer workflow.
+//! `cargo xtask setup | run | test | bench | soak | fuzz | image`: the project's whole developer
+//! workflow.
 //!
-//! `setup` installs every prerequisite idempotently (and says what it does); `run` and `test`
-//! call it first, so a fresh Debian machine needs nothing but the README's two commands.
+//! `setup` installs every prerequisite idempotently (and says what it does); `run`, `test` and
+//! `image` call it first, so a fresh Debian machine needs nothing but the README's commands.
 mod fuzz;
+mod image;
 mod setup;
 
 use std::{
@@ -60,6 +62,24 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Build the container image localhost/tracer:<version> (and :latest) from
+    /// deploy/Containerfile, from scratch (nothing is pulled); print its id and size.
+    Image {
+        /// Then run it here as the DaemonSet runs it (podman, needs root):
+        /// `cargo xtask image --run -- run --failures-only`.
+        #[arg(long)]
+        run: bool,
+        /// OCI runtime for --run (crun refuses hosts with cgroup v1 and v2 side by side).
+        #[arg(long, default_value = "runc", requires = "run")]
+        runtime: String,
+        /// Seccomp profile for --run: `unconfined` or a profile file (podman's default
+        /// profile allows bpf() only with CAP_SYS_ADMIN; see README).
+        #[arg(long, default_value = "unconfined", requires = "run")]
+        seccomp: String,
+        /// Arguments for the tracer in the container (default: `run`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, requires = "run")]
+        args: Vec<String>,
+    },
     /// Run the unit tests, the real-kernel scenario tests (needs root) and a short fuzz run.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -99,6 +119,27 @@ fn main() -> ExitCode {
             setup::run().and_then(|()| tool("tt-bench", &args))
         }
         Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::run(seconds).map(|_| ())),
+        Task::Image {
+            run,
+            runtime,
+            seccomp,
+            args,
+        } => setup::run()
+            .and_then(|()| image::build())
+            .and_then(|built| {
+                if run {
+                    image::run(
+                        &built,
+                        &image::RunOptions {
+                            runtime,
+                            seccomp,
+                            args,
+                        },
+                    )
+                } else {
+                    Ok(())
+                }
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,6 +150,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// The workspace's root directory (where Cargo.toml and deploy/ are).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -130,11 +172,23 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn build_release() -> Result<PathBuf> {
-    cargo(&["build", "--release", "--package", "tracer"])?;
-    Ok(workspace_root().join("target/release/tracer"))
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace root when
+/// relative), else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
 }
 
+/// Builds the release tracer (`cargo build --release -p tracer`); returns the binary's path.
+pub fn build_release() -> Result<PathBuf> {
+    cargo(&["build", "--release", "--package", "tracer"])?;
+    Ok(target_dir().join("release/tracer"))
+}
+
+/// `cargo xtask run -- ARGS`: setup, build, then exec the release tracer (through sudo when not
+/// root).
 fn run(args: &[String]) -> Result<()> {
     setup::run()?;
     let bin = build_release()?;
@@ -152,7 +206,7 @@ fn run(args: &[String]) -> Result<()> {
 fn tool(name: &str, args: &[String]) -> Result<()> {
     let bin = build_release()?;
     cargo(&["build", "--release", "--package", "tracer-tests", "--bins"])?;
-    let status = Command::new(workspace_root().join("target/release").join(name))
+    let status = Command::new(target_dir().join("release").join(name))
         .args(args)
         .current_dir(workspace_root())
         .env("TRACER_BIN", &bin)
@@ -164,9 +218,14 @@ fn tool(name: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask test`: setup, the release tracer and its container image, every test with
+/// `TRACER_BIN`, `TRACER_IMAGE` and `KUBERNETES_VALIDATE` set, the short fuzz run and the short
+/// benchmark; one closing result line.
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     let bin = build_release()?;
+    // The deployment tests run this image (tests/tests/deploy.rs): built once, here.
+    let image = image::build()?;
     let mut cmd = vec![
         "test",
         "--release",
@@ -180,6 +239,8 @@ fn test(args: &[String]) -> Result<()> {
         .current_dir(workspace_root())
         .env("PATH", setup::path_with_cargo_bin())
         .env("TRACER_BIN", &bin)
+        .env("TRACER_IMAGE", &image.id)
+        .env("KUBERNETES_VALIDATE", setup::kubernetes_validate())
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;

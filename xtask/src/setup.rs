@@ -10,9 +10,11 @@ use anyhow::{Context, Result, bail};
 /// Debian packages: LLVM 22 for bpf-linker (matching the nightly's LLVM), and the tools the
 /// real-kernel tests drive (nftables, iproute2 for namespaces, util-linux for setpriv, a
 /// Prometheus server that scrapes the metrics endpoint, tmux to drive `tracer top`, bpftool to
-/// check that nothing stays attached, python3 for a non-blocking client the tests run, and podman
-/// with buildah and runc to run the test client in a real container).
-const PACKAGES: [&str; 12] = [
+/// check that nothing stays attached, python3 for a non-blocking client the tests run, podman
+/// with buildah and runc to build the image and run containers, python3-venv for the venv of
+/// kubernetes-validate, systemd for `systemd-analyze verify` of the unit, logrotate to check its
+/// rotation config).
+const PACKAGES: [&str; 15] = [
     "llvm-22-dev",
     "nftables",
     "iproute2",
@@ -25,10 +27,26 @@ const PACKAGES: [&str; 12] = [
     "podman",
     "buildah",
     "runc",
+    "python3-venv",
+    "systemd",
+    "logrotate",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// kubernetes-validate (PyPI), pinned: its newest schemas are for this Kubernetes version, which
+/// the manifest tests pass as `-k` (`tests/tests/deploy.rs`).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// The Python venv that holds kubernetes-validate: `tools/venv` in the target directory.
+fn tools_venv() -> PathBuf {
+    crate::target_dir().join("tools/venv")
+}
+
+/// The kubernetes-validate executable that `setup` installs (in [`tools_venv`]).
+pub fn kubernetes_validate() -> PathBuf {
+    tools_venv().join("bin/kubernetes-validate")
+}
 
 fn say(msg: &str) {
     eprintln!("setup: {msg}");
@@ -81,6 +99,8 @@ fn run_step(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask setup`: installs what is missing, step by step; fails listing what it could not
+/// install (not root, not Debian).
 pub fn run() -> Result<()> {
     let root = is_root();
     let mut missing: Vec<String> = Vec::new();
@@ -190,6 +210,23 @@ pub fn run() -> Result<()> {
         ));
     }
 
+    // 6. kubernetes-validate in a venv of its own (no system Python packages touched), for the
+    //    Kubernetes manifest tests.
+    let validator = kubernetes_validate();
+    let installed = output(Command::new(&validator).arg("--version"))
+        .is_some_and(|v| v.trim() == KUBERNETES_VALIDATE_VERSION);
+    if installed {
+        say(&format!(
+            "ok: kubernetes-validate {KUBERNETES_VALIDATE_VERSION} in {}",
+            tools_venv().display()
+        ));
+    } else if let Err(e) = install_kubernetes_validate() {
+        missing.push(format!(
+            "kubernetes-validate {KUBERNETES_VALIDATE_VERSION} ({e:#}); needs python3 with venv \
+             and pip (Debian: python3-venv) and access to PyPI"
+        ));
+    }
+
     if !missing.is_empty() {
         for m in &missing {
             eprintln!("setup: missing: {m}");
@@ -204,6 +241,27 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// Creates [`tools_venv`] if needed and installs the pinned kubernetes-validate into it.
+fn install_kubernetes_validate() -> Result<()> {
+    let venv = tools_venv();
+    let pip = venv.join("bin/pip");
+    if !pip.exists() {
+        run_step(
+            "Python venv for kubernetes-validate",
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        )?;
+    }
+    run_step(
+        "kubernetes-validate",
+        Command::new(&pip)
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )
+}
+
+/// Whether the Debian package `pkg` is installed (util-linux: whether setpriv runs).
 fn deb_installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
         .is_some_and(|s| s.contains("install ok installed"))
