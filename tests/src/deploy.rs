@@ -309,6 +309,45 @@ impl TracerContainer {
         container
     }
 
+    /// `GET http://127.0.0.1:PORT/path` inside the container's own network namespace (where the
+    /// kubelet's probes reach it): (status, body). Entered with `nsenter` through the
+    /// container's process.
+    pub fn http_get(&self, port: u16, path: &str) -> (u16, String) {
+        let out = Command::new("podman")
+            .args(["inspect", "--format", "{{.State.Pid}}", &self.name])
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman inspect");
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && !pid.is_empty(),
+            "no pid for {}",
+            self.name
+        );
+        let script = format!(
+            "import urllib.request, urllib.error\n\
+             try:\n    r = urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=5)\n    print(r.status); print(r.read().decode(), end='')\n\
+             except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode(), end='')\n"
+        );
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "python3", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "GET {path} in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+        (
+            status.trim().parse().expect("an HTTP status"),
+            body.to_string(),
+        )
+    }
+
     /// The running tracer (records, stderr, waits).
     pub fn tracer(&self) -> &Tracer {
         self.tracer.as_ref().expect("running")

@@ -22,6 +22,7 @@ use tracer_tests::{
     podman,
     process::field,
     scenario::for_port,
+    wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -228,6 +229,14 @@ fn the_image_reports_a_refusal_in_a_test_namespace() {
     assert_eq!(r["netns"], json!(ns.inode), "{r}");
     assert_eq!(r["process"]["pid"], json!(pid), "the host's pid: {r}");
     assert_eq!(r["process"]["comm"], "tt-client", "{r}");
+    // The DaemonSet's probes, where the kubelet sends them: the pod's own network namespace, the
+    // port of its ConfigMap.
+    assert_eq!(tracer.http_get(10140, "/healthz"), (200, "ok\n".into()));
+    let ready = wait_until("/readyz in the container", WAIT, || {
+        let answer = tracer.http_get(10140, "/readyz");
+        (answer.0 == 200).then_some(answer)
+    });
+    assert_eq!(ready, (200, "ready\n".into()));
     tracer.finish_with(1);
 }
 
