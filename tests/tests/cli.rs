@@ -70,6 +70,41 @@ fn without_privileges_names_the_missing_capabilities() {
     assert!(!e.contains("attached"), "nothing was loaded: {e}");
 }
 
+/// A non-root user with CAP_BPF and CAP_PERFMON but not CAP_DAC_READ_SEARCH cannot look into
+/// tracefs (root's, mode 0700): the error says so and names the missing capability, rather than
+/// calling tracefs unmounted.
+#[test]
+fn unreadable_tracefs_names_the_capability_that_reads_it() {
+    require_kernel();
+    let mode = std::fs::metadata("/sys/kernel/tracing")
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("tracefs at /sys/kernel/tracing (cargo xtask setup mounts it)");
+    assert_eq!(
+        mode, 0o700,
+        "the test needs tracefs to be root's only, as on Debian"
+    );
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+perfmon",
+            "--ambient-caps=+bpf,+perfmon",
+            "--bounding-set=-all,+bpf,+perfmon",
+        ])
+        .arg(tracer_bin().unwrap())
+        .args(["run", "--tracefs", "/sys/kernel/tracing"])
+        .output()
+        .expect("setpriv");
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("cannot be read") && e.contains("CAP_DAC_READ_SEARCH"),
+        "{e}"
+    );
+    assert!(!e.contains("not mounted"), "{e}");
+}
+
 #[test]
 fn check_reports_every_hook_and_field_ok() {
     require_kernel();

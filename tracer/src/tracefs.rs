@@ -14,6 +14,16 @@ pub enum TracefsError {
          `mount -t tracefs nodev /sys/kernel/tracing` (as root), or pass --tracefs PATH"
     )]
     NotMounted { tried: String },
+    #[error(
+        "tracefs at {root} cannot be read ({source}): it is root's (mode 0700 on most \
+         distributions); run as root, or grant CAP_DAC_READ_SEARCH as well as CAP_BPF and \
+         CAP_PERFMON (`setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep`, or the unit's \
+         AmbientCapabilities=)"
+    )]
+    Unreadable {
+        root: String,
+        source: std::io::Error,
+    },
     #[error("tracepoint {group}:{name} not found ({path}): {source}")]
     Missing {
         group: String,
@@ -39,6 +49,15 @@ impl Tracefs {
         for root in &candidates {
             if root.join("events").is_dir() {
                 return Ok(Self { root: root.clone() });
+            }
+            // A mount point this user may not look into reads as "no events/ there".
+            if let Err(source) = fs::read_dir(root)
+                && source.kind() == std::io::ErrorKind::PermissionDenied
+            {
+                return Err(TracefsError::Unreadable {
+                    root: root.display().to_string(),
+                    source,
+                });
             }
         }
         let tried = candidates
