@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tracer_tests::{
     Netns, client_bin,
     deploy::{self, TracerContainer},
+    kubelet::KubeletLogs,
     podman,
     process::field,
     scenario::for_port,
@@ -240,47 +241,6 @@ fn the_image_reports_a_refusal_in_a_test_namespace() {
     tracer.finish_with(1);
 }
 
-/// What the kubelet leaves under /var/log for a running container, in a temporary root.
-struct KubeletLogs {
-    root: PathBuf,
-}
-
-impl KubeletLogs {
-    fn new() -> Self {
-        let root = std::env::temp_dir().join(format!("tt-{}-kubelet", std::process::id()));
-        for dir in ["pods", "containers"] {
-            std::fs::create_dir_all(root.join(dir)).expect("create the kubelet log root");
-        }
-        KubeletLogs { root }
-    }
-
-    /// The pod's log directory and the link named after pod, namespace, container and id.
-    fn add(&self, namespace: &str, pod: &str, uid: &str, container: &str, id: &str) {
-        let dir = self
-            .root
-            .join("pods")
-            .join(format!("{namespace}_{pod}_{uid}"))
-            .join(container);
-        std::fs::create_dir_all(&dir).expect("create the pod's log dir");
-        std::fs::write(dir.join("0.log"), b"").expect("write the container log");
-        let link = self
-            .root
-            .join("containers")
-            .join(format!("{pod}_{namespace}_{container}-{id}.log"));
-        std::os::unix::fs::symlink(dir.join("0.log"), link).expect("link the container log");
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-}
-
-impl Drop for KubeletLogs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
 /// A client in a podman container fails a connect; the containerized tracer names it by its
 /// container id (from the cgroup v2 path the kernel read) and by the pod names of the kubelet
 /// log directories mounted where the DaemonSet mounts them.
@@ -299,7 +259,7 @@ fn the_image_names_a_client_container_by_id_and_kubelet_names() {
     let id = client.id();
     let path = client.cgroup_path();
     let pid = client.pid();
-    let logs = KubeletLogs::new();
+    let logs = KubeletLogs::new("kubelet");
     let uid = "8e9b5a52-3c1d-4e8f-9a6b-2f4d7c0e1a93";
     logs.add("shop", "checkout-7d9f8", uid, "client", &id);
     let (pods, containers) = (logs.dir("pods"), logs.dir("containers"));

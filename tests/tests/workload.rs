@@ -8,7 +8,6 @@
 //! Every connect goes to a closed port on the loopback of a namespace the test created (or of
 //! the container's own namespace, `--network none`).
 use std::{
-    path::PathBuf,
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
@@ -18,7 +17,8 @@ use std::{
 
 use serde_json::{Value, json};
 use tracer_tests::{
-    Netns, Tracer, cgroup::WorkloadCgroup, client_bin, podman, process::field, scenario::for_port,
+    Netns, Tracer, cgroup::WorkloadCgroup, client_bin, kubelet::KubeletLogs, podman,
+    process::field, scenario::for_port,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -64,48 +64,6 @@ fn pod_uid() -> String {
         &h[32..36],
         &h[48..60]
     )
-}
-
-/// The kubelet's log layout in a temporary root (`--kubelet-log-root`), removed on drop.
-struct KubeletLogs {
-    root: PathBuf,
-}
-
-impl KubeletLogs {
-    fn new(tag: &str) -> Self {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let root = std::env::temp_dir().join(format!("tt-{}-{n}-{tag}", std::process::id()));
-        std::fs::create_dir_all(root.join("containers")).expect("create the log root");
-        std::fs::create_dir_all(root.join("pods")).expect("create the log root");
-        Self { root }
-    }
-
-    fn root(&self) -> &str {
-        self.root.to_str().expect("a UTF-8 temp dir")
-    }
-
-    /// What the kubelet writes for a running container: its log in the pod's directory and a
-    /// link to it named after pod, namespace, container and container id.
-    fn add(&self, namespace: &str, pod: &str, uid: &str, container: &str, id: &str) {
-        let dir = self
-            .root
-            .join("pods")
-            .join(format!("{namespace}_{pod}_{uid}"))
-            .join(container);
-        std::fs::create_dir_all(&dir).expect("create the pod's log dir");
-        std::fs::write(dir.join("0.log"), b"").expect("write the container log");
-        let link = self
-            .root
-            .join("containers")
-            .join(format!("{pod}_{namespace}_{container}-{id}.log"));
-        std::os::unix::fs::symlink(dir.join("0.log"), link).expect("link the container log");
-    }
-}
-
-impl Drop for KubeletLogs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
 }
 
 /// Runs the test client in `cgroup` inside `ns`: one connect to the closed `port`, refused.
