@@ -15,7 +15,7 @@ use tracer::{
     clock::WallClock,
     decode::decode,
     pipeline::{Pipeline, Select},
-    record::RstReasons,
+    record::ReasonNames,
     workload::{WorkloadFilter, Workloads},
 };
 use tracer_common::{AF_INET, AF_INET6, CGROUP_LEVELS, KIND_CGROUP, RAW_EVENT_SIZE, RawCgroup};
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let mut pipeline = Pipeline::new(
         WallClock::with_offset_ns(1_700_000_000_000_000_000),
         KernelParams { hz: 250 },
-        RstReasons::default(),
+        ReasonNames::default(),
         select,
         Some(Aggregator::new(NonZeroUsize::new(64).unwrap(), 0)),
     );

@@ -43,7 +43,10 @@ pub struct Config {
     /// 1 when `--container`, `--pod` or `--unit` is set: connects from a cgroup userspace judged
     /// `CGROUP_UNWANTED` are dropped (cgroups not judged yet pass, and userspace decides).
     pub filter_workloads: u8,
-    pub _pad: [u8; 3],
+    /// Submit a `KIND_AT_RISK` record when an established tracked connect reaches this many
+    /// retransmission timeouts in a row (`icsk_retransmits`); 0: never.
+    pub at_risk_timeouts: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 400);
 
@@ -65,7 +68,8 @@ impl Config {
         comms: [[0; 16]; MAX_COMMS],
         wakeup_bytes: 0,
         filter_workloads: 0,
-        _pad: [0; 3],
+        at_risk_timeouts: 0,
+        _pad: [0; 2],
     };
 }
 

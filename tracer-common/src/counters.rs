@@ -171,4 +171,10 @@ kernel_counters! {
         "Connection closes among those skipped, reported when the socket was freed",
     )
     .metric("tracer_late_closes"),
+    /// Packets of tracked connects this host dropped (`skb:kfree_skb`, reasons not ignored),
+    /// joined to their connection's state.
+    LocalDrops = CounterSpec::stats(
+        "local_drops",
+        "Packets of traced connections this host dropped (skb:kfree_skb)",
+    ),
 }

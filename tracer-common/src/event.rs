@@ -21,6 +21,12 @@ pub const KIND_INBOUND_RESET: u8 = 4;
 /// what the socket holds (its port is 0). `sock_id` joins it to that socket's CLOSE, if any.
 pub const KIND_CONNECT_FAILED: u8 = 5;
 
+/// `tcp:tcp_retransmit_skb` of an established tracked connect that has now gone
+/// `CONFIG.at_risk_timeouts` retransmission timeouts in a row without progress: a copy of its
+/// state with the socket's facts so far, submitted once (`warned_ns` set). Its later CLOSE
+/// record carries `warned_ns` too.
+pub const KIND_AT_RISK: u8 = 7;
+
 /// How many SYN retransmission times are kept for the evidence timeline.
 pub const SYN_RETRANSMIT_SLOTS: usize = 8;
 
@@ -52,6 +58,9 @@ pub const VALID_NOT_SENT: u32 = 1 << 16;
 pub const VALID_ROUTED: u32 = 1 << 17;
 /// KIND_CONNECT_FAILED: `port_range_low`/`_high` hold the namespace's ephemeral port range.
 pub const VALID_PORT_RANGE: u32 = 1 << 18;
+/// KIND_CLOSED: `icmp_from_be` holds the source address of the queued ICMP error (the host or
+/// router that sent it).
+pub const VALID_ICMP_FROM: u32 = 1 << 19;
 
 /// `rst_*_state` value when a RST happened but the socket state could not be read.
 pub const STATE_UNKNOWN: u8 = 0xff;
@@ -155,9 +164,28 @@ pub struct RawEvent {
     pub bytes_sent: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// Packets of this connection this host dropped (`skb:kfree_skb`, reasons the loader did
+    /// not mark ignorable): sent by it (`_out`: SYN, ACK, data) and arriving for it (`_in`:
+    /// SYN-ACK, data, ACK), with the first drop's `enum skb_drop_reason` value and the TCP flags
+    /// of the dropped segments OR-ed, per direction.
+    pub drops_out: u16,
+    pub drops_in: u16,
+    pub drop_reason_out: u16,
+    pub drop_reason_in: u16,
+    pub drop_flags_out: u8,
+    pub drop_flags_in: u8,
+    pub _pad3: [u8; 6],
+    /// Monotonic time of the first and the last of those drops.
+    pub drop_first_ns: u64,
+    pub drop_last_ns: u64,
+    /// Monotonic time of the at-risk warning (`KIND_AT_RISK`), 0 if none was given.
+    pub warned_ns: u64,
+    /// Source address of the queued ICMP error (`VALID_ICMP_FROM`), network order, IPv4 in the
+    /// first 4 bytes.
+    pub icmp_from_be: [u8; 16],
 }
 
-pub const RAW_EVENT_SIZE: usize = 232;
+pub const RAW_EVENT_SIZE: usize = 288;
 const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
 
 impl RawEvent {

@@ -118,6 +118,32 @@ impl ConnectCallFields {
     };
 }
 
+/// Field offsets of `skb:kfree_skb`, and the drop reasons (`enum skb_drop_reason` values, from
+/// BTF) the program ignores: bit `r` of `ignored_reasons` set = ignore reason `r`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropFields {
+    pub skbaddr: u16,
+    pub protocol: u16,
+    pub reason: u16,
+    pub _pad: u16,
+    pub ignored_reasons: [u8; DROP_REASON_BITMAP_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<DropFields>() == 40);
+
+/// Reasons up to 255 fit the bitmap; a larger value is never ignored.
+pub const DROP_REASON_BITMAP_BYTES: usize = 32;
+
+impl DropFields {
+    pub const MISSING: DropFields = DropFields {
+        skbaddr: FIELD_MISSING,
+        protocol: FIELD_MISSING,
+        reason: FIELD_MISSING,
+        _pad: 0,
+        ignored_reasons: [0; DROP_REASON_BITMAP_BYTES],
+    };
+}
+
 /// Byte offsets of kernel struct members, from BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,9 +225,15 @@ pub struct MemberOffsets {
     pub cgroup_kn: u32,
     pub kernfs_name: u32,
     pub kernfs_parent: u32,
+    /// A packet's headers and owner: `sk_buff.head` (unsigned char *), `sk_buff.network_header`
+    /// and `sk_buff.transport_header` (u16 offsets from `head`), `sk_buff.sk` (struct sock *).
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_sk: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 184);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 200);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -217,9 +249,10 @@ pub struct KernelOffsets {
     pub _pad: u32,
     pub error_report: ErrorReportFields,
     pub connect_call: ConnectCallFields,
+    pub drop: DropFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 272);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 328);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -243,6 +276,7 @@ impl KernelOffsets {
             tuple: TupleFields::MISSING,
         },
         connect_call: ConnectCallFields::MISSING,
+        drop: DropFields::MISSING,
         members: MemberOffsets {
             sk_err: MEMBER_MISSING,
             sk_err_soft: MEMBER_MISSING,
@@ -289,6 +323,10 @@ impl KernelOffsets {
             cgroup_kn: MEMBER_MISSING,
             kernfs_name: MEMBER_MISSING,
             kernfs_parent: MEMBER_MISSING,
+            skb_head: MEMBER_MISSING,
+            skb_network_header: MEMBER_MISSING,
+            skb_transport_header: MEMBER_MISSING,
+            skb_sk: MEMBER_MISSING,
             _pad: 0,
         },
     };

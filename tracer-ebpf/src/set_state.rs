@@ -13,9 +13,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tracer_common::{
     IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_BYTES, VALID_ERR_QUEUE,
-    VALID_ICSK_RETRANSMITS, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_NETNS,
-    VALID_NOT_SENT, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_UNACKED,
-    tcp_state,
+    VALID_ICMP_FROM, VALID_ICSK_RETRANSMITS, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG,
+    VALID_NETNS, VALID_NOT_SENT, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT,
+    VALID_UNACKED, tcp_state,
 };
 
 use crate::{
@@ -250,12 +250,49 @@ fn read_error_queue(sk: *const u8, ev: &mut RawEvent) {
         ev.err_queue_type = ee[5];
         ev.err_queue_code = ee[6];
         ev.valid |= VALID_ERR_QUEUE;
+        read_icmp_sender(skb as *const u8, ev);
     }
 }
 
+/// Who sent the queued ICMP error: the queued packet is the ICMP message itself, its network
+/// header the IP header it came in (what `ip_recv_error` returns as `SO_EE_OFFENDER`) — a
+/// router on the path, or the destination.
+#[inline(always)]
+fn read_icmp_sender(skb: *const u8, ev: &mut RawEvent) {
+    let mut head = 0u64;
+    let mut network = 0xffffu16;
+    if !member(skb, offset!(members.skb_head), &mut head)
+        || !member(skb, offset!(members.skb_network_header), &mut network)
+        || network == 0xffff
+    {
+        return;
+    }
+    let ip = (head + u64::from(network)) as *const u8;
+    let read = match ev.err_queue_origin {
+        SO_EE_ORIGIN_ICMP => {
+            let mut v4 = [0u8; 4];
+            let ok = member(ip, IPV4_SADDR, &mut v4);
+            ev.icmp_from_be[..4].copy_from_slice(&v4);
+            ok
+        }
+        SO_EE_ORIGIN_ICMP6 => member(ip, IPV6_SADDR, &mut ev.icmp_from_be),
+        _ => false,
+    };
+    if read {
+        ev.valid |= VALID_ICMP_FROM;
+    }
+}
+
+/// `sock_extended_err.ee_origin` of an ICMP / ICMPv6 error.
+const SO_EE_ORIGIN_ICMP: u8 = 2;
+const SO_EE_ORIGIN_ICMP6: u8 = 3;
+/// Offset of the source address in an IPv4 / IPv6 header.
+const IPV4_SADDR: u32 = 12;
+const IPV6_SADDR: u32 = 8;
+
 /// RTT, idle time, keepalive settings and byte counters of the TCP socket.
 #[inline(always)]
-fn read_tcp_counters(sk: *const u8, ev: &mut RawEvent) {
+pub(crate) fn read_tcp_counters(sk: *const u8, ev: &mut RawEvent) {
     if member(sk, offset!(members.srtt_us), &mut ev.srtt_us) {
         ev.valid |= VALID_SRTT;
     }

@@ -48,6 +48,9 @@ pub enum Verdict {
     PortExhausted,
     /// A local policy on this host refuses the destination.
     BlockedLocally,
+    /// Nothing failed, but established connections to it were warned about (`at_risk`), as
+    /// many or more than in the previous window: the path is getting worse.
+    Degrading,
 }
 
 impl Verdict {
@@ -62,6 +65,7 @@ impl Verdict {
             Verdict::Resetting => "resetting",
             Verdict::PortExhausted => "port_exhausted",
             Verdict::BlockedLocally => "blocked_locally",
+            Verdict::Degrading => "degrading",
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct Summary {
     pub failure_streak: u64,
     /// The longest run of consecutive failures within the window.
     pub longest_streak: u64,
+    /// `at_risk` warnings about connections to it in the window.
+    pub at_risk: u64,
     pub verdict: Verdict,
 }
 
@@ -135,11 +141,15 @@ struct Window {
     first_failure_ns: Option<u64>,
     last_failure_ns: Option<u64>,
     longest_streak: u64,
+    at_risk: u64,
 }
 
 impl Window {
     fn active(&self) -> bool {
-        self.attempts > 0 || self.cancelled > 0 || self.failures.iter().any(|&n| n > 0)
+        self.attempts > 0
+            || self.cancelled > 0
+            || self.at_risk > 0
+            || self.failures.iter().any(|&n| n > 0)
     }
 }
 
@@ -147,6 +157,8 @@ struct Destination {
     window: Window,
     /// Consecutive failures, across windows, until a success.
     streak: u64,
+    /// `at_risk` warnings of the previous window.
+    at_risk_before: u64,
 }
 
 /// The aggregator. `record` outcomes as they come; `close_window` at each window's end.
@@ -191,6 +203,7 @@ impl Aggregator {
         let d = self.destinations.get_or_insert_mut(dst, || Destination {
             window: Window::default(),
             streak: 0,
+            at_risk_before: 0,
         });
         let w = &mut d.window;
         let connect_phase = o.evidence.connection_age_ms.is_none();
@@ -214,6 +227,8 @@ impl Aggregator {
                 w.cancelled += 1;
                 count_process(w, o);
             }
+            Label::AtRisk => w.at_risk += 1,
+            Label::Recovered => {}
             label => {
                 if let Some(i) = FAILURE_LABELS.iter().position(|l| *l == label) {
                     w.failures[i] += 1;
@@ -254,7 +269,8 @@ impl Aggregator {
             if let Some(d) = self.destinations.peek_mut(&dst) {
                 // An inactive window is already empty; this one starts afresh.
                 let w = std::mem::take(&mut d.window);
-                each(summarize(dst, w, d.streak, start, now_ns));
+                let before = std::mem::replace(&mut d.at_risk_before, w.at_risk);
+                each(summarize(dst, w, d.streak, before, start, now_ns));
             }
         }
     }
@@ -273,7 +289,14 @@ fn count_process(w: &mut Window, o: &Outcome) {
     }
 }
 
-fn summarize(dst: SocketAddr, w: Window, streak: u64, start: u64, end: u64) -> Summary {
+fn summarize(
+    dst: SocketAddr,
+    w: Window,
+    streak: u64,
+    at_risk_before: u64,
+    start: u64,
+    end: u64,
+) -> Summary {
     let connect_ms = w.latency_us.as_ref().map(|h| Latency {
         p50: h.value_at_quantile(0.50) as f64 / 1000.0,
         p90: h.value_at_quantile(0.90) as f64 / 1000.0,
@@ -283,7 +306,10 @@ fn summarize(dst: SocketAddr, w: Window, streak: u64, start: u64, end: u64) -> S
     let mut top = w.processes;
     top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     top.truncate(TOP_PROCESSES);
-    let verdict = verdict(&w.failures, w.connected);
+    let verdict = match verdict(&w.failures, w.connected) {
+        Verdict::Healthy if w.at_risk > 0 && w.at_risk >= at_risk_before => Verdict::Degrading,
+        v => v,
+    };
     Summary {
         dst,
         window_start_ns: start,
@@ -299,6 +325,7 @@ fn summarize(dst: SocketAddr, w: Window, streak: u64, start: u64, end: u64) -> S
         last_failure_ns: w.last_failure_ns,
         failure_streak: streak,
         longest_streak: w.longest_streak,
+        at_risk: w.at_risk,
         verdict,
     }
 }

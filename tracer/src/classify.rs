@@ -13,11 +13,12 @@ use libc::{
     ETIMEDOUT,
 };
 use tracer_common::{
-    AF_INET, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
+    AF_INET, KIND_AT_RISK, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
     KIND_INBOUND_RESET, RawEvent, SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_CLOSE_UNSEEN,
-    VALID_ERR_QUEUE, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG, VALID_LOOPBACK,
-    VALID_NOT_SENT, VALID_PORT_RANGE, VALID_PROBES_OUT, VALID_ROUTED, VALID_RST_SENT_REASON,
-    VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, VALID_UNACKED, tcp_state,
+    VALID_ERR_QUEUE, VALID_ICMP_FROM, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG,
+    VALID_LOOPBACK, VALID_NOT_SENT, VALID_PORT_RANGE, VALID_PROBES_OUT, VALID_ROUTED,
+    VALID_RST_SENT_REASON, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS,
+    VALID_UNACKED, tcp_state,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,6 +33,14 @@ pub enum Label {
     NoLocalPort,
     /// A local policy (cgroup BPF program, LSM) refused the connect() (EPERM, EACCES).
     BlockedLocally,
+    /// A listener on this host dropped connection attempts: its accept queue was full
+    /// (inbound; per listener and window, not per connection).
+    ListenOverflow,
+    /// An established connection whose retransmission timer fired `--at-risk-timeouts` times in a
+    /// row: an early warning, not a failure (yet).
+    AtRisk,
+    /// A connection warned about as at risk that closed cleanly later: it recovered.
+    Recovered,
     Cancelled,
     Connected,
 }
@@ -47,6 +56,9 @@ impl Label {
             Label::RtoTimeout => "rto_timeout",
             Label::NoLocalPort => "no_local_port",
             Label::BlockedLocally => "blocked_locally",
+            Label::ListenOverflow => "listen_overflow",
+            Label::AtRisk => "at_risk",
+            Label::Recovered => "recovered",
             Label::Cancelled => "cancelled",
             Label::Connected => "connected",
         }
@@ -54,7 +66,15 @@ impl Label {
 
     /// Labels that are failures (printed as `failure` records).
     pub const fn is_failure(self) -> bool {
-        !matches!(self, Label::Cancelled | Label::Connected)
+        !matches!(
+            self,
+            Label::Cancelled | Label::Connected | Label::AtRisk | Label::Recovered
+        )
+    }
+
+    /// Labels of early warnings about a live connection (printed as `warning` records).
+    pub const fn is_warning(self) -> bool {
+        matches!(self, Label::AtRisk | Label::Recovered)
     }
 }
 
@@ -154,6 +174,80 @@ pub struct Evidence {
     /// The namespace's ephemeral port range (`net.ipv4.ip_local_port_range`), for a
     /// `no_local_port` failure.
     pub local_port_range: Option<(u16, u16)>,
+    /// Packets of this connection this host dropped (`skb:kfree_skb`).
+    pub local_drops: Option<LocalDrops>,
+    /// Who sent the ICMP error queued on the socket (a router on the path, or the destination).
+    pub icmp_from: Option<IpAddr>,
+    /// Consecutive retransmission timeouts without progress (`icsk_retransmits`), for `at_risk`.
+    pub timeouts_in_a_row: Option<u8>,
+    /// The connection had been warned about (`at_risk`) this long before this outcome, ms.
+    pub warned_ms_before: Option<f64>,
+    /// For `listen_overflow`: the listener's queue and how many attempts it dropped.
+    pub listen: Option<ListenQueue>,
+    /// The sockets listening on the refused port in that network namespace (`None`: not looked
+    /// up: the destination is not this host's, or the namespace could not be queried).
+    pub listeners: Option<Listening>,
+    /// A listener on this host, on the destination's port, that overflowed its accept queue
+    /// around this outcome (a SYN timeout or retransmitted SYNs towards it).
+    pub overflowed_listener: Option<ListenQueue>,
+}
+
+/// The packets of one connection this host dropped, by direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LocalDrops {
+    /// Its own segments (SYN, ACK, data, probes): they never left this host.
+    pub sent: Option<DroppedSegments>,
+    /// Segments that arrived for it (SYN-ACK, data, ACKs) and were discarded here.
+    pub received: Option<DroppedSegments>,
+    /// First and last drop, ms after connect().
+    pub first_ms: f64,
+    pub last_ms: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DroppedSegments {
+    pub packets: u16,
+    /// `enum skb_drop_reason` value of the first drop.
+    pub reason: u16,
+    /// TCP flags of the dropped segments, OR-ed.
+    pub tcp_flags: u8,
+}
+
+/// The sockets listening on one port in a network namespace, as last seen (cheap to clone: the
+/// namespace's list is shared; `on_port` picks this port's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listening {
+    pub port: u16,
+    pub all: std::sync::Arc<Vec<ListenerSeen>>,
+}
+
+impl Listening {
+    /// The listeners on `port`.
+    pub fn on_port(&self) -> impl Iterator<Item = &ListenerSeen> + Clone {
+        self.all.iter().filter(|l| l.addr.port() == self.port)
+    }
+}
+
+/// One listening socket and its process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSeen {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+/// A listening socket's accept queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenQueue {
+    pub addr: SocketAddr,
+    /// Its `listen()` backlog (capped by net.core.somaxconn).
+    pub backlog: u32,
+    /// Connections waiting in its accept queue when last seen.
+    pub queued: u32,
+    /// Connection attempts it dropped in the window.
+    pub dropped: u64,
+    /// The window, s.
+    pub window_s: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -249,6 +343,7 @@ impl Classifier {
                 None
             }
             KIND_CONNECTED => Some(connected(ev)),
+            KIND_AT_RISK => Some(at_risk(ev, &self.kernel)),
             KIND_INBOUND_RESET => {
                 let outcome = inbound(ev);
                 if outcome.is_none() {
@@ -437,6 +532,25 @@ fn connected(ev: &RawEvent) -> Outcome {
     }
 }
 
+/// An established connection's retransmission timer fired `at_risk_timeouts` times in a row.
+fn at_risk(ev: &RawEvent, kernel: &KernelParams) -> Outcome {
+    let mut evidence = base_evidence(ev);
+    established_evidence(ev, kernel, &mut evidence);
+    evidence.data_retransmits = data_retransmits_at_close(ev);
+    evidence.timeouts_in_a_row = Some(socket_retransmits(ev) as u8);
+    evidence.connection_age_ms =
+        (ev.established_ns != 0).then(|| ms(ev.ts_ns.saturating_sub(ev.established_ns)));
+    evidence.elapsed_ms = ms(ev.ts_ns.saturating_sub(ev.start_ns));
+    Outcome {
+        label: Label::AtRisk,
+        direction: Direction::Outbound,
+        conn: connection(ev),
+        at_ns: ev.ts_ns,
+        errno: None,
+        evidence,
+    }
+}
+
 /// TCP header flag bits.
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
@@ -575,6 +689,8 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
                 // socket still holds says how it died (no FIN exchange was seen either).
                 None if evidence.close_unseen && died_idle_probing(ev) => Label::DroppedKeepalive,
                 None if evidence.close_unseen && died_retransmitting(ev) => Label::RtoTimeout,
+                // It had been warned about and closed without an error: it recovered.
+                None if ev.warned_ns != 0 => Label::Recovered,
                 _ => return None,
             }
         }
@@ -671,11 +787,47 @@ fn base_evidence(ev: &RawEvent) -> Evidence {
         rst_sent: ev.rst_sent_state != 0,
         soft_errno: (ev.has(VALID_SK_ERR_SOFT) && ev.sk_err_soft > 0).then_some(ev.sk_err_soft),
         icmp: icmp_of(ev),
+        icmp_from: (icmp_of(ev).is_some() && ev.has(VALID_ICMP_FROM))
+            .then(|| ip(icmp_family(ev.err_queue_origin), &ev.icmp_from_be)),
+        local_drops: local_drops(ev),
+        warned_ms_before: (ev.warned_ns != 0 && ev.kind != KIND_AT_RISK)
+            .then(|| ms(ev.ts_ns.saturating_sub(ev.warned_ns))),
         rst_sent_reason: (ev.has(VALID_RST_SENT_REASON) && ev.rst_sent_state != 0)
             .then_some(ev.rst_sent_reason),
         close_unseen: ev.has(VALID_CLOSE_UNSEEN),
         ..Evidence::default()
     }
+}
+
+/// The address family of a queued error's sender, from its origin.
+fn icmp_family(origin: u8) -> u8 {
+    if origin == SO_EE_ORIGIN_ICMP6 {
+        tracer_common::AF_INET6
+    } else {
+        AF_INET
+    }
+}
+
+/// The packets of the connection this host dropped, if any.
+fn local_drops(ev: &RawEvent) -> Option<LocalDrops> {
+    let side = |packets: u16, reason: u16, tcp_flags: u8| {
+        (packets > 0).then_some(DroppedSegments {
+            packets,
+            reason,
+            tcp_flags,
+        })
+    };
+    let sent = side(ev.drops_out, ev.drop_reason_out, ev.drop_flags_out);
+    let received = side(ev.drops_in, ev.drop_reason_in, ev.drop_flags_in);
+    if sent.is_none() && received.is_none() {
+        return None;
+    }
+    Some(LocalDrops {
+        sent,
+        received,
+        first_ms: ms(ev.drop_first_ns.saturating_sub(ev.start_ns)),
+        last_ms: ms(ev.drop_last_ns.saturating_sub(ev.start_ns)),
+    })
 }
 
 /// Nanoseconds → milliseconds, kept to the microsecond.

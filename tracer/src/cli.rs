@@ -154,6 +154,12 @@ pub struct RunArgs {
     /// the kernel's syscall-tracepoint path (about 20 ns each, measured by `cargo xtask bench`).
     #[arg(long, env = "TRACER_NO_CONNECT_CALLS")]
     pub no_connect_calls: bool,
+    /// Warn (`warning` record, label `at_risk`) when an established connection's retransmission
+    /// timer has fired this many times in a row without an acknowledgement — seconds into a
+    /// stall the kernel takes about 15 minutes to give up on; 0 turns the warnings off.
+    #[arg(long, env = "TRACER_AT_RISK_TIMEOUTS", value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(0..=15))]
+    pub at_risk_timeouts: u8,
     /// Kernel-to-userspace ring buffer size in KiB (a power of two, ≥ 4).
     #[arg(long, env = "TRACER_RING_BUFFER_KIB", value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,

@@ -1,6 +1,6 @@
 //! Ring-buffer bytes → `RawEvent`, with the length, kind and family checked (never transmuted).
 use tracer_common::{
-    AF_INET, AF_INET6, KIND_CGROUP, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED,
+    AF_INET, AF_INET6, KIND_AT_RISK, KIND_CGROUP, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED,
     KIND_ERROR_REPORT, KIND_INBOUND_RESET, RAW_CGROUP_SIZE, RAW_EVENT_SIZE, RawCgroup, RawEvent,
 };
 
@@ -25,7 +25,12 @@ pub fn decode(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     let ev: RawEvent = bytemuck::try_pod_read_unaligned(bytes).map_err(|_| length)?;
     if !matches!(
         ev.kind,
-        KIND_CONNECTED | KIND_CLOSED | KIND_ERROR_REPORT | KIND_INBOUND_RESET | KIND_CONNECT_FAILED
+        KIND_CONNECTED
+            | KIND_CLOSED
+            | KIND_ERROR_REPORT
+            | KIND_INBOUND_RESET
+            | KIND_CONNECT_FAILED
+            | KIND_AT_RISK
     ) {
         return Err(DecodeError::Kind(ev.kind));
     }

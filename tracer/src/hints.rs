@@ -7,7 +7,10 @@ use std::{borrow::Cow, fmt, net::SocketAddr};
 
 use serde::{Serialize, Serializer};
 
-use crate::classify::{Direction, GaveUp, Label, Outcome, Phase, Via};
+use crate::{
+    classify::{Direction, DroppedSegments, GaveUp, Label, Outcome, Phase, Via},
+    record::ReasonNames,
+};
 
 /// When a rule applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +22,15 @@ enum When {
     Unreachable(/* errno */ i32),
     /// This label, failed inside connect() with this errno.
     ConnectCall(Label, /* errno */ i32),
+    /// This label, and this host dropped the connection's own segments (`true`) or segments
+    /// that arrived for it (`false`).
+    LocalDrop(Label, /* sent */ bool),
+    /// This label, with an ICMP error sent by someone other than the destination.
+    IcmpFromPath(Label),
+    /// A refusal for which the listeners of the port were looked up: some (`true`) or none.
+    Listeners(/* any */ bool),
+    /// A SYN timeout towards a listener of this host that overflowed meanwhile.
+    OverflowedListener,
 }
 
 struct Rule {
@@ -28,6 +40,96 @@ struct Rule {
 
 /// First match wins; `Label(..)` rules come after the more specific ones for that label.
 const RULES: &[Rule] = &[
+    Rule {
+        when: When::LocalDrop(Label::SynTimeout, true),
+        template: "the SYN to {dst} never left this host: {drops_sent} {segments_sent} dropped here \
+                   ({drop_reason_sent}) — an OUTPUT firewall rule or a local policy; check \
+                   `nsenter -t {pid} -n nft list ruleset` (or `iptables -L OUTPUT -n -v`) for a \
+                   rule matching {ip} port {port}",
+    },
+    Rule {
+        when: When::LocalDrop(Label::SynTimeout, false),
+        template: "{dst} answered, but this host dropped {drops_received} {segments_received} \
+                   ({drop_reason_received}) before the socket saw it: its own INPUT firewall (or \
+                   conntrack) discards the replies; check `nsenter -t {pid} -n nft list ruleset` \
+                   (or `iptables -L INPUT -n -v`) for a rule matching {ip} port {port}",
+    },
+    Rule {
+        when: When::OverflowedListener,
+        template: "no SYN-ACK from {dst}: its listener on this host ({listener}) overflowed its \
+                   accept queue (backlog {backlog}, {dropped} attempt(s) dropped): the service \
+                   does not accept() fast enough; raise its listen() backlog and \
+                   net.core.somaxconn, or add capacity",
+    },
+    Rule {
+        when: When::Listeners(true),
+        template: "nothing listens on {dst}, but port {port} is listened on {listeners}: the \
+                   service is bound to another address than the one the client uses; bind it to \
+                   {ip} (or 0.0.0.0 / ::), or point the client at a listening address",
+    },
+    Rule {
+        when: When::Listeners(false),
+        template: "nothing listens on port {port} on any address of {dst}'s network namespace: \
+                   the service is down, crashed or not started yet; check its unit or pod \
+                   (`systemctl status`, `kubectl get pods`) and its logs",
+    },
+    Rule {
+        when: When::Label(Label::ListenOverflow),
+        template: "the listener on {dst} ({listener}) dropped {dropped} connection attempt(s) in \
+                   {window_s} s: its accept queue (backlog {backlog}) was full — the service does \
+                   not accept() fast enough, or the backlog is too small for the load; raise the \
+                   listen() backlog and net.core.somaxconn, add workers, and watch \
+                   `ss -tlnp 'sport = :{port}'` (Recv-Q against Send-Q)",
+    },
+    Rule {
+        when: When::Label(Label::AtRisk),
+        template: "{dst} has acknowledged nothing through {timeouts} retransmission timeouts in a \
+                   row ({unacked} byte(s) outstanding, last segment received {idle_ms} ms ago): \
+                   the peer or the path is gone; the kernel gives up after \
+                   net.ipv4.tcp_retries2 (about 15 min by default) — check `mtr {ip}` now",
+    },
+    Rule {
+        when: When::Label(Label::Recovered),
+        template: "the connection to {dst}, warned about {warned_ms_before} ms earlier, closed \
+                   normally: the path recovered",
+    },
+    Rule {
+        when: When::LocalDrop(Label::RtoTimeout, true),
+        template: "{dst} stopped acknowledging because this host dropped {drops_sent} of the \
+                   connection's own {segments_sent} ({drop_reason_sent}): an OUTPUT firewall \
+                   rule or a local policy; check `nsenter -t {pid} -n nft list ruleset`",
+    },
+    Rule {
+        when: When::LocalDrop(Label::RtoTimeout, false),
+        template: "this host dropped {drops_received} {segments_received} from {dst} \
+                   ({drop_reason_received}) before the socket saw them: its own INPUT firewall \
+                   (or conntrack) discards the connection's replies; check \
+                   `nsenter -t {pid} -n nft list ruleset`",
+    },
+    Rule {
+        when: When::LocalDrop(Label::DroppedKeepalive, true),
+        template: "the keepalive probes to {dst} never left this host: {drops_sent} dropped here \
+                   ({drop_reason_sent}); check `nsenter -t {pid} -n nft list ruleset`",
+    },
+    Rule {
+        when: When::LocalDrop(Label::DroppedKeepalive, false),
+        template: "this host dropped {drops_received} {segments_received} from {dst} \
+                   ({drop_reason_received}): the keepalive answers were discarded here, by its own \
+                   firewall or conntrack (an expired conntrack entry marks them INVALID); check \
+                   `nsenter -t {pid} -n nft list ruleset`",
+    },
+    Rule {
+        when: When::IcmpFromPath(Label::Unreachable),
+        template: "{icmp_from} rejected the connection to {dst} with {icmp_kind}: a router or \
+                   firewall on the path, not the destination; check the route and the filters on \
+                   {icmp_from} (`traceroute -T -p {port} {ip}`)",
+    },
+    Rule {
+        when: When::IcmpFromPath(Label::Refused),
+        template: "{icmp_from} rejected the connection to {dst} with {icmp_kind}: a firewall REJECT \
+                   rule on a router on the path, not on the destination; check the rules on \
+                   {icmp_from} (`nft list ruleset`, `iptables -L -n -v | grep {port}`)",
+    },
     Rule {
         when: When::ConnectCall(Label::Unreachable, libc::ENETUNREACH),
         template: "connect() to {dst} failed before any SYN was sent: there is no route to {ip} \
@@ -179,15 +281,37 @@ fn matches(when: When, o: &Outcome) -> bool {
         When::ConnectCall(label, errno) => {
             o.label == label && e.phase == Some(Phase::ConnectCall) && o.errno == Some(errno)
         }
+        When::LocalDrop(label, sent) => {
+            o.label == label
+                && e.local_drops.is_some_and(|d| {
+                    if sent {
+                        d.sent.is_some()
+                    } else {
+                        d.received.is_some()
+                    }
+                })
+        }
+        When::IcmpFromPath(label) => {
+            o.label == label && e.icmp_from.is_some_and(|from| from != o.conn.dst.ip())
+        }
+        When::Listeners(any) => {
+            o.label == Label::Refused
+                && e.listeners
+                    .as_ref()
+                    .is_some_and(|l| l.on_port().next().is_some() == any)
+        }
+        When::OverflowedListener => o.label == Label::SynTimeout && e.overflowed_listener.is_some(),
     }
 }
 
-/// The hint for a failure; `None` for outcomes that are not failures.
-pub fn hint(o: &Outcome) -> Option<Hint<'_>> {
+/// The hint for a failure or a warning; `None` for other outcomes. `names`: the kernel's names
+/// of its reason codes.
+pub fn hint<'a>(o: &'a Outcome, names: &'a ReasonNames) -> Option<Hint<'a>> {
     let rule = RULES.iter().find(|r| matches(r.when, o))?;
     Some(Hint {
         template: rule.template,
         o,
+        names,
     })
 }
 
@@ -197,6 +321,7 @@ pub fn hint(o: &Outcome) -> Option<Hint<'_>> {
 pub struct Hint<'a> {
     template: &'static str,
     o: &'a Outcome,
+    names: &'a ReasonNames,
 }
 
 impl fmt::Display for Hint<'_> {
@@ -243,8 +368,104 @@ impl Hint<'_> {
             "{connection_age_ms}" => write!(f, "{:.0}", e.connection_age_ms.unwrap_or(0.0)),
             "{soft_errno}" => f.write_str(&errno(e.soft_errno)),
             "{errno}" => f.write_str(&errno(o.errno)),
+            "{drops_sent}" | "{drop_reason_sent}" | "{segments_sent}" => {
+                self.drop_field(key, e.local_drops.and_then(|d| d.sent), f)
+            }
+            "{drops_received}" | "{drop_reason_received}" | "{segments_received}" => {
+                self.drop_field(key, e.local_drops.and_then(|d| d.received), f)
+            }
+            "{icmp_from}" => match e.icmp_from {
+                Some(ip) => write!(f, "{ip}"),
+                None => f.write_str("a router"),
+            },
+            "{icmp_kind}" => f.write_str(icmp_kind(dst.is_ipv4(), e.icmp)),
+            "{listeners}" => {
+                let Some(l) = e.listeners.as_ref() else {
+                    return f.write_str("no address");
+                };
+                for (i, l) in l.on_port().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", l.addr.ip())?;
+                    match (&l.comm, l.pid) {
+                        (Some(comm), Some(pid)) => write!(f, " ({comm}, pid {pid})")?,
+                        (None, Some(pid)) => write!(f, " (pid {pid})")?,
+                        _ => {}
+                    }
+                }
+                f.write_str(" only")
+            }
+            "{listener}" => {
+                if o.conn.pid == 0 {
+                    f.write_str("process unknown")
+                } else {
+                    let comm = crate::record::comm(&o.conn.comm);
+                    write!(f, "{comm}, pid {}", o.conn.pid)
+                }
+            }
+            "{backlog}" | "{dropped}" | "{window_s}" => {
+                let q = e.listen.as_ref().or(e.overflowed_listener.as_ref());
+                match (key, q) {
+                    ("{backlog}", Some(q)) => write!(f, "{}", q.backlog),
+                    ("{dropped}", Some(q)) => write!(f, "{}", q.dropped),
+                    ("{window_s}", Some(q)) => write!(f, "{:.0}", q.window_s),
+                    _ => f.write_str("?"),
+                }
+            }
+            "{timeouts}" => write!(f, "{}", e.timeouts_in_a_row.unwrap_or(0)),
+            "{unacked}" => write!(f, "{}", e.unacked_bytes.unwrap_or(0)),
+            "{idle_ms}" => write!(f, "{:.0}", e.idle_ms.unwrap_or(0.0)),
+            "{warned_ms_before}" => write!(f, "{:.0}", e.warned_ms_before.unwrap_or(0.0)),
             other => f.write_str(other),
         }
+    }
+
+    /// `{drops_*}`, `{drop_reason_*}` or `{segments_*}` of one direction's drops.
+    fn drop_field(
+        &self,
+        key: &str,
+        side: Option<DroppedSegments>,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        let Some(side) = side else {
+            return f.write_str("?");
+        };
+        if key.starts_with("{drops_") {
+            write!(f, "{}", side.packets)
+        } else if key.starts_with("{drop_reason_") {
+            f.write_str(&self.names.drop(side.reason))
+        } else {
+            f.write_str(segments(side.tcp_flags))
+        }
+    }
+}
+
+/// What the dropped segments were, from their flags OR-ed.
+fn segments(flags: u8) -> &'static str {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    match flags & (SYN | ACK) {
+        SYN => "SYN(s)",
+        x if x == SYN | ACK && flags & 0x01 == 0 => "SYN-ACK(s)",
+        _ => "segment(s)",
+    }
+}
+
+/// An ICMP error's name: destination-unreachable codes of ICMP (`v4`) or ICMPv6.
+fn icmp_kind(v4: bool, icmp: Option<(u8, u8)>) -> &'static str {
+    match (v4, icmp) {
+        (true, Some((3, 0))) => "net-unreachable",
+        (true, Some((3, 1))) => "host-unreachable",
+        (true, Some((3, 2))) => "protocol-unreachable",
+        (true, Some((3, 3))) => "port-unreachable",
+        (true, Some((3, 9 | 10 | 13))) => "admin-prohibited",
+        (false, Some((1, 0))) => "no-route",
+        (false, Some((1, 1))) => "admin-prohibited",
+        (false, Some((1, 3))) => "address-unreachable",
+        (false, Some((1, 4))) => "port-unreachable",
+        (false, Some((1, 6))) => "reject-route",
+        _ => "an ICMP error",
     }
 }
 

@@ -2,6 +2,17 @@
 use super::*;
 use crate::classify::Evidence;
 
+/// No reason names: the numbers are printed.
+static NAMES: ReasonNames = ReasonNames {
+    rst: Vec::new(),
+    drop: Vec::new(),
+};
+
+/// The hint with no reason names known.
+fn hint(o: &Outcome) -> Option<Hint<'_>> {
+    super::hint(o, &NAMES)
+}
+
 fn outcome(label: Label, direction: Direction, errno: Option<i32>, evidence: Evidence) -> Outcome {
     let mut o = Outcome::example("10.1.2.3:5432", label);
     o.conn.src = "10.9.8.7:40000".parse().unwrap();

@@ -5,7 +5,9 @@
 //! `KernelOffsets` it fills and what degrades without it: resolving (and so `tracer check`) walks
 //! both tables, and the loader attaches the programs `HOOKS` names. The enum values and the
 //! queued-error path are resolved apart, after the members.
-use tracer_common::{FIELD_MISSING, KernelOffsets, MemberOffsets, TupleFields};
+use tracer_common::{
+    DROP_REASON_BITMAP_BYTES, FIELD_MISSING, KernelOffsets, MemberOffsets, TupleFields,
+};
 
 use crate::{
     kernel_btf::KernelBtf,
@@ -102,7 +104,7 @@ impl Hook {
 pub const CONNECT_CALL_PROGRAMS: [&str; 2] = ["sys_enter_connect", "sys_exit_connect"];
 
 /// The programs, the tracepoints they attach to, and the fields they read.
-pub const HOOKS: [Hook; 8] = [
+pub const HOOKS: [Hook; 9] = [
     Hook {
         program: "inet_sock_set_state",
         group: "sock",
@@ -207,6 +209,21 @@ pub const HOOKS: [Hook; 8] = [
         degrades: "connects that fail inside connect() (no route, no local port, a local policy) \
                    are not seen",
     },
+    Hook {
+        program: "kfree_skb",
+        group: "skb",
+        tracepoint: "kfree_skb",
+        fields: &[
+            field("skbaddr", 8, |o| &mut o.drop.skbaddr),
+            field("protocol", 2, |o| &mut o.drop.protocol),
+            field("reason", 4, |o| &mut o.drop.reason),
+        ],
+        tuple: None,
+        optional: &[],
+        required: false,
+        degrades: "packets this host dropped (its firewall, its neighbour table) are not joined to \
+                   the connections they belonged to (kernels before 5.17 have no drop reason)",
+    },
 ];
 
 /// The 4-tuple fields that several tracepoints share (same names, own offsets).
@@ -234,7 +251,49 @@ pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
         checks.push(resolve_hook(&mut o, tracefs, hook));
     }
     resolve_members(&mut o.members, btf, &mut checks);
+    if let Ok(btf) = btf {
+        o.drop.ignored_reasons = ignored_drop_reasons(btf);
+    }
     Resolved { offsets: o, checks }
+}
+
+/// Drop reasons (`enum skb_drop_reason`, names without `SKB_DROP_REASON_`) that say nothing
+/// about why a connection failed, and that `kfree_skb` therefore ignores: `NO_SOCKET` is the
+/// refusal itself (told by its RST); the others are a socket's own bookkeeping (a closed
+/// socket's queues, duplicates and stale segments TCP discards by design).
+pub const IGNORED_DROP_REASONS: [&str; 9] = [
+    "NO_SOCKET",
+    "SOCKET_CLOSE",
+    "TCP_CLOSE",
+    "QUEUE_PURGE",
+    "TCP_OLD_DATA",
+    "TCP_OFOMERGE",
+    "TCP_OLD_ACK",
+    "TCP_TOO_OLD_ACK",
+    "TCP_OLD_SEQUENCE",
+];
+
+/// The bitmap of `DropFields::ignored_reasons` for this kernel's values of
+/// `IGNORED_DROP_REASONS` (a name this kernel lacks is skipped), plus `SKB_CONSUMED` and
+/// `SKB_NOT_DROPPED_YET` where they exist.
+fn ignored_drop_reasons(btf: &KernelBtf) -> [u8; DROP_REASON_BITMAP_BYTES] {
+    let mut bits = [0u8; DROP_REASON_BITMAP_BYTES];
+    let names = IGNORED_DROP_REASONS
+        .iter()
+        .map(|n| format!("SKB_DROP_REASON_{n}"))
+        .chain([
+            "SKB_CONSUMED".to_string(),
+            "SKB_NOT_DROPPED_YET".to_string(),
+        ]);
+    for name in names {
+        if let Ok(v) = btf.enum_value("skb_drop_reason", &name)
+            && let Ok(v) = usize::try_from(v)
+            && v < DROP_REASON_BITMAP_BYTES * 8
+        {
+            bits[v / 8] |= 1 << (v % 8);
+        }
+    }
+    bits
 }
 
 fn resolve_hook(o: &mut KernelOffsets, tracefs: &Tracefs, hook: &Hook) -> Check {
@@ -309,7 +368,11 @@ impl Member {
 const NO_CONNECT_CALLS: &str =
     "connects that fail inside connect() (no route, no local port, a local policy) are not seen";
 
-const MEMBERS: [Member; 36] = [
+/// What degrades without the members that lead from a dropped packet to its headers and socket.
+const NO_LOCAL_DROPS: &str =
+    "packets this host dropped are not joined to their connections; no icmp.from";
+
+const MEMBERS: [Member; 40] = [
     Member {
         label: "sock.sk_err",
         strukt: "sock",
@@ -600,6 +663,38 @@ const MEMBERS: [Member; 36] = [
         size: 4,
         slot: |m| &mut m.net_port_range,
         degrades: "no_local_port records do not say the namespace's port range (kernels before 6.3)",
+    },
+    Member {
+        label: "sk_buff.head",
+        strukt: "sk_buff",
+        path: &["head"],
+        size: 8,
+        slot: |m| &mut m.skb_head,
+        degrades: NO_LOCAL_DROPS,
+    },
+    Member {
+        label: "sk_buff.network_header",
+        strukt: "sk_buff",
+        path: &["network_header"],
+        size: 2,
+        slot: |m| &mut m.skb_network_header,
+        degrades: NO_LOCAL_DROPS,
+    },
+    Member {
+        label: "sk_buff.transport_header",
+        strukt: "sk_buff",
+        path: &["transport_header"],
+        size: 2,
+        slot: |m| &mut m.skb_transport_header,
+        degrades: NO_LOCAL_DROPS,
+    },
+    Member {
+        label: "sk_buff.sk",
+        strukt: "sk_buff",
+        path: &["sk"],
+        size: 8,
+        slot: |m| &mut m.skb_sk,
+        degrades: NO_LOCAL_DROPS,
     },
 ];
 

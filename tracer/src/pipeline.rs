@@ -8,7 +8,7 @@ use crate::{
     counters::{KernelTotals, Totals},
     decode::{decode, decode_cgroup},
     metrics::Metrics,
-    record::{Connect, Failure, Record, RstReasons, Stats, SummaryOut},
+    record::{Connect, Failure, ReasonNames, Record, Stats, SummaryOut},
     workload::{Workload, WorkloadFilter, Workloads},
 };
 
@@ -39,7 +39,7 @@ pub struct Pipeline {
     aggregator: Option<Aggregator>,
     clock: WallClock,
     select: Select,
-    reasons: RstReasons,
+    reasons: ReasonNames,
     workloads: Workloads,
     /// The latest kernel time seen in a record: the pipeline's clock.
     now_ns: u64,
@@ -47,6 +47,8 @@ pub struct Pipeline {
     pub decode_errors: u64,
     pub failures: u64,
     pub connects: u64,
+    /// `warning` records (`at_risk`, `recovered`).
+    pub warnings: u64,
 }
 
 impl Pipeline {
@@ -54,7 +56,7 @@ impl Pipeline {
     pub fn new(
         clock: WallClock,
         kernel: KernelParams,
-        reasons: RstReasons,
+        reasons: ReasonNames,
         select: Select,
         aggregator: Option<Aggregator>,
     ) -> Self {
@@ -76,6 +78,7 @@ impl Pipeline {
             decode_errors: 0,
             failures: 0,
             connects: 0,
+            warnings: 0,
         }
     }
 
@@ -174,6 +177,7 @@ impl Pipeline {
         match outcome.label {
             Label::Cancelled => {}
             Label::Connected => self.connects += 1,
+            Label::AtRisk | Label::Recovered => self.warnings += 1,
             _ => self.failures += 1,
         }
     }
@@ -184,6 +188,14 @@ impl Pipeline {
         let workload = self.workload(outcome);
         match outcome.label {
             Label::Cancelled => None,
+            Label::AtRisk | Label::Recovered => self.select.failures.then(|| {
+                Record::Warning(Failure::from_outcome(
+                    outcome,
+                    time(),
+                    &self.reasons,
+                    workload,
+                ))
+            }),
             Label::Connected => self
                 .select
                 .successes
@@ -312,7 +324,7 @@ mod tests {
         Pipeline::new(
             WallClock::with_offset_ns(1_700_000_000_000_000_000),
             KernelParams { hz: 250 },
-            RstReasons::default(),
+            ReasonNames::default(),
             select,
             Some(Aggregator::new(std::num::NonZeroUsize::MIN, 0)),
         )

@@ -9,7 +9,7 @@ use std::{
 use serde::{Serialize, Serializer, ser::SerializeStruct};
 
 use crate::{
-    classify::{Direction, GaveUp, Outcome, Phase, Via},
+    classify::{Direction, GaveUp, Label, ListenQueue, Listening, LocalDrops, Outcome, Phase, Via},
     clock::Timestamp,
     counters::{self, Totals},
     hints::{self, Hint},
@@ -28,6 +28,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 )]
 pub enum Record<'a> {
     Failure(Failure<'a>),
+    /// An early warning about a live connection (`at_risk`), or its recovery: the fields of a
+    /// failure record.
+    Warning(Failure<'a>),
     Connect(Connect<'a>),
     Summary(SummaryOut),
     Stats(Stats),
@@ -53,6 +56,8 @@ pub struct SummaryOut {
     pub failure_streak: u64,
     /// Longest run of consecutive failures within the window.
     pub longest_streak: u64,
+    /// `at_risk` warnings about established connections to it in the window.
+    pub at_risk: u64,
     pub verdict: &'static str,
 }
 
@@ -132,6 +137,7 @@ impl SummaryOut {
             last_failure: s.last_failure_ns.map(|t| clock.rfc3339(t)),
             failure_streak: s.failure_streak,
             longest_streak: s.longest_streak,
+            at_risk: s.at_risk,
             verdict: s.verdict.as_str(),
         }
     }
@@ -219,7 +225,7 @@ pub struct Connect<'a> {
     pub syn_retransmit_ms: &'a [f64],
 }
 
-#[derive(Serialize, Debug, Default, PartialEq)]
+#[derive(Serialize, Debug, PartialEq)]
 pub struct EvidenceOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<&'static str>,
@@ -273,6 +279,24 @@ pub struct EvidenceOut<'a> {
     /// The namespace's ephemeral port range, for `no_local_port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_port_range: Option<PortRange>,
+    /// Packets of this connection this host dropped, per direction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_drops: Option<LocalDropsOut<'a>>,
+    /// `at_risk`: retransmission timeouts in a row without progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeouts_in_a_row: Option<u8>,
+    /// The connection had been warned about (`at_risk`) this long before, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warned_ms_before: Option<f64>,
+    /// `listen_overflow`: the listener and what it dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<ListenOut>,
+    /// A listener of this host on the destination's port that overflowed meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflowed_listener: Option<ListenOut>,
+    /// Who listens on the refused port in that network namespace (empty: nothing does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<ListenersOut<'a>>,
 }
 
 /// `net.ipv4.ip_local_port_range`.
@@ -288,6 +312,100 @@ pub struct Icmp {
     #[serde(rename = "type")]
     pub icmp_type: u8,
     pub code: u8,
+    /// Who sent it: a router on the path, or the destination itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<IpAddr>,
+}
+
+/// The packets of the connection this host dropped: one entry per direction.
+#[derive(Debug)]
+pub struct LocalDropsOut<'a> {
+    pub drops: LocalDrops,
+    pub reasons: &'a ReasonNames,
+}
+
+impl PartialEq for LocalDropsOut<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.drops == other.drops
+    }
+}
+
+impl Serialize for LocalDropsOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            direction: &'static str,
+            packets: u16,
+            reason: Cow<'a, str>,
+            tcp_flags: String,
+            first_ms: f64,
+            last_ms: f64,
+        }
+        let d = &self.drops;
+        let entries = [("sent", d.sent), ("received", d.received)];
+        let entries = entries.iter().filter_map(|(direction, side)| {
+            side.map(|side| Entry {
+                direction,
+                packets: side.packets,
+                reason: self.reasons.drop(side.reason),
+                tcp_flags: tcp_flags(side.tcp_flags),
+                first_ms: d.first_ms,
+                last_ms: d.last_ms,
+            })
+        });
+        s.collect_seq(entries)
+    }
+}
+
+/// A listening socket's accept queue (`listen_overflow`, and the listener a timed-out connect
+/// went to).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct ListenOut {
+    #[serde(serialize_with = "display")]
+    pub ip: IpAddr,
+    pub port: u16,
+    pub backlog: u32,
+    pub queued: u32,
+    pub dropped: u64,
+    pub window_s: f64,
+}
+
+impl From<&ListenQueue> for ListenOut {
+    fn from(q: &ListenQueue) -> Self {
+        Self {
+            ip: q.addr.ip(),
+            port: q.addr.port(),
+            backlog: q.backlog,
+            queued: q.queued,
+            dropped: q.dropped,
+            window_s: q.window_s,
+        }
+    }
+}
+
+/// The sockets listening on the refused port: `[{ip, port, pid, comm}]`, empty when none.
+#[derive(Debug, PartialEq)]
+pub struct ListenersOut<'a>(pub &'a Listening);
+
+impl Serialize for ListenersOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            #[serde(serialize_with = "display")]
+            ip: IpAddr,
+            port: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pid: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            comm: Option<&'a str>,
+        }
+        s.collect_seq(self.0.on_port().map(|l| Entry {
+            ip: l.addr.ip(),
+            port: l.addr.port(),
+            pid: l.pid,
+            comm: l.comm.as_deref(),
+        }))
+    }
 }
 
 /// The tracer's counters (`stats`): `time`, then every counter of `counters::entries()` that is
@@ -360,14 +478,28 @@ pub fn tcp_flags(flags: u8) -> String {
     s
 }
 
-/// Names of `enum sk_rst_reason` values, from the kernel's BTF (`SK_RST_REASON_` stripped,
-/// lower case); empty when unknown, and then the number is printed.
+/// Names of the kernel's reason codes, from its BTF: `enum sk_rst_reason` (`SK_RST_REASON_`
+/// stripped, lower case) and `enum skb_drop_reason` (`SKB_DROP_REASON_` stripped, as the
+/// kernel's own tracepoint prints them); empty when unknown, and then the number is printed.
 #[derive(Clone, Debug, Default)]
-pub struct RstReasons(pub Vec<(u64, String)>);
+pub struct ReasonNames {
+    pub rst: Vec<(u64, String)>,
+    pub drop: Vec<(u64, String)>,
+}
 
-impl RstReasons {
-    pub fn name(&self, value: u16) -> Cow<'_, str> {
-        self.0
+impl ReasonNames {
+    /// The name of a RST reason.
+    pub fn rst(&self, value: u16) -> Cow<'_, str> {
+        Self::find(&self.rst, value)
+    }
+
+    /// The name of a drop reason.
+    pub fn drop(&self, value: u16) -> Cow<'_, str> {
+        Self::find(&self.drop, value)
+    }
+
+    fn find(names: &[(u64, String)], value: u16) -> Cow<'_, str> {
+        names
             .iter()
             .find(|(v, _)| *v == u64::from(value))
             .map(|(_, n)| Cow::Borrowed(n.as_str()))
@@ -388,19 +520,21 @@ impl<'a> Failure<'a> {
     pub fn from_outcome(
         o: &'a Outcome,
         time: Timestamp,
-        reasons: &'a RstReasons,
+        reasons: &'a ReasonNames,
         workload: Option<&'a Workload>,
     ) -> Self {
-        debug_assert!(o.label.is_failure());
+        debug_assert!(o.label.is_failure() || o.label.is_warning());
         let e = &o.evidence;
         let inbound = o.direction == Direction::Inbound;
+        // A listener's overflow names the listening process.
+        let listener = o.label == Label::ListenOverflow && o.conn.pid != 0;
         Self {
             time,
             label: o.label.as_str(),
             direction: if inbound { "inbound" } else { "outbound" },
             src: o.conn.src.into(),
             dst: o.conn.dst.into(),
-            process: (!inbound).then(|| process(o)),
+            process: (!inbound || listener).then(|| process(o)),
             cgroup_id: (!inbound).then_some(o.conn.cgroup_id),
             workload: workload.filter(|_| !inbound),
             netns: o.conn.netns,
@@ -432,9 +566,13 @@ impl<'a> Failure<'a> {
                 unacked_bytes: e.unacked_bytes,
                 rst_received: e.rst_received,
                 rst_sent: e.rst_sent,
-                rst_sent_reason: e.rst_sent_reason.map(|r| reasons.name(r)),
+                rst_sent_reason: e.rst_sent_reason.map(|r| reasons.rst(r)),
                 soft_errno: e.soft_errno.map(errno_name),
-                icmp: e.icmp.map(|(icmp_type, code)| Icmp { icmp_type, code }),
+                icmp: e.icmp.map(|(icmp_type, code)| Icmp {
+                    icmp_type,
+                    code,
+                    from: e.icmp_from,
+                }),
                 tcp_flags: e.tcp_flags.map(tcp_flags),
                 close_traced: e.close_unseen.then_some(false),
                 phase: e.phase.map(|p| match p {
@@ -443,8 +581,14 @@ impl<'a> Failure<'a> {
                 local_port_range: e
                     .local_port_range
                     .map(|(low, high)| PortRange { low, high }),
+                local_drops: e.local_drops.map(|drops| LocalDropsOut { drops, reasons }),
+                timeouts_in_a_row: e.timeouts_in_a_row,
+                warned_ms_before: e.warned_ms_before,
+                listen: e.listen.as_ref().map(ListenOut::from),
+                overflowed_listener: e.overflowed_listener.as_ref().map(ListenOut::from),
+                listeners: e.listeners.as_ref().map(ListenersOut),
             },
-            hint: hints::hint(o),
+            hint: hints::hint(o, reasons),
         }
     }
 }
@@ -619,8 +763,13 @@ mod tests {
 
     #[test]
     fn unknown_rst_reasons_print_their_number() {
-        let r = RstReasons(vec![(15, "tcp_keepalive_timeout".into())]);
-        assert_eq!(r.name(15), "tcp_keepalive_timeout");
-        assert_eq!(r.name(3), "3");
+        let r = ReasonNames {
+            rst: vec![(15, "tcp_keepalive_timeout".into())],
+            drop: vec![(12, "NETFILTER_DROP".into())],
+        };
+        assert_eq!(r.rst(15), "tcp_keepalive_timeout");
+        assert_eq!(r.rst(3), "3");
+        assert_eq!(r.drop(12), "NETFILTER_DROP");
+        assert_eq!(r.drop(15), "15");
     }
 }

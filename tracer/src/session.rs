@@ -24,7 +24,7 @@ use crate::{
     offsets::{CONNECT_CALL_PROGRAMS, HOOKS, Resolved, resolve},
     pipeline::{Pipeline, Select},
     privileges,
-    record::RstReasons,
+    record::ReasonNames,
     source::{DRAIN_INTERVAL, EventSource, KernelCounters, register_readable},
     tracefs::Tracefs,
     workload::{Workload, WorkloadFilter, Workloads, cgroupfs::Cgroupfs},
@@ -308,7 +308,7 @@ fn sweep(connects: &mut HashMap<MapData, u64, PendingConnect>, now_ns: u64) {
 }
 
 /// Checks the environment, resolves offsets, loads and attaches.
-fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
+fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
     let missing = privileges::missing_capabilities();
     if !missing.is_empty() {
         return Err(Exit::Environment(privileges::explain(&missing)));
@@ -345,6 +345,7 @@ fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
     config.filter_workloads =
         u8::from(!(args.containers.is_empty() && args.pods.is_empty() && args.units.is_empty()));
     config.wakeup_bytes = crate::source::wakeup_bytes(args.ring_buffer_kib * 1024);
+    config.at_risk_timeouts = args.at_risk_timeouts;
     let opts = LoadOptions {
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
@@ -361,14 +362,24 @@ fn attach(args: &RunArgs) -> Result<(Loaded, RstReasons), Exit> {
             Exit::Runtime(e.into())
         }
     })?;
-    let reasons = RstReasons(match &btf {
-        Ok(b) => b
-            .enum_variants("sk_rst_reason")
-            .into_iter()
-            .map(|(v, n)| (v, n.trim_start_matches("SK_RST_REASON_").to_lowercase()))
-            .collect(),
-        Err(_) => Vec::new(),
-    });
+    let reasons = ReasonNames {
+        rst: match &btf {
+            Ok(b) => b
+                .enum_variants("sk_rst_reason")
+                .into_iter()
+                .map(|(v, n)| (v, n.trim_start_matches("SK_RST_REASON_").to_lowercase()))
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        drop: match &btf {
+            Ok(b) => b
+                .enum_variants("skb_drop_reason")
+                .into_iter()
+                .map(|(v, n)| (v, n.trim_start_matches("SKB_DROP_REASON_").to_string()))
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+    };
     Ok((loaded, reasons))
 }
 

@@ -242,6 +242,7 @@ mod tests {
             last_failure_ns: None,
             failure_streak: 0,
             longest_streak: 0,
+            at_risk: 0,
             verdict,
         }
     }

@@ -13,7 +13,7 @@ use tracer::{
     clock::WallClock,
     output::{Output, Sink},
     pipeline::{Pipeline, Select},
-    record::RstReasons,
+    record::ReasonNames,
 };
 use tracer_common::{
     AF_INET, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_NETNS, VALID_PROBES_OUT, VALID_SK_ERR,
@@ -136,7 +136,7 @@ pub fn pass(records: &[Vec<u8>], min_time: Duration, allocations: fn() -> u64) -
     let mut pipeline = Pipeline::new(
         WallClock::sample(),
         KernelParams::default(),
-        RstReasons::default(),
+        ReasonNames::default(),
         Select::default(),
         Some(aggregator),
     );

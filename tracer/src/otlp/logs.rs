@@ -307,7 +307,7 @@ mod tests {
         classify::{Label, Outcome},
         clock::WallClock,
         otlp::http::Response,
-        record::{Failure, RstReasons, Stats},
+        record::{Failure, ReasonNames, Stats},
     };
 
     type Answer = Result<Response, String>;
@@ -389,7 +389,7 @@ mod tests {
     /// Writes `n` failure records to `sink` as `Output` does (the line, then the record).
     fn write(sink: &mut LogSink, n: usize) {
         let o = Outcome::example("10.0.0.2:80", Label::Refused);
-        let reasons = RstReasons::default();
+        let reasons = ReasonNames::default();
         let clock = WallClock::with_offset_ns(0);
         for _ in 0..n {
             let r = Record::Failure(Failure::from_outcome(

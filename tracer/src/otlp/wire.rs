@@ -108,6 +108,7 @@ impl LogEncoder {
         buf.clear();
         let (kind, time, severity) = match record {
             Record::Failure(f) => ("failure", f.time, SEVERITY_WARN),
+            Record::Warning(w) => ("warning", w.time, SEVERITY_WARN),
             Record::Connect(c) => ("connect", c.time, SEVERITY_INFO),
             Record::Summary(s) => ("summary", s.time, SEVERITY_INFO),
             Record::Stats(_) => return false,
@@ -127,7 +128,7 @@ impl LogEncoder {
         str_attr("tracer.record.type", kind, buf);
         let t = &mut self.text;
         match record {
-            Record::Failure(f) => {
+            Record::Failure(f) | Record::Warning(f) => {
                 str_attr("error.type", f.label, buf);
                 str_attr("tracer.direction", f.direction, buf);
                 connection(&f.src, &f.dst, t, buf);
@@ -156,6 +157,7 @@ impl LogEncoder {
         fixed64(11, observed_ns, buf);
         let event = match kind {
             "failure" => "tracer.failure",
+            "warning" => "tracer.warning",
             "connect" => "tracer.connect",
             _ => "tracer.summary",
         };
@@ -259,7 +261,7 @@ mod tests {
     use crate::{
         classify::{Label, Outcome},
         clock::WallClock,
-        record::{Connect, Failure, RstReasons, Stats, SummaryOut},
+        record::{Connect, Failure, ReasonNames, Stats, SummaryOut},
         workload::{Workload, kubelet::PodNames, rules::Identity},
     };
 
@@ -346,7 +348,7 @@ mod tests {
         o.conn.uid = 1000;
         o.conn.comm[..4].copy_from_slice(b"psql");
         let w = pod();
-        let reasons = RstReasons::default();
+        let reasons = ReasonNames::default();
         let time = clock.timestamp(5_000);
         let f = Record::Failure(Failure::from_outcome(&o, time, &reasons, Some(&w)));
         let (req, lines) = roundtrip(&[f]);
@@ -396,7 +398,7 @@ mod tests {
         let mut o = Outcome::example("[fd00::1]:8080", Label::Refused);
         o.direction = crate::classify::Direction::Inbound;
         o.conn.src = "[fd00::9]:51000".parse().unwrap();
-        let reasons = RstReasons::default();
+        let reasons = ReasonNames::default();
         let w = pod();
         let f = Record::Failure(Failure::from_outcome(
             &o,
@@ -441,6 +443,7 @@ mod tests {
             last_failure: None,
             failure_streak: 0,
             longest_streak: 0,
+            at_risk: 0,
             verdict: "healthy",
         });
         let stats = Record::Stats(Stats::default());
@@ -468,7 +471,7 @@ mod tests {
         let clock = WallClock::with_offset_ns(0);
         let mut o = Outcome::example("127.0.0.1:80", Label::Refused);
         o.conn.comm = *b"a\"b\n\xff\\\x01zzzzzzzzz";
-        let reasons = RstReasons::default();
+        let reasons = ReasonNames::default();
         let f = Record::Failure(Failure::from_outcome(
             &o,
             clock.timestamp(1),
