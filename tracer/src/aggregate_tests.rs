@@ -226,3 +226,33 @@ fn inbound_refusals_are_not_destinations() {
     a.record(&o);
     assert!(a.is_empty());
 }
+
+/// Warnings with nothing failing make a destination `degrading` while they do not fall; they
+/// are neither attempts nor failures.
+#[test]
+fn at_risk_warnings_make_a_healthy_destination_degrading() {
+    let mut a = agg();
+    let dst = "10.0.0.9:443";
+    a.record(&success(dst, 1.0, 0));
+    a.record(&outcome(dst, Label::AtRisk, 1));
+    let s = a.close_window(10 * S).remove(0);
+    assert_eq!(
+        (s.attempts, s.at_risk, s.verdict),
+        (1, 1, Verdict::Degrading)
+    );
+    assert_eq!(s.failures.iter().sum::<u64>(), 0);
+
+    a.record(&outcome(dst, Label::AtRisk, 11));
+    a.record(&outcome(dst, Label::AtRisk, 12));
+    let s = a.close_window(20 * S).remove(0);
+    assert_eq!((s.at_risk, s.verdict), (2, Verdict::Degrading), "rising");
+
+    a.record(&outcome(dst, Label::AtRisk, 21));
+    let s = a.close_window(30 * S).remove(0);
+    assert_eq!((s.at_risk, s.verdict), (1, Verdict::Healthy), "falling");
+
+    a.record(&outcome(dst, Label::AtRisk, 31));
+    a.record(&outcome(dst, Label::RtoTimeout, 32));
+    let s = a.close_window(40 * S).remove(0);
+    assert_eq!(s.verdict, Verdict::Flaky, "a failure decides");
+}

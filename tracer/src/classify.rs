@@ -689,8 +689,12 @@ fn closed(ev: &RawEvent, reported: Option<i32>, kernel: &KernelParams) -> Option
                 // socket still holds says how it died (no FIN exchange was seen either).
                 None if evidence.close_unseen && died_idle_probing(ev) => Label::DroppedKeepalive,
                 None if evidence.close_unseen && died_retransmitting(ev) => Label::RtoTimeout,
-                // It had been warned about and closed without an error: it recovered.
-                None if ev.warned_ns != 0 => Label::Recovered,
+                // It had been warned about and closed without an error, everything written
+                // acknowledged: it recovered. (An application that closes it still stalled
+                // leaves the warning as the last word.)
+                None if ev.warned_ns != 0 && ev.has(VALID_UNACKED) && ev.unacked == 0 => {
+                    Label::Recovered
+                }
                 _ => return None,
             }
         }

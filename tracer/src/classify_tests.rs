@@ -640,3 +640,111 @@ fn a_close_in_syn_sent_that_sent_its_syn_is_still_a_cancel() {
     assert_eq!(out[0].label, Label::Cancelled);
     assert_eq!(counts.cancelled, 1);
 }
+
+/// SYN-ACKs this host's own firewall dropped are the evidence of the SYN timeout; the numbers
+/// are the kernel's (count, first reason, flags OR-ed), the times are after connect().
+#[test]
+fn a_syn_timeout_carries_the_drops_of_its_syn_acks() {
+    let mut ev = connect();
+    syn_retransmit(&mut ev, 1000);
+    ev.drops_in = 3;
+    ev.drop_reason_in = 12;
+    ev.drop_flags_in = 0x12;
+    ev.drop_first_ns = T0 + MS / 10;
+    ev.drop_last_ns = T0 + 2000 * MS;
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 3000, libc::ETIMEDOUT)]);
+    assert_eq!(o.label, Label::SynTimeout);
+    let drops = o.evidence.local_drops.expect("local drops");
+    assert_eq!(drops.sent, None);
+    assert_eq!(
+        drops.received,
+        Some(DroppedSegments {
+            packets: 3,
+            reason: 12,
+            tcp_flags: 0x12
+        })
+    );
+    assert_eq!((drops.first_ms, drops.last_ms), (0.1, 2000.0));
+}
+
+/// No drop joined: no local-drop claim at all.
+#[test]
+fn a_syn_timeout_without_local_drops_claims_none() {
+    let mut ev = connect();
+    syn_retransmit(&mut ev, 1000);
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 3000, libc::ETIMEDOUT)]);
+    assert_eq!(o.label, Label::SynTimeout);
+    assert_eq!(o.evidence.local_drops, None);
+}
+
+/// The queued ICMP error's sender is `icmp_from` (IPv4 from the first 4 bytes, IPv6 whole),
+/// only when an ICMP error was queued.
+#[test]
+fn the_icmp_sender_is_named_beside_the_queued_error() {
+    let mut ev = connect();
+    ev.valid |= VALID_ERR_QUEUE | VALID_ICMP_FROM;
+    ev.err_queue_errno = libc::EHOSTUNREACH as u32;
+    ev.err_queue_origin = 2;
+    ev.err_queue_type = 3;
+    ev.err_queue_code = 1;
+    ev.icmp_from_be[..4].copy_from_slice(&[10, 0, 1, 1]);
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 5, libc::EHOSTUNREACH)]);
+    assert_eq!(o.label, Label::Unreachable);
+    assert_eq!(o.evidence.icmp, Some((3, 1)));
+    assert_eq!(o.evidence.icmp_from, Some("10.0.1.1".parse().unwrap()));
+
+    ev.family = AF_INET6;
+    ev.err_queue_origin = 3;
+    ev.err_queue_type = 1;
+    ev.err_queue_code = 3;
+    ev.icmp_from_be = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 5, libc::EHOSTUNREACH)]);
+    assert_eq!(o.evidence.icmp_from, Some("fd00::1".parse().unwrap()));
+
+    ev.valid &= !VALID_ERR_QUEUE;
+    let o = one(&[close(&ev, tcp_state::SYN_SENT, 5, libc::EHOSTUNREACH)]);
+    assert_eq!(o.evidence.icmp_from, None, "no queued error, no sender");
+}
+
+/// The warning record, then the death: the death says how long before it was warned.
+#[test]
+fn an_at_risk_warning_then_the_rto_death_that_followed_it() {
+    let mut ev = connect();
+    let up = established(&mut ev, 1);
+    ev.valid |= tracer_common::VALID_ICSK_RETRANSMITS | VALID_UNACKED;
+    ev.icsk_retransmits = 3;
+    ev.data_retransmits = 3;
+    ev.unacked = 1000;
+    ev.warned_ns = T0 + 2000 * MS;
+    let mut warning = ev;
+    warning.kind = KIND_AT_RISK;
+    warning.ts_ns = ev.warned_ns;
+    let mut dead = close(&ev, tcp_state::ESTABLISHED, 902_000, libc::ETIMEDOUT);
+    dead.icsk_retransmits = 15;
+    dead.data_retransmits = 15;
+    let (out, _) = run(&[up, warning, dead]);
+    let labels: Vec<_> = out.iter().map(|o| o.label).collect();
+    assert_eq!(labels, [Label::Connected, Label::AtRisk, Label::RtoTimeout]);
+    assert!(!Label::AtRisk.is_failure() && Label::AtRisk.is_warning());
+    assert_eq!(out[1].evidence.timeouts_in_a_row, Some(3));
+    assert_eq!(out[1].evidence.unacked_bytes, Some(1000));
+    assert_eq!(out[1].evidence.warned_ms_before, None);
+    assert_eq!(out[2].evidence.warned_ms_before, Some(900_000.0));
+}
+
+/// A warned connection that closes with everything acknowledged recovered; one the
+/// application closes while still stalled gets no second record.
+#[test]
+fn a_warned_connection_that_closes_clean_has_recovered() {
+    let mut ev = connect();
+    let _ = established(&mut ev, 1);
+    ev.valid |= VALID_UNACKED;
+    ev.warned_ns = T0 + 2000 * MS;
+    let o = one(&[close(&ev, tcp_state::FIN_WAIT1, 9000, 0)]);
+    assert_eq!(o.label, Label::Recovered);
+    assert_eq!(o.evidence.warned_ms_before, Some(7000.0));
+
+    ev.unacked = 1000;
+    let (out, _) = run(&[close(&ev, tcp_state::FIN_WAIT1, 9000, 0)]);
+    assert!(out.is_empty(), "{out:?}");
+}

@@ -289,3 +289,142 @@ fn connect_call_failures_name_the_route_or_the_policy() {
         "{h}"
     );
 }
+
+fn drops(sent: bool, flags: u8) -> crate::classify::LocalDrops {
+    let side = Some(crate::classify::DroppedSegments {
+        packets: 3,
+        reason: 12,
+        tcp_flags: flags,
+    });
+    crate::classify::LocalDrops {
+        sent: if sent { side } else { None },
+        received: if sent { None } else { side },
+        first_ms: 0.1,
+        last_ms: 3000.0,
+    }
+}
+
+/// A SYN timeout names this host's own drops, in the right direction, with the kernel's reason
+/// name when known.
+#[test]
+fn local_drops_say_the_syn_never_left_or_the_answer_was_discarded_here() {
+    let named = ReasonNames {
+        rst: Vec::new(),
+        drop: vec![(12, "NETFILTER_DROP".into())],
+    };
+    let timeout = |local_drops| {
+        outcome(
+            Label::SynTimeout,
+            Direction::Outbound,
+            Some(libc::ETIMEDOUT),
+            Evidence {
+                gave_up: Some(GaveUp::Kernel),
+                local_drops: Some(local_drops),
+                ..Default::default()
+            },
+        )
+    };
+    let o = timeout(drops(true, 0x02));
+    let h = super::hint(&o, &named).unwrap().to_string();
+    assert!(
+        h.starts_with(
+            "the SYN to 10.1.2.3:5432 never left this host: 3 SYN(s) dropped here (NETFILTER_DROP)"
+        ),
+        "{h}"
+    );
+    let o = timeout(drops(false, 0x12));
+    let h = super::hint(&o, &named).unwrap().to_string();
+    assert!(
+        h.starts_with(
+            "10.1.2.3:5432 answered, but this host dropped 3 SYN-ACK(s) (NETFILTER_DROP)"
+        ),
+        "{h}"
+    );
+    // Unknown names print the number.
+    let h = hint(&o).unwrap().to_string();
+    assert!(h.contains("3 SYN-ACK(s) (12)"), "{h}");
+}
+
+/// An ICMP error from a hop other than the destination names that hop; from the destination
+/// itself the usual rule applies.
+#[test]
+fn an_icmp_error_from_a_router_names_the_router() {
+    let mut e = Evidence {
+        icmp: Some((3, 1)),
+        icmp_from: Some("10.0.1.1".parse().unwrap()),
+        ..Default::default()
+    };
+    let h = out(Label::Unreachable, Some(libc::EHOSTUNREACH), e.clone());
+    assert!(h.starts_with("10.0.1.1 rejected the connection to 10.1.2.3:5432 with host-unreachable: a router or firewall on the path, not the destination"), "{h}");
+    e.icmp_from = Some("10.1.2.3".parse().unwrap());
+    let h = out(Label::Unreachable, Some(libc::EHOSTUNREACH), e);
+    assert!(h.starts_with("10.1.2.3 is unreachable"), "{h}");
+}
+
+/// A refusal on this host lists who listens on the port elsewhere, or says nothing does.
+#[test]
+fn a_refusal_names_the_listeners_of_the_port_or_their_absence() {
+    use crate::classify::{ListenerSeen, Listening};
+    let listening = |all: Vec<ListenerSeen>| Evidence {
+        via: Some(Via::Rst),
+        listeners: Some(Listening {
+            port: 5432,
+            all: std::sync::Arc::new(all),
+        }),
+        ..Default::default()
+    };
+    let h = out(
+        Label::Refused,
+        Some(libc::ECONNREFUSED),
+        listening(vec![
+            ListenerSeen {
+                addr: "127.0.0.1:5432".parse().unwrap(),
+                pid: Some(4242),
+                comm: Some("postgres".into()),
+            },
+            ListenerSeen {
+                addr: "127.0.0.1:22".parse().unwrap(),
+                pid: Some(1),
+                comm: Some("sshd".into()),
+            },
+        ]),
+    );
+    assert!(h.starts_with("nothing listens on 10.1.2.3:5432, but port 5432 is listened on 127.0.0.1 (postgres, pid 4242) only:"), "{h}");
+    let h = out(
+        Label::Refused,
+        Some(libc::ECONNREFUSED),
+        listening(Vec::new()),
+    );
+    assert!(h.starts_with("nothing listens on port 5432 on any address of 10.1.2.3:5432's network namespace: the service is down"), "{h}");
+}
+
+#[test]
+fn a_listen_overflow_and_an_at_risk_warning_have_their_hints() {
+    let q = crate::classify::ListenQueue {
+        addr: "10.1.2.3:5432".parse().unwrap(),
+        backlog: 1,
+        queued: 2,
+        dropped: 36,
+        window_s: 10.0,
+    };
+    let h = out(
+        Label::ListenOverflow,
+        None,
+        Evidence {
+            listen: Some(q),
+            ..Default::default()
+        },
+    );
+    assert!(h.starts_with("the listener on 10.1.2.3:5432 (app, pid 1) dropped 36 connection attempt(s) in 10 s: its accept queue (backlog 1) was full"), "{h}");
+    let h = out(
+        Label::AtRisk,
+        None,
+        Evidence {
+            timeouts_in_a_row: Some(3),
+            unacked_bytes: Some(1000),
+            idle_ms: Some(1728.0),
+            ..Default::default()
+        },
+    );
+    assert!(h.starts_with("10.1.2.3:5432 has acknowledged nothing through 3 retransmission timeouts in a row (1000 byte(s) outstanding, last segment received 1728 ms ago)"), "{h}");
+}

@@ -118,6 +118,17 @@ fn full_kernel() -> Vec<Tp> {
             vec![("fd", 8), ("uservaddr", 8), ("addrlen", 8)],
         ),
         tp("syscalls", "sys_exit_connect", vec![("ret", 8)]),
+        tp(
+            "skb",
+            "kfree_skb",
+            vec![
+                ("skbaddr", 8),
+                ("location", 8),
+                ("rx_sk", 8),
+                ("protocol", 2),
+                ("reason", 4),
+            ],
+        ),
     ]
 }
 
@@ -200,6 +211,10 @@ fn every_hook_field_lands_in_its_own_slot() {
             ret: 8,
         }
     );
+    assert_eq!(
+        (o.drop.skbaddr, o.drop.protocol, o.drop.reason),
+        (8, 32, 34)
+    );
     assert_eq!(o.members, KernelOffsets::MISSING.members);
     assert!(r.fatal().is_none());
     assert_eq!(
@@ -213,6 +228,7 @@ fn every_hook_field_lands_in_its_own_slot() {
             "ok tracepoint tcp:tcp_destroy_sock: 1 fields",
             "ok tracepoint syscalls:sys_enter_connect: 3 fields",
             "ok tracepoint syscalls:sys_exit_connect: 1 fields",
+            "ok tracepoint skb:kfree_skb: 3 fields",
         ]
     );
 }
@@ -279,6 +295,10 @@ fn each_member_fills_its_own_slot() {
         skc_rcv_saddr: 33,
         skc_v6_rcv_saddr: 34,
         net_port_range: 35,
+        skb_head: 36,
+        skb_network_header: 37,
+        skb_transport_header: 38,
+        skb_sk: 39,
         task_cgroups: MEMBER_MISSING,
         css_set_dfl_cgrp: MEMBER_MISSING,
         cgroup_kn: MEMBER_MISSING,
@@ -360,6 +380,7 @@ fn every_hook_is_missing_without_tracefs() {
             "tracepoint tcp:tcp_destroy_sock",
             "tracepoint syscalls:sys_enter_connect",
             "tracepoint syscalls:sys_exit_connect",
+            "tracepoint skb:kfree_skb",
         ]
     );
 }
