@@ -10,6 +10,7 @@ pub mod filter;
 pub mod health;
 pub mod hints;
 pub mod kernel_btf;
+pub mod listeners;
 pub mod loader;
 pub mod logging;
 pub mod loss;
