@@ -166,15 +166,39 @@ impl Tracer {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Vec<Value> {
+        self.wait_records("failure", n, timeout, pred)
+    }
+
+    /// Records of this `type` so far.
+    pub fn records_of(&self, kind: &str) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["type"] == kind)
+            .collect()
+    }
+
+    /// Waits until at least `n` records of this `type` satisfy `pred`; returns them. On
+    /// timeout the panic lists the records of that type that did arrive.
+    pub fn wait_records(
+        &self,
+        kind: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let hits: Vec<Value> = self.failures().into_iter().filter(|r| pred(r)).collect();
+            let hits: Vec<Value> = self
+                .records_of(kind)
+                .into_iter()
+                .filter(|r| pred(r))
+                .collect();
             if hits.len() >= n {
                 return hits;
             }
             if std::time::Instant::now() >= deadline {
                 let seen: Vec<String> = self
-                    .failures()
+                    .records_of(kind)
                     .iter()
                     .map(|r| {
                         format!(
@@ -184,7 +208,7 @@ impl Tracer {
                     })
                     .collect();
                 panic!(
-                    "timed out after {timeout:?} waiting for {n} matching failure records, {} matched; all failures:\n{}\nstderr:\n{}",
+                    "timed out after {timeout:?} waiting for {n} matching {kind} records, {} matched; all of them:\n{}\nstderr:\n{}",
                     hits.len(),
                     seen.join("\n"),
                     self.stderr()

@@ -160,6 +160,10 @@ pub struct RunArgs {
     #[arg(long, env = "TRACER_AT_RISK_TIMEOUTS", value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(0..=15))]
     pub at_risk_timeouts: u8,
+    /// Do not look up this host's listening sockets (netlink sock_diag, in each network
+    /// namespace): refusals then name no listeners, and listen-queue overflows are not seen.
+    #[arg(long, env = "TRACER_NO_LISTENERS")]
+    pub no_listeners: bool,
     /// Kernel-to-userspace ring buffer size in KiB (a power of two, ≥ 4).
     #[arg(long, env = "TRACER_RING_BUFFER_KIB", value_name = "KIB", default_value_t = 8192, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,

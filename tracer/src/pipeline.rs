@@ -123,8 +123,9 @@ impl Pipeline {
     }
 
     /// Resolves the outcome's workload and applies the workload filters (a cgroup the kernel
-    /// has no verdict for yet is decided here); counts the outcome if it passes.
-    fn admit(&mut self, outcome: Outcome) -> Option<Outcome> {
+    /// has no verdict for yet is decided here); counts the outcome if it passes. Outcomes made
+    /// outside the classifier (a listener's overflow) come in here too.
+    pub fn admit(&mut self, outcome: Outcome) -> Option<Outcome> {
         let outbound = outcome.direction == Direction::Outbound;
         if outbound {
             self.workloads

@@ -64,6 +64,14 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
     out.flush();
     let mut stats_tick = every(args.stats_interval);
     let mut summary_tick = every(args.summary_interval);
+    // Listen-queue overflows: one record per listener and window (the summary window, or 10 s
+    // without summaries).
+    let overflow_window = if args.summary_interval > 0 {
+        args.summary_interval
+    } else {
+        10
+    };
+    let mut overflow_tick = every(overflow_window);
     let mut loss_tick = every(1);
     let mut loss = LossMonitor::new(args.ring_buffer_kib);
 
@@ -75,6 +83,11 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
             step = session.step(write_to(&mut out)) => step?,
             _ = tick(&mut summary_tick) => {
                 session.pipeline.summaries(WallClock::now_mono_ns(), |record| out.write(&record));
+            }
+            _ = tick(&mut overflow_tick) => {
+                for o in session.overflows() {
+                    write_to(&mut out)(&session.pipeline, o);
+                }
             }
             _ = tick(&mut metrics_tick) => {
                 let kernel = session.kernel_totals()?;
@@ -96,8 +109,11 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
         out.flush();
     }
 
-    // What is still in the buffer, the last summaries, then the final stats.
+    // What is still in the buffer, the last overflows and summaries, then the final stats.
     session.finish(write_to(&mut out));
+    for o in session.overflows() {
+        write_to(&mut out)(&session.pipeline, o);
+    }
     session
         .pipeline
         .summaries(WallClock::now_mono_ns(), |record| out.write(&record));

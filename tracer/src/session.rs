@@ -20,6 +20,7 @@ use crate::{
     clock::WallClock,
     counters::KernelTotals,
     kernel_btf::KernelBtf,
+    listeners::causes::ListenerCauses,
     loader::{self, LoadOptions, Loaded},
     offsets::{CONNECT_CALL_PROGRAMS, HOOKS, Resolved, resolve},
     pipeline::{Pipeline, Select},
@@ -102,6 +103,8 @@ const TRIM_SECONDS: u64 = 10;
 /// (counted in `kernel_skipped`) and the entry would otherwise stay.
 const SWEEP_SECONDS: u64 = 60;
 const STALE_CALL_NS: u64 = 600_000_000_000;
+/// How often every namespace's listeners are compared for accept-queue drops.
+const LISTENERS_POLL: Duration = Duration::from_secs(2);
 
 pub struct Session {
     /// The programs and maps; attached while this lives.
@@ -119,6 +122,12 @@ pub struct Session {
     /// The announced cgroups, where the workload filters' verdicts go.
     cgroups: HashMap<MapData, u64, u8>,
     sweep: Option<Interval>,
+    /// The listeners of this host, for refusals and overflows (`--no-listeners`: none).
+    causes: Option<ListenerCauses>,
+    /// `--netns` and `--port`, which select overflows by the listener's namespace and port (the
+    /// kernel filters everything else).
+    netns: Option<u32>,
+    ports: Vec<u16>,
 }
 
 impl Session {
@@ -170,7 +179,27 @@ impl Session {
             connects,
             cgroups,
             sweep: every(SWEEP_SECONDS),
+            causes: (!args.no_listeners).then(|| ListenerCauses::start(LISTENERS_POLL)),
+            netns: args.netns,
+            ports: args.ports.clone(),
         })
+    }
+
+    /// The listeners that overflowed their accept queue since the last call, one outcome per
+    /// listener and window (since the last call), counted (filters applied).
+    pub fn overflows(&mut self) -> Vec<Outcome> {
+        let Some(causes) = self.causes.as_mut() else {
+            return Vec::new();
+        };
+        let now = WallClock::now_mono_ns();
+        let (netns, ports) = (self.netns, &self.ports);
+        causes
+            .overflows(now)
+            .into_iter()
+            .filter(|o| netns.is_none_or(|n| o.conn.netns == Some(n)))
+            .filter(|o| ports.is_empty() || ports.contains(&o.conn.dst.port()))
+            .filter_map(|o| self.pipeline.admit(o))
+            .collect()
     }
 
     /// Waits for the next thing the kernel side hands over or a beat of the session's own, and
@@ -178,6 +207,13 @@ impl Session {
     /// its record.
     pub async fn step(&mut self, mut each: impl FnMut(&Pipeline, Outcome)) -> Result<(), Exit> {
         let pipeline = &mut self.pipeline;
+        let causes = &mut self.causes;
+        let mut each = |pipeline: &Pipeline, mut o: Outcome| {
+            if let Some(c) = causes.as_mut() {
+                c.enrich(&mut o);
+            }
+            each(pipeline, o);
+        };
         tokio::select! {
             batch = self.events.next_batch(|bytes| {
                 if let Some(o) = pipeline.process(bytes) {
@@ -213,6 +249,13 @@ impl Session {
     /// What is still in the ring buffer, and every close still waiting for its error report.
     pub fn finish(&mut self, mut each: impl FnMut(&Pipeline, Outcome)) {
         let pipeline = &mut self.pipeline;
+        let causes = &mut self.causes;
+        let mut each = |pipeline: &Pipeline, mut o: Outcome| {
+            if let Some(c) = causes.as_mut() {
+                c.enrich(&mut o);
+            }
+            each(pipeline, o);
+        };
         self.events.drain_now(|bytes| {
             if let Some(o) = pipeline.process(bytes) {
                 each(pipeline, o);

@@ -71,8 +71,15 @@ enum Mode {
     Send {
         #[arg(long)]
         addr: SocketAddr,
+        /// 0: no TCP_USER_TIMEOUT (the kernel gives up after net.ipv4.tcp_retries2).
         #[arg(long)]
         user_timeout_ms: u32,
+    },
+    /// Connect, then write 1 KiB every 10 ms until killed (a healthy busy connection when the
+    /// peer reads: `listen --drain`).
+    Stream {
+        #[arg(long)]
+        addr: SocketAddr,
     },
     /// Call getppid() in a loop until killed: a syscall whose tracepoint a test's BPF program
     /// can hold the CPU in.
@@ -84,6 +91,15 @@ enum Mode {
         /// Abort each accepted connection with a RST (SO_LINGER 0) after this many ms.
         #[arg(long)]
         reset_after_ms: Option<u64>,
+        /// Read and discard what each accepted connection sends.
+        #[arg(long, conflicts_with = "reset_after_ms")]
+        drain: bool,
+        /// listen() backlog.
+        #[arg(long, default_value_t = 128)]
+        backlog: i32,
+        /// Never accept(): connections wait in the accept queue until it overflows.
+        #[arg(long, conflicts_with_all = ["reset_after_ms", "drain"])]
+        no_accept: bool,
     },
 }
 
@@ -128,10 +144,14 @@ fn main() -> Result<()> {
             addr,
             user_timeout_ms,
         } => send(addr, user_timeout_ms),
+        Mode::Stream { addr } => stream(addr),
         Mode::Listen {
             addr,
             reset_after_ms,
-        } => listen(addr, reset_after_ms),
+            drain,
+            backlog,
+            no_accept,
+        } => listen(addr, reset_after_ms, drain, backlog, no_accept),
         Mode::Spin => {
             say("spinning");
             loop {
@@ -321,7 +341,9 @@ fn recv(addr: SocketAddr) -> Result<()> {
 
 fn send(addr: SocketAddr, user_timeout_ms: u32) -> Result<()> {
     let s = socket_for(addr)?;
-    s.set_tcp_user_timeout(Some(Duration::from_millis(user_timeout_ms.into())))?;
+    if user_timeout_ms > 0 {
+        s.set_tcp_user_timeout(Some(Duration::from_millis(user_timeout_ms.into())))?;
+    }
     s.connect(&SockAddr::from(addr)).context("connect")?;
     say(&format!("connected sport={}", sport(&s)));
     let mut go = String::new();
@@ -332,12 +354,50 @@ fn send(addr: SocketAddr, user_timeout_ms: u32) -> Result<()> {
     Ok(())
 }
 
-fn listen(addr: SocketAddr, reset_after_ms: Option<u64>) -> Result<()> {
-    let l = std::net::TcpListener::bind(addr).context("bind")?;
+fn stream(addr: SocketAddr) -> Result<()> {
+    let s = socket_for(addr)?;
+    s.connect(&SockAddr::from(addr)).context("connect")?;
+    say(&format!("connected sport={}", sport(&s)));
+    let mut stream: std::net::TcpStream = s.into();
+    loop {
+        stream.write_all(&[b'x'; 1024])?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn listen(
+    addr: SocketAddr,
+    reset_after_ms: Option<u64>,
+    drain: bool,
+    backlog: i32,
+    no_accept: bool,
+) -> Result<()> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SockAddr::from(addr)).context("bind")?;
+    socket.listen(backlog).context("listen")?;
+    let l: std::net::TcpListener = socket.into();
     say(&format!("listening port={}", l.local_addr()?.port()));
+    if no_accept {
+        loop {
+            std::thread::park();
+        }
+    }
     let mut held = Vec::new();
     for conn in l.incoming() {
-        let conn = conn?;
+        let mut conn = conn?;
+        if drain {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+            continue;
+        }
         match reset_after_ms {
             Some(ms) => {
                 std::thread::spawn(move || {

@@ -15,6 +15,7 @@
 //! Entering another namespace needs CAP_SYS_ADMIN: the first EPERM is remembered, later
 //! questions about other namespaces are answered "unknown" at once, and `capability_note` says
 //! why. Nothing here is fatal to the tracer: every failure is an unknown (None).
+pub mod causes;
 mod diag;
 mod netns;
 mod owner;
@@ -244,6 +245,20 @@ impl Listeners {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *pending)
+    }
+
+    /// Non-blocking: a listener on `port` taking connections to `dst` (any namespace) whose
+    /// drops were seen and not yet taken, if any.
+    pub fn pending_overflow(&self, port: u16, dst: IpAddr) -> Option<Overflow> {
+        let pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        pending
+            .iter()
+            .find(|o| o.listener.port == port && o.listener.accepts(dst))
+            .cloned()
     }
 
     /// Why answers about some namespaces are unknown, once the worker found out (to be said
