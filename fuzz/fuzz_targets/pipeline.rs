@@ -18,7 +18,9 @@ use tracer::{
     record::ReasonNames,
     workload::{WorkloadFilter, Workloads},
 };
-use tracer_common::{AF_INET, AF_INET6, CGROUP_LEVELS, KIND_CGROUP, RAW_EVENT_SIZE, RawCgroup};
+use tracer_common::{
+    AF_INET, AF_INET6, CGROUP_LEVELS, KIND_AT_RISK, KIND_CGROUP, RAW_EVENT_SIZE, RawCgroup,
+};
 
 /// Where `RawEvent.cgroup_id` is in a record's bytes.
 const CGROUP_ID_AT: usize = core::mem::offset_of!(tracer_common::RawEvent, cgroup_id);
@@ -95,7 +97,8 @@ fuzz_target!(|data: &[u8]| {
         if i % 2 == 0 {
             let cgroup = 1 + u64::from(record[2] % 4);
             record[CGROUP_ID_AT..CGROUP_ID_AT + 8].copy_from_slice(&cgroup.to_ne_bytes());
-            record[0] = 1 + record[0] % 5; // a valid kind
+            // A valid kind: 1..=5, or KIND_AT_RISK (7).
+            record[0] = [1, 2, 3, 4, 5, KIND_AT_RISK][usize::from(record[0] % 6)];
             record[1] = if record[1] % 2 == 0 {
                 AF_INET
             } else {

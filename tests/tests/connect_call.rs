@@ -85,7 +85,7 @@ fn without_connect_calls_only_the_socket_path_reports() {
     let ns = Netns::new("nocalls");
     let tracer = Tracer::start(&ns, &["--no-connect-calls"]);
     assert!(
-        tracer.stderr().contains("attached 6 programs"),
+        tracer.stderr().contains("attached 7 programs"),
         "{}",
         tracer.stderr()
     );

@@ -52,6 +52,22 @@ fn refused_by_icmp(tag: &str, client: &[&str]) -> Value {
     assert_eq!(r["label"], "refused");
     assert_eq!(r["evidence"]["via"], "icmp", "{r}");
     assert_eq!(r["evidence"]["rst_received"], false);
+    // The REJECT rule is this host's own (OUTPUT): the SYN never left, and the ICMP came from
+    // this host.
+    let drop = &r["evidence"]["local_drops"][0];
+    assert_eq!(
+        (&drop["direction"], &drop["reason"], &drop["tcp_flags"]),
+        (&"sent".into(), &"NETFILTER_DROP".into(), &"S".into()),
+        "{r}"
+    );
+    assert!(
+        r["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("the SYN to 127.0.0.1:47 never left this host"),
+        "{r}"
+    );
+    assert!(r["evidence"].get("listeners").is_none(), "{r}");
     assert_eq!(r["errno"], "ECONNREFUSED");
     assert_process(&r, pid);
     tracer.finish_with(1);
@@ -66,7 +82,7 @@ fn refused_by_firewall_icmp_reject_nonblocking_connect() {
     // ICMP destination unreachable (3), port unreachable (3).
     assert_eq!(
         r["evidence"]["icmp"],
-        serde_json::json!({"type": 3, "code": 3}),
+        serde_json::json!({"type": 3, "code": 3, "from": "127.0.0.1"}),
         "{r}"
     );
 }

@@ -40,12 +40,18 @@ fn unreachable_by_icmp_host_unreachable() {
     let r = tracer.wait_failures(1, WAIT, for_port(47)).remove(0);
     assert_eq!(r["label"], "unreachable", "{r}");
     assert_eq!(r["errno"], "EHOSTUNREACH");
-    assert_eq!(r["evidence"]["icmp"], json!({"type": 3, "code": 1}), "{r}");
+    assert_eq!(
+        r["evidence"]["icmp"],
+        json!({"type": 3, "code": 1, "from": "127.0.0.1"}),
+        "{r}"
+    );
+    // The REJECT is this host's own OUTPUT rule: the SYN never left.
+    assert_eq!(r["evidence"]["local_drops"][0]["direction"], "sent", "{r}");
     assert!(
-        r["hint"]
-            .as_str()
-            .unwrap()
-            .contains("127.0.0.1 is unreachable"),
+        r["hint"].as_str().unwrap().starts_with(
+            "the SYN to 127.0.0.1:47 never left this host: its own firewall rejected it \
+             (NETFILTER_DROP) and answered with host-unreachable"
+        ),
         "{r}"
     );
     assert_process(&r, pid);

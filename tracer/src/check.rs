@@ -18,6 +18,20 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
     } else {
         Check::missing("privileges", privileges::explain(&missing), true)
     });
+    out.push(if privileges::can_enter_namespaces() {
+        Check::ok(
+            "listeners",
+            "sock_diag in every network namespace (CAP_SYS_ADMIN enters them)",
+        )
+    } else {
+        Check::missing(
+            "listeners",
+            "no CAP_SYS_ADMIN: the listening sockets of other network namespaces than the \
+             tracer's own are unknown, so refusals there name no listeners and their listen-queue \
+             overflows are not seen (grant CAP_SYS_ADMIN, and run in the host's pid namespace)",
+            false,
+        )
+    });
     let btf_path = args.btf.display().to_string();
     let btf = KernelBtf::open(&btf_path);
     out.push(match &btf {

@@ -25,10 +25,14 @@ enum When {
     /// This label, and this host dropped the connection's own segments (`true`) or segments
     /// that arrived for it (`false`).
     LocalDrop(Label, /* sent */ bool),
-    /// This label, with an ICMP error sent by someone other than the destination.
+    /// This label, and this host dropped the connection's own segments for a reason whose
+    /// name starts with this (`NEIGH_`: no ARP/NDP answer; `NETFILTER`: its firewall).
+    LocalDropFor(Label, &'static str),
+    /// This label, with an ICMP error sent by someone other than the destination and this host.
     IcmpFromPath(Label),
-    /// A refusal for which the listeners of the port were looked up: some (`true`) or none.
-    Listeners(/* any */ bool),
+    /// A refusal in this direction for which the listeners of the port were looked up: some
+    /// (`true`) or none.
+    Listeners(Direction, /* any */ bool),
     /// A SYN timeout towards a listener of this host that overflowed meanwhile.
     OverflowedListener,
 }
@@ -55,6 +59,33 @@ const RULES: &[Rule] = &[
                    (or `iptables -L INPUT -n -v`) for a rule matching {ip} port {port}",
     },
     Rule {
+        when: When::LocalDropFor(Label::Unreachable, "NEIGH_"),
+        template: "no ARP/NDP answer for {ip} (or for the gateway to it) on this host's link: \
+                   the SYN was dropped here ({drop_reason_sent}) and this host itself reported \
+                   host-unreachable; check `nsenter -t {pid} -n ip neigh show {ip}`, \
+                   `ip route get {ip}`, and whether the host is up on that link",
+    },
+    Rule {
+        when: When::LocalDropFor(Label::Refused, "NETFILTER"),
+        template: "the SYN to {dst} never left this host: its own firewall rejected it \
+                   ({drop_reason_sent}) and answered with {icmp_kind} — a REJECT rule on this \
+                   host's OUTPUT path; check `nsenter -t {pid} -n nft list ruleset` (or \
+                   `iptables -L OUTPUT -n -v | grep {port}`)",
+    },
+    Rule {
+        when: When::LocalDropFor(Label::Unreachable, "NETFILTER"),
+        template: "the SYN to {dst} never left this host: its own firewall rejected it \
+                   ({drop_reason_sent}) and answered with {icmp_kind} — a REJECT rule on this \
+                   host's OUTPUT path, not a routing problem; check \
+                   `nsenter -t {pid} -n nft list ruleset` (or `iptables -L OUTPUT -n -v | grep {port}`)",
+    },
+    Rule {
+        when: When::LocalDrop(Label::Unreachable, true),
+        template: "the SYN to {dst} never left this host: it was dropped here \
+                   ({drop_reason_sent}) and this host reported {icmp_kind}; check \
+                   `ip route get {ip}` and `nsenter -t {pid} -n nft list ruleset`",
+    },
+    Rule {
         when: When::OverflowedListener,
         template: "no SYN-ACK from {dst}: its listener on this host ({listener}) overflowed its \
                    accept queue (backlog {backlog}, {dropped} attempt(s) dropped): the service \
@@ -62,16 +93,22 @@ const RULES: &[Rule] = &[
                    net.core.somaxconn, or add capacity",
     },
     Rule {
-        when: When::Listeners(true),
+        when: When::Listeners(Direction::Outbound, true),
         template: "nothing listens on {dst}, but port {port} is listened on {listeners}: the \
                    service is bound to another address than the one the client uses; bind it to \
                    {ip} (or 0.0.0.0 / ::), or point the client at a listening address",
     },
     Rule {
-        when: When::Listeners(false),
-        template: "nothing listens on port {port} on any address of {dst}'s network namespace: \
-                   the service is down, crashed or not started yet; check its unit or pod \
-                   (`systemctl status`, `kubectl get pods`) and its logs",
+        when: When::Listeners(Direction::Outbound, false),
+        template: "nothing listens on port {port} on any address of this network namespace \
+                   ({dst} included): the service is down, crashed or not started yet; check its \
+                   unit or pod (`systemctl status`, `kubectl get pods`) and its logs",
+    },
+    Rule {
+        when: When::Listeners(Direction::Inbound, true),
+        template: "{src_ip} tried to connect to {dst}, but port {port} is listened on {listeners}: \
+                   the service is bound to another address than the one its clients use; bind it \
+                   to {ip} (or 0.0.0.0 / ::), or point {src_ip} at a listening address",
     },
     Rule {
         when: When::Label(Label::ListenOverflow),
@@ -265,7 +302,7 @@ const RULES: &[Rule] = &[
     },
 ];
 
-fn matches(when: When, o: &Outcome) -> bool {
+fn matches(when: When, o: &Outcome, names: &ReasonNames) -> bool {
     let e = &o.evidence;
     match when {
         When::Label(label) => o.label == label,
@@ -291,11 +328,20 @@ fn matches(when: When, o: &Outcome) -> bool {
                     }
                 })
         }
-        When::IcmpFromPath(label) => {
-            o.label == label && e.icmp_from.is_some_and(|from| from != o.conn.dst.ip())
+        When::LocalDropFor(label, prefix) => {
+            o.label == label
+                && e.local_drops
+                    .and_then(|d| d.sent)
+                    .is_some_and(|d| names.drop(d.reason).starts_with(prefix))
         }
-        When::Listeners(any) => {
+        When::IcmpFromPath(label) => {
+            o.label == label
+                && e.icmp_from
+                    .is_some_and(|from| from != o.conn.dst.ip() && from != o.conn.src.ip())
+        }
+        When::Listeners(direction, any) => {
             o.label == Label::Refused
+                && o.direction == direction
                 && e.listeners
                     .as_ref()
                     .is_some_and(|l| l.on_port().next().is_some() == any)
@@ -307,7 +353,7 @@ fn matches(when: When, o: &Outcome) -> bool {
 /// The hint for a failure or a warning; `None` for other outcomes. `names`: the kernel's names
 /// of its reason codes.
 pub fn hint<'a>(o: &'a Outcome, names: &'a ReasonNames) -> Option<Hint<'a>> {
-    let rule = RULES.iter().find(|r| matches(r.when, o))?;
+    let rule = RULES.iter().find(|r| matches(r.when, o, names))?;
     Some(Hint {
         template: rule.template,
         o,

@@ -395,7 +395,7 @@ fn a_refusal_names_the_listeners_of_the_port_or_their_absence() {
         Some(libc::ECONNREFUSED),
         listening(Vec::new()),
     );
-    assert!(h.starts_with("nothing listens on port 5432 on any address of 10.1.2.3:5432's network namespace: the service is down"), "{h}");
+    assert!(h.starts_with("nothing listens on port 5432 on any address of this network namespace (10.1.2.3:5432 included): the service is down"), "{h}");
 }
 
 #[test]

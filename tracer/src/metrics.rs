@@ -70,7 +70,15 @@ pub const ATTEMPTS: Desc = Desc {
 };
 pub const FAILURES: Desc = Desc {
     name: "tracer_connect_failures",
-    help: "Failed outbound TCP connections per destination and label (refused, syn_timeout, dropped_keepalive, unreachable, reset, rto_timeout)",
+    help: "Failed outbound TCP connections per destination and label (refused, syn_timeout, dropped_keepalive, unreachable, reset, rto_timeout, no_local_port, blocked_locally)",
+};
+pub const LISTEN_DROPS: Desc = Desc {
+    name: "tracer_listen_overflow_drops",
+    help: "Connection attempts this host's listeners dropped because their accept queue was full",
+};
+pub const AT_RISK: Desc = Desc {
+    name: "tracer_at_risk_warnings",
+    help: "Established outbound connections warned about as at risk (retransmission timeouts in a row without progress)",
 };
 pub const INBOUND_REFUSALS: Desc = Desc {
     name: "tracer_inbound_refusals",
@@ -197,6 +205,8 @@ pub struct Snapshot {
     pub attempts: Vec<(Series, u64)>,
     pub failures: Vec<(Series, &'static str, u64)>,
     pub inbound_refusals: u64,
+    pub listen_drops: u64,
+    pub at_risk: u64,
     pub overflow: u64,
     pub latency: HistogramValues,
     /// The health counters: (metric name, help, value).
@@ -213,6 +223,8 @@ pub struct Metrics {
     attempt_series: HashMap<Series, Counter>,
     failure_series: HashMap<(Series, Label), Counter>,
     inbound_refusals: Counter,
+    listen_drops: Counter,
+    at_risk: Counter,
     latency: Latency,
     overflow: Counter,
     /// One per counter of `counters::entries()` that has a metric.
@@ -233,6 +245,8 @@ impl Metrics {
         let attempts = Family::<(DstLabels, WorkloadLabels), Counter>::default();
         let failures = Family::<(FailureLabels, WorkloadLabels), Counter>::default();
         let inbound_refusals = Counter::default();
+        let listen_drops = Counter::default();
+        let at_risk = Counter::default();
         let latency = Latency::new(exponential_buckets(0.000_025, 2.0, 20));
         let overflow = Counter::default();
         r.register(ATTEMPTS.name, ATTEMPTS.help, attempts.clone());
@@ -242,6 +256,8 @@ impl Metrics {
             INBOUND_REFUSALS.help,
             inbound_refusals.clone(),
         );
+        r.register(LISTEN_DROPS.name, LISTEN_DROPS.help, listen_drops.clone());
+        r.register(AT_RISK.name, AT_RISK.help, at_risk.clone());
         r.register(LATENCY.name, LATENCY.help, latency.clone());
         r.register(OVERFLOW.name, OVERFLOW.help, overflow.clone());
         let health = counters::entries()
@@ -263,6 +279,8 @@ impl Metrics {
             attempt_series: HashMap::new(),
             failure_series: HashMap::new(),
             inbound_refusals,
+            listen_drops,
+            at_risk,
             latency,
             overflow,
             health,
@@ -336,12 +354,22 @@ impl Metrics {
 
     /// Counts `o`; `workload`: who connected, if known.
     pub fn record(&mut self, o: &Outcome, workload: Option<&Workload>) {
-        if o.direction == Direction::Inbound {
-            self.inbound_refusals.inc();
-            return;
-        }
-        if o.label == Label::Cancelled {
-            return;
+        match (o.direction, o.label) {
+            (Direction::Inbound, Label::ListenOverflow) => {
+                let dropped = o.evidence.listen.as_ref().map_or(0, |q| q.dropped);
+                self.listen_drops.inc_by(dropped);
+                return;
+            }
+            (Direction::Inbound, _) => {
+                self.inbound_refusals.inc();
+                return;
+            }
+            (_, Label::AtRisk) => {
+                self.at_risk.inc();
+                return;
+            }
+            (_, Label::Cancelled | Label::Recovered) => return,
+            _ => {}
         }
         let series = self.series(o.conn.dst, workload);
         let connect_phase = o.evidence.connection_age_ms.is_none();
@@ -381,6 +409,8 @@ impl Metrics {
                 .map(|((s, l), c)| (s.clone(), l.as_str(), c.get()))
                 .collect(),
             inbound_refusals: self.inbound_refusals.get(),
+            listen_drops: self.listen_drops.get(),
+            at_risk: self.at_risk.get(),
             overflow: self.overflow.get(),
             latency: self.latency.values().clone(),
             health: self

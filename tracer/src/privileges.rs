@@ -29,3 +29,9 @@ pub fn explain(missing: &[&str]) -> String {
         missing.join(", ")
     )
 }
+
+/// Whether this process may enter other network namespaces (`setns` needs CAP_SYS_ADMIN), to
+/// list their listening sockets.
+pub fn can_enter_namespaces() -> bool {
+    caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false)
+}

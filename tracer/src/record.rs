@@ -22,10 +22,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// writing one allocates nothing.
 #[derive(Serialize, Debug)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a record lives on the stack for one write; boxing the failure would allocate per record"
-)]
 pub enum Record<'a> {
     Failure(Failure<'a>),
     /// An early warning about a live connection (`at_risk`), or its recovery: the fields of a

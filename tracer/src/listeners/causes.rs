@@ -15,7 +15,7 @@ use std::{
 
 use super::{Listener, Listeners, Overflow};
 use crate::classify::{
-    Connection, Direction, Evidence, Label, ListenQueue, ListenerSeen, Listening, Outcome,
+    Connection, Direction, Evidence, Label, ListenQueue, ListenerSeen, Listening, Outcome, Via,
 };
 
 /// How long an answer about a port serves later outcomes.
@@ -56,7 +56,8 @@ impl ListenerCauses {
     /// address of the client's namespace) or to a SYN timeout towards an overflowed listener.
     pub fn enrich(&mut self, o: &mut Outcome) {
         match o.label {
-            Label::Refused => {
+            // A refusal by RST: something answered for the port. (An ICMP reject is a firewall's.)
+            Label::Refused if o.evidence.via != Some(Via::Icmp) => {
                 let Some(netns) = o.conn.netns else {
                     return;
                 };

@@ -148,6 +148,11 @@ pub fn request(
             metrics::INBOUND_REFUSALS,
             vec![point(Vec::new(), snapshot.inbound_refusals)],
         ),
+        sum(
+            metrics::LISTEN_DROPS,
+            vec![point(Vec::new(), snapshot.listen_drops)],
+        ),
+        sum(metrics::AT_RISK, vec![point(Vec::new(), snapshot.at_risk)]),
     ];
     let h = &snapshot.latency;
     list.push(metric(
