@@ -364,6 +364,11 @@ fn a_full_accept_queue_is_reported_per_listener_and_window() {
     assert_eq!(timeouts.len(), 6, "{timeouts:#?}");
     for r in &timeouts {
         assert_eq!(r["evidence"]["overflowed_listener"]["port"], port, "{r}");
+        assert_eq!(
+            r["evidence"]["overflowed_listener"]["pid"],
+            listener.pid(),
+            "{r}"
+        );
         assert!(hint(r).contains("overflowed its accept queue"), "{r}");
     }
     tracer.stop();

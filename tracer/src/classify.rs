@@ -248,6 +248,9 @@ pub struct ListenQueue {
     pub dropped: u64,
     /// The window, s.
     pub window_s: f64,
+    /// The listening process, when found.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

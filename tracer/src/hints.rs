@@ -87,7 +87,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         when: When::OverflowedListener,
-        template: "no SYN-ACK from {dst}: its listener on this host ({listener}) overflowed its \
+        template: "no SYN-ACK from {dst}: its listener on this host ({overflowed}) overflowed its \
                    accept queue (backlog {backlog}, {dropped} attempt(s) dropped): the service \
                    does not accept() fast enough; raise its listen() backlog and \
                    net.core.somaxconn, or add capacity",
@@ -450,6 +450,14 @@ impl Hint<'_> {
                     write!(f, "{comm}, pid {}", o.conn.pid)
                 }
             }
+            "{overflowed}" => match e.overflowed_listener.as_ref() {
+                Some(q) => match (&q.comm, q.pid) {
+                    (Some(comm), Some(pid)) => write!(f, "{comm}, pid {pid}"),
+                    (None, Some(pid)) => write!(f, "pid {pid}"),
+                    _ => f.write_str("process unknown"),
+                },
+                None => f.write_str("process unknown"),
+            },
             "{backlog}" | "{dropped}" | "{window_s}" => {
                 let q = e.listen.as_ref().or(e.overflowed_listener.as_ref());
                 match (key, q) {

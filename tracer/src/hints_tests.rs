@@ -406,6 +406,8 @@ fn a_listen_overflow_and_an_at_risk_warning_have_their_hints() {
         queued: 2,
         dropped: 36,
         window_s: 10.0,
+        pid: Some(1),
+        comm: Some("app".into()),
     };
     let h = out(
         Label::ListenOverflow,

@@ -286,10 +286,10 @@ pub struct EvidenceOut<'a> {
     pub warned_ms_before: Option<f64>,
     /// `listen_overflow`: the listener and what it dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<ListenOut>,
+    pub listen: Option<ListenOut<'a>>,
     /// A listener of this host on the destination's port that overflowed meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub overflowed_listener: Option<ListenOut>,
+    pub overflowed_listener: Option<ListenOut<'a>>,
     /// Who listens on the refused port in that network namespace (empty: nothing does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listeners: Option<ListenersOut<'a>>,
@@ -356,7 +356,7 @@ impl Serialize for LocalDropsOut<'_> {
 /// A listening socket's accept queue (`listen_overflow`, and the listener a timed-out connect
 /// went to).
 #[derive(Serialize, Debug, PartialEq)]
-pub struct ListenOut {
+pub struct ListenOut<'a> {
     #[serde(serialize_with = "display")]
     pub ip: IpAddr,
     pub port: u16,
@@ -364,10 +364,14 @@ pub struct ListenOut {
     pub queued: u32,
     pub dropped: u64,
     pub window_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<&'a str>,
 }
 
-impl From<&ListenQueue> for ListenOut {
-    fn from(q: &ListenQueue) -> Self {
+impl<'a> From<&'a ListenQueue> for ListenOut<'a> {
+    fn from(q: &'a ListenQueue) -> Self {
         Self {
             ip: q.addr.ip(),
             port: q.addr.port(),
@@ -375,6 +379,8 @@ impl From<&ListenQueue> for ListenOut {
             queued: q.queued,
             dropped: q.dropped,
             window_s: q.window_s,
+            pid: q.pid,
+            comm: q.comm.as_deref(),
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::classify::{
 
 /// How long an answer about a port serves later outcomes.
 const CACHE_TTL: Duration = Duration::from_secs(1);
+/// How long "unknown" does (a namespace just created, a busy worker: asked again soon).
+const UNKNOWN_TTL: Duration = Duration::from_millis(200);
 /// Most cached answers; the cache is emptied when full (it refills at one question each).
 const CACHE_CAP: usize = 4096;
 /// How long an overflowed listener is pointed at by timed-out connects to it.
@@ -31,7 +33,8 @@ type Key = (u32, u16, IpAddr);
 
 pub struct ListenerCauses {
     listeners: Listeners,
-    cache: HashMap<Key, (Instant, Option<Listening>), foldhash::fast::RandomState>,
+    /// Answers by key: `None` unknown, `Some(None)` not this namespace's destination.
+    cache: HashMap<Key, (Instant, Option<Option<Listening>>), foldhash::fast::RandomState>,
     /// Listeners that overflowed recently, with when they were last seen doing it.
     overflowed: Vec<(Instant, ListenQueue)>,
     /// When the overflows were last taken: the start of the window being counted.
@@ -95,24 +98,31 @@ impl ListenerCauses {
         let key = (netns, dst.port(), dst.ip());
         let now = Instant::now();
         if let Some((at, answer)) = self.cache.get(&key)
-            && now.duration_since(*at) < CACHE_TTL
+            && now.duration_since(*at)
+                < if answer.is_some() {
+                    CACHE_TTL
+                } else {
+                    UNKNOWN_TTL
+                }
         {
-            return answer.clone();
+            return answer.clone().flatten();
         }
+        // Some(None): known, and the destination is not this namespace's.
         let answer = self
             .listeners
             .on_port(netns, dst.port(), dst.ip())
-            .filter(|p| inbound || p.dst_is_local)
-            .map(|p| Listening {
-                port: dst.port(),
-                all: Arc::new(p.listeners.iter().map(seen).collect()),
+            .map(|p| {
+                (inbound || p.dst_is_local).then(|| Listening {
+                    port: dst.port(),
+                    all: Arc::new(p.listeners.iter().map(seen).collect()),
+                })
             });
         self.note();
         if self.cache.len() >= CACHE_CAP {
             self.cache.clear();
         }
         self.cache.insert(key, (now, answer.clone()));
-        answer
+        answer.flatten()
     }
 
     /// The listeners that overflowed since the last call, as `listen_overflow` outcomes (one per
@@ -167,7 +177,9 @@ fn queue(o: &Overflow, window_s: f64) -> ListenQueue {
         backlog: o.listener.backlog,
         queued: o.listener.queued,
         dropped: o.dropped,
-        window_s,
+        window_s: (window_s * 1000.0).round() / 1000.0,
+        pid: o.listener.pid,
+        comm: o.listener.comm.clone(),
     }
 }
 
@@ -246,6 +258,8 @@ mod tests {
             queued: 2,
             dropped: 36,
             window_s: 10.0,
+            pid: Some(4242),
+            comm: Some("a-very-long-process-name".into()),
         };
         let o = overflow_outcome(4026531840, &l, queue.clone(), 5);
         assert_eq!(o.label, Label::ListenOverflow);

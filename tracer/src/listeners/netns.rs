@@ -24,7 +24,7 @@ const MAX_PIDS: usize = 65_536;
 const MAX_PATHS: usize = 4;
 
 /// A rescan (on a miss) waits at least this long after the previous one.
-pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+pub const RESCAN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Directories of namespace bind mounts: iproute2's, and Docker's.
 const BIND_DIRS: [&str; 2] = ["/run/netns", "/run/docker/netns"];

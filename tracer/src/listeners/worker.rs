@@ -52,7 +52,33 @@ pub struct Dump {
     pub at: Instant,
     pub listeners: Vec<RawListener>,
     pub local: Option<Vec<IpAddr>>,
+    /// The namespace's `TcpExtListenOverflows` (polls only), read just before the dump.
+    pub overflows: Option<u64>,
 }
+
+/// A namespace's listen overflows not yet attributed to a listener.
+#[derive(Default)]
+struct Credit {
+    /// `TcpExtListenOverflows` at the previous poll.
+    last: u64,
+    /// Overflows counted by the namespace and not yet matched to a listener's drops.
+    credit: u64,
+    /// Polls in a row with credit left and no listener to give it to.
+    idle: u8,
+}
+
+/// A listener's drops not yet matched to its namespace's overflows: drops that were not
+/// overflows (a retransmitted SYN for a pending request also counts in `sk_drops`), or overflows
+/// the namespace's counter shows at the next poll.
+struct Unmatched {
+    listener: RawListener,
+    drops: u64,
+    /// Polls it has waited.
+    age: u8,
+}
+
+/// Polls an unmatched drop or an unused credit waits before it is forgotten.
+const MATCH_POLLS: u8 = 2;
 
 pub struct Worker {
     /// The worker's own namespace, to return to after each visit.
@@ -63,6 +89,10 @@ pub struct Worker {
     dumps: LruCache<u32, Dump>,
     /// Drop counter of each listener, by (namespace, socket inode), at the previous poll.
     baselines: HashMap<(u32, u32), u32>,
+    /// Per namespace, its overflows not yet attributed.
+    credits: HashMap<u32, Credit>,
+    /// Per listener, its drops not yet matched to overflows.
+    unmatched: HashMap<(u32, u32), Unmatched>,
     /// `setns` was refused (EPERM): other namespaces are not tried again.
     denied: bool,
     /// Could not return to its own namespace: the worker stops.
@@ -83,6 +113,8 @@ impl Worker {
             owners: Owners::new(),
             dumps: LruCache::new(netns::MAX_NAMESPACES),
             baselines: HashMap::new(),
+            credits: HashMap::new(),
+            unmatched: HashMap::new(),
             denied: false,
             stranded: false,
             shared,
@@ -198,10 +230,11 @@ impl Worker {
                 ),
                 false => None,
             };
+            let overflows = (!with_addrs).then(listen_overflows).flatten();
             let sock = diag::socket()
                 .map_err(|e| log::debug!("listeners: {e}"))
                 .ok()?;
-            return self.finish(at, &sock, local);
+            return self.finish(at, &sock, local, overflows);
         }
         if self.denied || self.stranded {
             return None;
@@ -222,6 +255,7 @@ impl Worker {
         }
         let sock = diag::socket();
         let local = with_addrs.then(local_addrs);
+        let overflows = (!with_addrs).then(listen_overflows).flatten();
         if let Err(e) = nix::sched::setns(home, CloneFlags::CLONE_NEWNET) {
             log::warn!("listeners: cannot return to the tracer's network namespace: {e}");
             self.stranded = true;
@@ -233,7 +267,7 @@ impl Worker {
             .transpose()
             .map_err(|e| log::debug!("getifaddrs in net:[{netns}]: {e}"))
             .ok()?;
-        self.finish(at, &sock, local)
+        self.finish(at, &sock, local, overflows)
     }
 
     fn finish(
@@ -241,6 +275,7 @@ impl Worker {
         at: Instant,
         sock: &netlink_sys::Socket,
         local: Option<Vec<IpAddr>>,
+        overflows: Option<u64>,
     ) -> Option<Dump> {
         let listeners = diag::dump(sock)
             .map_err(|e| log::debug!("listeners: {e}"))
@@ -249,6 +284,7 @@ impl Worker {
             at,
             listeners,
             local,
+            overflows,
         })
     }
 
@@ -305,6 +341,7 @@ impl Worker {
                 next.extend(self.baselines.iter().filter(|(k, _)| k.0 == netns));
                 continue;
             };
+            let mut risen = Vec::new();
             for l in dump.listeners {
                 let Some(drops) = l.drops else {
                     continue;
@@ -313,15 +350,22 @@ impl Worker {
                 if let Some(prev) = self.baselines.get(&key) {
                     let delta = drops.wrapping_sub(*prev);
                     if delta != 0 && delta < 1 << 31 {
-                        rose.push((netns, l, u64::from(delta)));
+                        risen.push((l.clone(), u64::from(delta)));
                     }
                 }
                 if next.len() < MAX_BASELINES {
                     next.insert(key, drops);
                 }
             }
+            match dump.overflows {
+                Some(overflows) => self.attribute(netns, overflows, risen, &mut rose),
+                // No namespace counter to check them against: every drop counts.
+                None => rose.extend(risen.into_iter().map(|(l, d)| (netns, l, d))),
+            }
         }
         self.baselines = next;
+        let live: std::collections::HashSet<u32> = self.baselines.keys().map(|k| k.0).collect();
+        self.credits.retain(|ns, _| live.contains(ns));
         let overflows: Vec<Overflow> = rose
             .into_iter()
             .map(|(netns, raw, dropped)| Overflow {
@@ -336,6 +380,105 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Matches the listeners' new drops in `netns` with the namespace's new overflows
+    /// (`TcpExtListenOverflows`): a listener's `sk_drops` also counts discards that are not
+    /// overflows (a retransmitted SYN for a request already pending), the namespace's counter
+    /// only overflows. The overflows go to the listeners whose drops rose — a full accept queue
+    /// first, then the most drops — each at most its drops; what is left on either side waits
+    /// `MATCH_POLLS` polls (a drop counted between the two reads shows on the other side next
+    /// time), then is forgotten.
+    fn attribute(
+        &mut self,
+        netns: u32,
+        overflows: u64,
+        risen: Vec<(RawListener, u64)>,
+        out: &mut Vec<(u32, RawListener, u64)>,
+    ) {
+        let credit = match self.credits.get_mut(&netns) {
+            Some(c) => {
+                c.credit += overflows.saturating_sub(c.last);
+                c.last = overflows;
+                c
+            }
+            None => {
+                // The first poll of a namespace is its baseline.
+                self.credits.insert(
+                    netns,
+                    Credit {
+                        last: overflows,
+                        ..Credit::default()
+                    },
+                );
+                return;
+            }
+        };
+        for (l, drops) in risen {
+            let u = self
+                .unmatched
+                .entry((netns, l.inode))
+                .or_insert_with(|| Unmatched {
+                    listener: l.clone(),
+                    drops: 0,
+                    age: 0,
+                });
+            u.listener = l;
+            u.drops += drops;
+            u.age = 0;
+        }
+        let mut waiting: Vec<(u32, bool, u64)> = self
+            .unmatched
+            .iter()
+            .filter(|(k, _)| k.0 == netns)
+            .map(|(k, u)| (k.1, u.listener.queued >= u.listener.backlog, u.drops))
+            .collect();
+        waiting.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)));
+        for (inode, _, drops) in &waiting {
+            let take = (*drops).min(credit.credit);
+            if take == 0 {
+                continue;
+            }
+            credit.credit -= take;
+            if let Some(u) = self.unmatched.get_mut(&(netns, *inode)) {
+                u.drops -= take;
+                out.push((netns, u.listener.clone(), take));
+            }
+        }
+        if credit.credit > 0 && waiting.iter().all(|w| w.2 == 0) {
+            credit.idle += 1;
+            if credit.idle > MATCH_POLLS {
+                credit.credit = 0;
+                credit.idle = 0;
+            }
+        } else {
+            credit.idle = 0;
+        }
+        self.unmatched.retain(|k, u| {
+            if k.0 != netns {
+                return true;
+            }
+            u.age += 1;
+            u.drops > 0 && u.age <= MATCH_POLLS
+        });
+    }
+}
+
+/// `TcpExtListenOverflows` of the calling thread's network namespace.
+fn listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat")
+        .map_err(|e| log::debug!("netstat: {e}"))
+        .ok()?;
+    tcp_ext(&netstat, "ListenOverflows")
+}
+
+/// A `TcpExt:` counter of a `/proc/net/netstat` text (a line of names, then a line of values).
+fn tcp_ext(netstat: &str, name: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// Every IPv4 and IPv6 address of the calling thread's network namespace.
 fn local_addrs() -> nix::Result<Vec<IpAddr>> {
     Ok(nix::ifaddrs::getifaddrs()?
@@ -347,4 +490,78 @@ fn local_addrs() -> nix::Result<Vec<IpAddr>> {
             s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod attribution_tests {
+    use super::*;
+
+    fn listener(inode: u32, queued: u32, backlog: u32) -> RawListener {
+        RawListener {
+            ip: "10.0.0.1".parse().unwrap(),
+            port: 80,
+            inode,
+            uid: 0,
+            backlog,
+            queued,
+            drops: Some(0),
+            v6only: false,
+        }
+    }
+
+    fn worker() -> Worker {
+        Worker::new(Arc::new(Shared::default()))
+    }
+
+    #[test]
+    fn netstat_counters_are_read_by_name() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 36 36\n\
+                    IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(tcp_ext(text, "ListenOverflows"), Some(36));
+        assert_eq!(tcp_ext(text, "Nope"), None);
+    }
+
+    /// Drops that are not overflows (retransmitted SYNs for pending requests) are never
+    /// reported; overflows are, once, whichever side is read first.
+    #[test]
+    fn only_the_namespaces_overflows_are_reported() {
+        let mut w = worker();
+        let mut out = Vec::new();
+        w.attribute(7, 100, Vec::new(), &mut out); // baseline
+        // 5 drops, no overflow: a retransmitted SYN's discards.
+        w.attribute(7, 100, vec![(listener(1, 0, 5), 5)], &mut out);
+        assert!(out.is_empty());
+        // 10 drops, 8 overflows counted so far; the other 2 show next poll.
+        w.attribute(7, 108, vec![(listener(1, 6, 5), 10)], &mut out);
+        w.attribute(7, 110, Vec::new(), &mut out);
+        let total: u64 = out.iter().map(|o| o.2).sum();
+        assert_eq!(
+            total,
+            10,
+            "{:?}",
+            out.iter().map(|o| o.2).collect::<Vec<_>>()
+        );
+        // Nothing left over later.
+        out.clear();
+        w.attribute(7, 110, Vec::new(), &mut out);
+        w.attribute(7, 110, Vec::new(), &mut out);
+        w.attribute(7, 110, Vec::new(), &mut out);
+        assert!(out.is_empty());
+    }
+
+    /// Two listeners' drops rose: the one whose queue is full gets the overflows first.
+    #[test]
+    fn a_full_queue_takes_the_overflows_first() {
+        let mut w = worker();
+        let mut out = Vec::new();
+        w.attribute(7, 0, Vec::new(), &mut out);
+        w.attribute(
+            7,
+            4,
+            vec![(listener(1, 0, 128), 9), (listener(2, 2, 1), 4)],
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].1.inode, out[0].2), (2, 4));
+    }
 }
