@@ -42,6 +42,31 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     })
 }
 
+/// Whether `ip` is in the prefix, as the kernel's `--dst` match decides (for what userspace
+/// makes itself: a listener's overflow).
+pub fn cidr_contains(c: &Cidr, ip: IpAddr) -> bool {
+    let (family, bytes) = match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            (AF_INET, b)
+        }
+        IpAddr::V6(v6) => (AF_INET6, v6.octets()),
+    };
+    if family != c.family {
+        return false;
+    }
+    let bits = usize::from(c.prefix_len);
+    let (whole, rest) = (bits / 8, bits % 8);
+    if bytes[..whole] != c.addr_be[..whole] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        bytes[whole] & mask == c.addr_be[whole] & mask
+    }
+}
+
 /// `--comm`: a task name as the kernel keeps it (at most 15 bytes).
 pub fn parse_comm(s: &str) -> Result<[u8; 16], String> {
     if s.is_empty() || s.len() > 15 {
@@ -147,5 +172,19 @@ mod tests {
             ),
             (7, 2, 443, 1, 1, 42, 0)
         );
+    }
+
+    #[test]
+    fn prefixes_contain_what_the_kernel_would_match() {
+        let c = parse_cidr("10.1.0.0/15").unwrap();
+        assert!(cidr_contains(&c, "10.1.2.3".parse().unwrap()));
+        assert!(cidr_contains(&c, "10.0.255.1".parse().unwrap()));
+        assert!(!cidr_contains(&c, "10.2.0.1".parse().unwrap()));
+        assert!(!cidr_contains(&c, "::ffff:10.3.0.1".parse().unwrap()));
+        assert!(cidr_contains(&c, "::ffff:10.1.0.1".parse().unwrap()));
+        let v6 = parse_cidr("fd00::/8").unwrap();
+        assert!(cidr_contains(&v6, "fd12::1".parse().unwrap()));
+        assert!(!cidr_contains(&v6, "10.1.2.3".parse().unwrap()));
+        assert!(cidr_contains(&parse_cidr("0.0.0.0/0").unwrap(), "1.2.3.4".parse().unwrap()));
     }
 }

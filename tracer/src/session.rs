@@ -124,10 +124,32 @@ pub struct Session {
     sweep: Option<Interval>,
     /// The listeners of this host, for refusals and overflows (`--no-listeners`: none).
     causes: Option<ListenerCauses>,
-    /// `--netns` and `--port`, which select overflows by the listener's namespace and port (the
-    /// kernel filters everything else).
+    /// The filters as they apply to a listener's overflow (the kernel filters everything else).
+    overflow_filter: OverflowFilter,
+}
+
+/// `--netns`, `--port` and `--dst` select a listener's overflows by its namespace, port and
+/// address (the local end, as for an inbound refusal); `--pid`, `--comm` and the workload
+/// filters exclude them (no process of this host connected).
+struct OverflowFilter {
     netns: Option<u32>,
     ports: Vec<u16>,
+    dsts: Vec<tracer_common::Cidr>,
+    by_process: bool,
+}
+
+impl OverflowFilter {
+    fn wants(&self, o: &Outcome) -> bool {
+        let dst = o.conn.dst;
+        !self.by_process
+            && self.netns.is_none_or(|n| o.conn.netns == Some(n))
+            && (self.ports.is_empty() || self.ports.contains(&dst.port()))
+            && (self.dsts.is_empty()
+                || self
+                    .dsts
+                    .iter()
+                    .any(|c| crate::filter::cidr_contains(c, dst.ip())))
+    }
 }
 
 impl Session {
@@ -180,8 +202,12 @@ impl Session {
             cgroups,
             sweep: every(SWEEP_SECONDS),
             causes: (!args.no_listeners).then(|| ListenerCauses::start(LISTENERS_POLL)),
-            netns: args.netns,
-            ports: args.ports.clone(),
+            overflow_filter: OverflowFilter {
+                netns: args.netns,
+                ports: args.ports.clone(),
+                dsts: args.dsts.clone(),
+                by_process: !(args.pids.is_empty() && args.comms.is_empty()),
+            },
         })
     }
 
@@ -192,12 +218,11 @@ impl Session {
             return Vec::new();
         };
         let now = WallClock::now_mono_ns();
-        let (netns, ports) = (self.netns, &self.ports);
+        let filter = &self.overflow_filter;
         causes
             .overflows(now)
             .into_iter()
-            .filter(|o| netns.is_none_or(|n| o.conn.netns == Some(n)))
-            .filter(|o| ports.is_empty() || ports.contains(&o.conn.dst.port()))
+            .filter(|o| filter.wants(o))
             .filter_map(|o| self.pipeline.admit(o))
             .collect()
     }
