@@ -185,6 +185,9 @@ mod tests {
         let v6 = parse_cidr("fd00::/8").unwrap();
         assert!(cidr_contains(&v6, "fd12::1".parse().unwrap()));
         assert!(!cidr_contains(&v6, "10.1.2.3".parse().unwrap()));
-        assert!(cidr_contains(&parse_cidr("0.0.0.0/0").unwrap(), "1.2.3.4".parse().unwrap()));
+        assert!(cidr_contains(
+            &parse_cidr("0.0.0.0/0").unwrap(),
+            "1.2.3.4".parse().unwrap()
+        ));
     }
 }

@@ -121,19 +121,7 @@ fn own_namespace() {
     let listeners = Listeners::start(None);
     assert_eq!(listeners.own_netns(), Some(netns));
 
-    let t = Instant::now();
-    let found = until(Duration::from_secs(10), || {
-        listeners
-            .on_port(netns, port, LO)
-            .filter(|a| a.listeners.iter().any(|l| l.pid.is_some()))
-    })
-    .expect("an answer with the owner");
-    println!(
-        "own namespace: first answer with its owner after {:?}",
-        t.elapsed()
-    );
-    assert!(found.dst_is_local);
-    assert_eq!(found.listeners.len(), 1, "{found:?}");
+    let found = answer_with_owner(&listeners, netns, port, "own namespace");
     let me = &found.listeners[0];
     assert_eq!(me.ip, LO);
     assert_eq!(me.port, port);
@@ -282,19 +270,7 @@ fn other_namespace_and_overflow() {
     assert_eq!(netns, ns_inode(&format!("/proc/{server_pid}/ns/net")));
 
     let listeners = Listeners::start(Some(Duration::from_millis(200)));
-    let t = Instant::now();
-    let found = until(Duration::from_secs(10), || {
-        listeners
-            .on_port(netns, port, LO)
-            .filter(|a| a.listeners.iter().any(|l| l.pid.is_some()))
-    })
-    .expect("an answer with the owner");
-    println!(
-        "other namespace: first answer with its owner after {:?}",
-        t.elapsed()
-    );
-    assert!(found.dst_is_local);
-    assert_eq!(found.listeners.len(), 1, "{found:?}");
+    let found = answer_with_owner(&listeners, netns, port, "other namespace");
     let server_sock = found.listeners[0].clone();
     assert_eq!(server_sock.ip, LO);
     assert_eq!(server_sock.backlog, 1);
@@ -400,4 +376,23 @@ fn namespace_known_only_by_a_process() {
     drop(server);
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(listeners.on_port(netns, port, LO), None);
+}
+
+/// The first answer about `port` in `netns` that names the listener's owner (the owner scan may
+/// come after the socket), checked to be the one listener, local; its latency printed.
+fn answer_with_owner(listeners: &Listeners, netns: u32, port: u16, what: &str) -> PortListeners {
+    let t = Instant::now();
+    let found = until(Duration::from_secs(10), || {
+        listeners
+            .on_port(netns, port, LO)
+            .filter(|a| a.listeners.iter().any(|l| l.pid.is_some()))
+    })
+    .expect("an answer with the owner");
+    println!(
+        "{what}: first answer with its owner after {:?}",
+        t.elapsed()
+    );
+    assert!(found.dst_is_local);
+    assert_eq!(found.listeners.len(), 1, "{found:?}");
+    found
 }
