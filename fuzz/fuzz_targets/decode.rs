@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
     record[..n].copy_from_slice(&data[..n]);
     if let Ok(ev) = tracer::decode::decode(&record) {
         use tracer_common::{
-            KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT, KIND_INBOUND_RESET,
+            KIND_AT_RISK, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
+            KIND_INBOUND_RESET,
         };
         let known = [
             KIND_CONNECTED,
@@ -20,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
             KIND_ERROR_REPORT,
             KIND_INBOUND_RESET,
             KIND_CONNECT_FAILED,
+            KIND_AT_RISK,
         ];
         assert!(
             known.contains(&ev.kind),
