@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod config;
 pub mod connect_call;
 pub mod counters;
+pub mod dns;
 pub mod event;
 pub mod offsets;
 
@@ -16,6 +17,7 @@ pub use cgroup::*;
 pub use config::*;
 pub use connect_call::*;
 pub use counters::*;
+pub use dns::*;
 pub use event::*;
 pub use offsets::*;
 

@@ -11,6 +11,7 @@
 mod cgroup;
 mod connect_call;
 mod destroy;
+mod dns;
 mod drop;
 mod emit;
 mod error_report;

@@ -149,6 +149,34 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
             })?;
         attached.push(program);
     }
+    // Prototype (issue 16): DNS answers on the cgroup v2 root.
+    if let Ok(fs) = crate::workload::cgroupfs::Cgroupfs::find()
+        && let Some(prog) = ebpf.program_mut("dns_ingress")
+    {
+        let prog: &mut aya::programs::CgroupSkb =
+            prog.try_into().map_err(|source| LoadError::Program {
+                program: "dns_ingress",
+                source: Box::new(source),
+            })?;
+        prog.load().map_err(|source| LoadError::Program {
+            program: "dns_ingress",
+            source: Box::new(source),
+        })?;
+        let root = std::fs::File::open(fs.mount()).map_err(|e| LoadError::Program {
+            program: "dns_ingress",
+            source: Box::new(aya::programs::ProgramError::IOError(e)),
+        })?;
+        prog.attach(
+            root,
+            aya::programs::CgroupSkbAttachType::Ingress,
+            aya::programs::CgroupAttachMode::Single,
+        )
+        .map_err(|source| LoadError::Program {
+            program: "dns_ingress",
+            source: Box::new(source),
+        })?;
+        attached.push("dns_ingress");
+    }
     Ok(Loaded { ebpf, attached })
 }
 

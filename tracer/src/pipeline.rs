@@ -85,6 +85,21 @@ impl Pipeline {
     /// Decodes and classifies one ring-buffer record; the outcome it completes, if any, is
     /// counted (summaries, metrics, stats) and returned.
     pub fn process(&mut self, bytes: &[u8]) -> Option<Outcome> {
+        if bytes.first() == Some(&tracer_common::KIND_DNS) {
+            if let Ok(d) = bytemuck::try_pod_read_unaligned::<tracer_common::RawDns>(bytes) {
+                log::info!(
+                    "dns: netns {} cgroup {} transport {} from {:?} len {} wire {} head {:02x?}",
+                    d.netns,
+                    d.cgroup_id,
+                    d.transport,
+                    &d.server_be[..4],
+                    d.len,
+                    d.wire_len,
+                    &d.payload[..12]
+                );
+            }
+            return None;
+        }
         if bytes.first() == Some(&tracer_common::KIND_CGROUP) {
             match decode_cgroup(bytes) {
                 Ok(raw) => {
