@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod counters;
 pub mod decode;
+pub mod dns;
 pub mod filter;
 pub mod health;
 pub mod hints;

@@ -41,6 +41,8 @@ pub struct Pipeline {
     select: Select,
     reasons: ReasonNames,
     workloads: Workloads,
+    /// DNS answers by (namespace, address) (issue 16, work in progress).
+    pub dns: crate::dns::DnsCache,
     /// The latest kernel time seen in a record: the pipeline's clock.
     now_ns: u64,
     pub events: u64,
@@ -73,6 +75,7 @@ impl Pipeline {
                 None,
                 WorkloadFilter::default(),
             ),
+            dns: crate::dns::DnsCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero")),
             now_ns: 0,
             events: 0,
             decode_errors: 0,
@@ -86,17 +89,15 @@ impl Pipeline {
     /// counted (summaries, metrics, stats) and returned.
     pub fn process(&mut self, bytes: &[u8]) -> Option<Outcome> {
         if bytes.first() == Some(&tracer_common::KIND_DNS) {
-            if let Ok(d) = bytemuck::try_pod_read_unaligned::<tracer_common::RawDns>(bytes) {
-                log::info!(
-                    "dns: netns {} cgroup {} transport {} from {:?} len {} wire {} head {:02x?}",
-                    d.netns,
-                    d.cgroup_id,
-                    d.transport,
-                    &d.server_be[..4],
-                    d.len,
-                    d.wire_len,
-                    &d.payload[..12]
-                );
+            match bytemuck::try_pod_read_unaligned::<tracer_common::RawDns>(bytes) {
+                Ok(d) => {
+                    self.events += 1;
+                    self.dns.observe(&d);
+                }
+                Err(_) => self.undecodable(crate::decode::DecodeError::Length {
+                    got: bytes.len(),
+                    expected: tracer_common::RAW_DNS_SIZE,
+                }),
             }
             return None;
         }
@@ -119,7 +120,10 @@ impl Pipeline {
         };
         self.events += 1;
         self.now_ns = self.now_ns.max(ev.ts_ns);
-        let outcome = self.classifier.observe(&ev)?;
+        let mut outcome = self.classifier.observe(&ev)?;
+        if let Some(netns) = outcome.conn.netns {
+            outcome.evidence.dns = self.dns.lookup(netns, outcome.conn.dst.ip());
+        }
         self.admit(outcome)
     }
 

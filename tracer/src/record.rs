@@ -293,6 +293,22 @@ pub struct EvidenceOut<'a> {
     /// Who listens on the refused port in that network namespace (empty: nothing does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listeners: Option<ListenersOut<'a>>,
+    /// The DNS answer the destination came from (issue 16, WIP; not in the schema yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsOut<'a>>,
+}
+
+/// `evidence.dns`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct DnsOut<'a> {
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub cname_chain: &'a [String],
+    pub resolved_ms_ago: f64,
+    pub ttl_s: u32,
+    pub expired: bool,
+    #[serde(serialize_with = "display")]
+    pub server: IpAddr,
 }
 
 /// `net.ipv4.ip_local_port_range`.
@@ -589,6 +605,14 @@ impl<'a> Failure<'a> {
                 listen: e.listen.as_ref().map(ListenOut::from),
                 overflowed_listener: e.overflowed_listener.as_ref().map(ListenOut::from),
                 listeners: e.listeners.as_ref().map(ListenersOut),
+                dns: e.dns.as_deref().map(|a| DnsOut {
+                    name: &a.name,
+                    cname_chain: &a.chain,
+                    resolved_ms_ago: (o.at_ns.saturating_sub(a.at_ns) / 1_000) as f64 / 1000.0,
+                    ttl_s: a.ttl_s,
+                    expired: a.expired_at(o.at_ns),
+                    server: a.server,
+                }),
             },
             hint: hints::hint(o, reasons),
         }
