@@ -61,6 +61,8 @@ pub struct Totals {
     /// Lines the output sinks could not deliver.
     pub output_dropped: u64,
     pub workloads: crate::workload::WorkloadCounts,
+    /// DNS responses seen, malformed ones, answers evicted from the cache.
+    pub dns: (u64, u64, u64),
 }
 
 /// A counter userspace computes from the totals.
@@ -72,6 +74,24 @@ pub struct Derived {
 
 /// The counters userspace computes, beside the kernel's (`tracer_common::Counter`).
 pub const DERIVED: &[Derived] = &[
+    Derived {
+        spec: CounterSpec::stats("dns_responses", "DNS responses this host's sockets received"),
+        value: |t| t.dns.0,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "dns_parse_errors",
+            "Captured DNS packets that were not a parsable response (counted, never a name)",
+        ),
+        value: |t| t.dns.1,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "dns_evicted",
+            "DNS answers dropped from the cache at its cap (least recently used first)",
+        ),
+        value: |t| t.dns.2,
+    },
     Derived {
         spec: CounterSpec::stats("events", "Records received from the kernel")
             .metric("tracer_events"),

@@ -253,6 +253,7 @@ impl Pipeline {
             classifier: self.classifier.counts,
             destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
             workloads: self.workloads.counts,
+            dns: (self.dns.seen, self.dns.parse_errors, self.dns.evicted),
             output_dropped,
         }
     }

@@ -1,0 +1,127 @@
+//! Real-kernel DNS scenarios (issue 16, work in progress): a namespace with its own resolver
+//! (`/etc/netns/NAME/resolv.conf`, which `ip netns exec` mounts over /etc/resolv.conf) answering
+//! from a Python responder; real clients (curl, Python's resolver).
+use std::{path::PathBuf, time::Duration};
+
+use tracer_tests::{Netns, Tracer, scenario::for_port};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A namespace whose resolver (10.53.0.1 on its lo) answers every name with `addr` (put on its
+/// lo too, nothing listening) and `ttl`; the resolv.conf is removed on drop.
+struct Resolved {
+    ns: Netns,
+    _server: tracer_tests::Proc,
+    conf: PathBuf,
+}
+
+impl Resolved {
+    fn new(tag: &str, addr: &str, ttl: u32, mode: &str) -> Self {
+        let ns = Netns::new(tag);
+        ns.exec(&["ip", "addr", "add", "10.53.0.1/32", "dev", "lo"]);
+        ns.exec(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+        let dir = PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), "nameserver 10.53.0.1\n").unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/dns/dnsd.py");
+        let ttl = ttl.to_string();
+        let server = ns.spawn(
+            std::path::Path::new("/usr/bin/python3"),
+            &[script.to_str().unwrap(), addr, &ttl, "10.53.0.1", mode],
+        );
+        server.wait_line("listening", WAIT);
+        Resolved {
+            ns,
+            _server: server,
+            conf: dir,
+        }
+    }
+}
+
+impl Drop for Resolved {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.conf);
+    }
+}
+
+#[test]
+fn a_refused_connect_names_the_dns_answer_it_came_from() {
+    let r = Resolved::new("dns-a", "10.53.9.9", 30, "answer");
+    let tracer = Tracer::start(&r.ns, &[]);
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &r.ns.name,
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            "http://api.test:8080/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "curl: {out:?}");
+    let f = tracer.wait_failures(1, WAIT, for_port(8080)).remove(0);
+    assert_eq!(f["label"], "refused", "{f}");
+    assert_eq!(f["dst"]["ip"], "10.53.9.9", "{f}");
+    let dns = &f["evidence"]["dns"];
+    assert_eq!(dns["name"], "api.test", "{f}");
+    assert_eq!(dns["server"], "10.53.0.1", "{f}");
+    assert_eq!(dns["ttl_s"], 30, "{f}");
+    assert_eq!(dns["expired"], false, "{f}");
+    let stopped = tracer.finish_with(1);
+    assert!(stopped.stats["dns_responses"].as_u64().unwrap() >= 1);
+}
+
+/// TTL 1 s; the client connects 3 s after resolving, with the address it kept.
+#[test]
+fn a_connect_past_the_answers_ttl_is_called_stale() {
+    let r = Resolved::new("dns-stale", "10.53.9.9", 1, "answer");
+    let tracer = Tracer::start(&r.ns, &[]);
+    let client = r.ns.spawn(
+        std::path::Path::new("/usr/bin/python3"),
+        &[
+            "-c",
+            "import socket,time\n\
+             a=socket.getaddrinfo('stale.test',8080,socket.AF_INET,socket.SOCK_STREAM)[0][4]\n\
+             time.sleep(3)\n\
+             s=socket.socket()\n\
+             try: s.connect(a)\n\
+             except OSError as e: print('result', e.errno, flush=True)",
+        ],
+    );
+    client.wait_line("result", WAIT);
+    let f = tracer.wait_failures(1, WAIT, for_port(8080)).remove(0);
+    let dns = &f["evidence"]["dns"];
+    assert_eq!(dns["name"], "stale.test", "{f}");
+    assert_eq!(dns["expired"], true, "{f}");
+    assert!(dns["resolved_ms_ago"].as_f64().unwrap() >= 2900.0, "{f}");
+    tracer.finish_with(1);
+}
+
+/// A server answering garbage: counted, no crash, no name.
+#[test]
+fn garbage_answers_are_counted_and_name_nothing() {
+    let r = Resolved::new("dns-garbage", "10.53.9.9", 30, "garbage");
+    let tracer = Tracer::start(&r.ns, &[]);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &r.ns.name, "python3", "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\n\
+             s.sendto(b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x01x\\x00\\x00\\x01\\x00\\x01',('10.53.0.1',53))\n\
+             print(s.recv(512))\n\
+             c=socket.socket()\n\
+             try: c.connect(('10.53.9.9',8080))\n\
+             except OSError: pass"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let f = tracer.wait_failures(1, WAIT, for_port(8080)).remove(0);
+    assert!(f["evidence"].get("dns").is_none(), "{f}");
+    let stopped = tracer.finish_with(1);
+    assert!(
+        stopped.stats["dns_parse_errors"].as_u64().unwrap() >= 1,
+        "{}",
+        stopped.stats
+    );
+}
