@@ -17,9 +17,22 @@ struct Resolved {
 
 impl Resolved {
     fn new(tag: &str, addr: &str, ttl: u32, mode: &str) -> Self {
+        Self::with_v6(tag, addr, ttl, mode, "fd53::9")
+    }
+
+    fn with_v6(tag: &str, addr: &str, ttl: u32, mode: &str, addr6: &str) -> Self {
         let ns = Netns::new(tag);
         ns.exec(&["ip", "addr", "add", "10.53.0.1/32", "dev", "lo"]);
         ns.exec(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
         let dir = PathBuf::from("/etc/netns").join(&ns.name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("resolv.conf"), "nameserver 10.53.0.1\n").unwrap();
@@ -27,7 +40,14 @@ impl Resolved {
         let ttl = ttl.to_string();
         let server = ns.spawn(
             std::path::Path::new("/usr/bin/python3"),
-            &[script.to_str().unwrap(), addr, &ttl, "10.53.0.1", mode],
+            &[
+                script.to_str().unwrap(),
+                addr,
+                &ttl,
+                "10.53.0.1",
+                mode,
+                addr6,
+            ],
         );
         server.wait_line("listening", WAIT);
         Resolved {
@@ -48,20 +68,7 @@ impl Drop for Resolved {
 fn a_refused_connect_names_the_dns_answer_it_came_from() {
     let r = Resolved::new("dns-a", "10.53.9.9", 30, "answer");
     let tracer = Tracer::start(&r.ns, &[]);
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &r.ns.name,
-            "curl",
-            "-s",
-            "-m",
-            "3",
-            "http://api.test:8080/",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(7), "curl: {out:?}");
+    assert_eq!(curl(&r.ns, &["-4", "http://api.test:8080/"]), Some(7));
     let f = tracer.wait_failures(1, WAIT, for_port(8080)).remove(0);
     assert_eq!(f["label"], "refused", "{f}");
     assert_eq!(f["dst"]["ip"], "10.53.9.9", "{f}");
@@ -124,4 +131,68 @@ fn garbage_answers_are_counted_and_name_nothing() {
         "{}",
         stopped.stats
     );
+}
+
+/// curl in a namespace: its exit code (7: connection refused).
+fn curl(ns: &Netns, args: &[&str]) -> Option<i32> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "curl", "-s", "-m", "3"])
+        .args(args)
+        .output()
+        .unwrap();
+    out.status.code()
+}
+
+#[test]
+fn an_aaaa_answer_and_a_cname_chain_name_the_destination() {
+    let r = Resolved::new("dns-6", "10.53.9.9", 30, "answer");
+    let tracer = Tracer::start(&r.ns, &[]);
+    assert_eq!(curl(&r.ns, &["-6", "http://api6.test:8080/"]), Some(7));
+    let f = tracer
+        .wait_failures(1, WAIT, |f| f["dst"]["ip"] == "fd53::9")
+        .remove(0);
+    assert_eq!(f["evidence"]["dns"]["name"], "api6.test", "{f}");
+    assert_eq!(curl(&r.ns, &["-4", "http://alias.test:8081/"]), Some(7));
+    let f = tracer.wait_failures(1, WAIT, for_port(8081)).remove(0);
+    let dns = &f["evidence"]["dns"];
+    assert_eq!(dns["name"], "alias.test", "{f}");
+    assert_eq!(dns["cname_chain"], serde_json::json!(["real.test"]), "{f}");
+    tracer.finish_with(2);
+}
+
+/// The same name resolves to different addresses in two namespaces: each record carries its own
+/// namespace's answer.
+#[test]
+fn each_namespace_gets_its_own_answer() {
+    let a = Resolved::new("dns-ns-a", "10.53.9.1", 30, "answer");
+    let b = Resolved::new("dns-ns-b", "10.53.9.2", 30, "answer");
+    let tracer = Tracer::start_unfiltered(&["--port", "8082"]);
+    assert_eq!(curl(&a.ns, &["-4", "http://same.test:8082/"]), Some(7));
+    assert_eq!(curl(&b.ns, &["-4", "http://same.test:8082/"]), Some(7));
+    let got = tracer.wait_failures(2, WAIT, for_port(8082));
+    for (ns, addr) in [(&a.ns, "10.53.9.1"), (&b.ns, "10.53.9.2")] {
+        let f = got
+            .iter()
+            .find(|f| f["netns"] == ns.inode)
+            .unwrap_or_else(|| panic!("no record from {}: {got:?}", ns.name));
+        assert_eq!(f["dst"]["ip"], addr, "{f}");
+        assert_eq!(f["evidence"]["dns"]["name"], "same.test", "{f}");
+    }
+    tracer.stop();
+}
+
+/// DNS over TCP (a resolver told to use it: `options use-vc`).
+#[test]
+fn an_answer_over_tcp_names_the_destination() {
+    let r = Resolved::new("dns-tcp", "10.53.9.9", 30, "answer");
+    std::fs::write(
+        r.conf.join("resolv.conf"),
+        "nameserver 10.53.0.1\noptions use-vc\n",
+    )
+    .unwrap();
+    let tracer = Tracer::start(&r.ns, &[]);
+    assert_eq!(curl(&r.ns, &["-4", "http://tcp.test:8083/"]), Some(7));
+    let f = tracer.wait_failures(1, WAIT, for_port(8083)).remove(0);
+    assert_eq!(f["evidence"]["dns"]["name"], "tcp.test", "{f}");
+    tracer.finish_with(1);
 }
