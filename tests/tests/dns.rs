@@ -67,7 +67,7 @@ impl Drop for Resolved {
 #[test]
 fn a_refused_connect_names_the_dns_answer_it_came_from() {
     let r = Resolved::new("dns-a", "10.53.9.9", 30, "answer");
-    let tracer = Tracer::start(&r.ns, &[]);
+    let tracer = Tracer::start(&r.ns, &["--dns"]);
     assert_eq!(curl(&r.ns, &["-4", "http://api.test:8080/"]), Some(7));
     let f = tracer.wait_failures(1, WAIT, for_port(8080)).remove(0);
     assert_eq!(f["label"], "refused", "{f}");
@@ -85,7 +85,7 @@ fn a_refused_connect_names_the_dns_answer_it_came_from() {
 #[test]
 fn a_connect_past_the_answers_ttl_is_called_stale() {
     let r = Resolved::new("dns-stale", "10.53.9.9", 1, "answer");
-    let tracer = Tracer::start(&r.ns, &[]);
+    let tracer = Tracer::start(&r.ns, &["--dns"]);
     let client = r.ns.spawn(
         std::path::Path::new("/usr/bin/python3"),
         &[
@@ -111,7 +111,7 @@ fn a_connect_past_the_answers_ttl_is_called_stale() {
 #[test]
 fn garbage_answers_are_counted_and_name_nothing() {
     let r = Resolved::new("dns-garbage", "10.53.9.9", 30, "garbage");
-    let tracer = Tracer::start(&r.ns, &[]);
+    let tracer = Tracer::start(&r.ns, &["--dns"]);
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &r.ns.name, "python3", "-c",
             "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\n\
@@ -146,7 +146,7 @@ fn curl(ns: &Netns, args: &[&str]) -> Option<i32> {
 #[test]
 fn an_aaaa_answer_and_a_cname_chain_name_the_destination() {
     let r = Resolved::new("dns-6", "10.53.9.9", 30, "answer");
-    let tracer = Tracer::start(&r.ns, &[]);
+    let tracer = Tracer::start(&r.ns, &["--dns"]);
     assert_eq!(curl(&r.ns, &["-6", "http://api6.test:8080/"]), Some(7));
     let f = tracer
         .wait_failures(1, WAIT, |f| f["dst"]["ip"] == "fd53::9")
@@ -166,7 +166,7 @@ fn an_aaaa_answer_and_a_cname_chain_name_the_destination() {
 fn each_namespace_gets_its_own_answer() {
     let a = Resolved::new("dns-ns-a", "10.53.9.1", 30, "answer");
     let b = Resolved::new("dns-ns-b", "10.53.9.2", 30, "answer");
-    let tracer = Tracer::start_unfiltered(&["--port", "8082"]);
+    let tracer = Tracer::start_unfiltered(&["--dns", "--port", "8082"]);
     assert_eq!(curl(&a.ns, &["-4", "http://same.test:8082/"]), Some(7));
     assert_eq!(curl(&b.ns, &["-4", "http://same.test:8082/"]), Some(7));
     let got = tracer.wait_failures(2, WAIT, for_port(8082));
@@ -190,7 +190,7 @@ fn an_answer_over_tcp_names_the_destination() {
         "nameserver 10.53.0.1\noptions use-vc\n",
     )
     .unwrap();
-    let tracer = Tracer::start(&r.ns, &[]);
+    let tracer = Tracer::start(&r.ns, &["--dns"]);
     assert_eq!(curl(&r.ns, &["-4", "http://tcp.test:8083/"]), Some(7));
     let f = tracer.wait_failures(1, WAIT, for_port(8083)).remove(0);
     assert_eq!(f["evidence"]["dns"]["name"], "tcp.test", "{f}");

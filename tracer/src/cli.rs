@@ -160,6 +160,11 @@ pub struct RunArgs {
     #[arg(long, env = "TRACER_AT_RISK_TIMEOUTS", value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(0..=15))]
     pub at_risk_timeouts: u8,
+    /// Capture DNS answers (a cgroup_skb program on the cgroup v2 root, every namespace) and name
+    /// the destinations they gave (`evidence.dns`). A preview: off by default until its cost on a
+    /// busy host is measured.
+    #[arg(long, env = "TRACER_DNS")]
+    pub dns: bool,
     /// Do not look up this host's listening sockets (netlink sock_diag, in each network
     /// namespace): refusals then name no listeners, and listen-queue overflows are not seen.
     #[arg(long, env = "TRACER_NO_LISTENERS")]

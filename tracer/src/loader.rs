@@ -24,6 +24,8 @@ pub struct LoadOptions {
     pub config: Config,
     /// Programs of `HOOKS` not to load and attach (their tracepoint is missing, or not wanted).
     pub skip: Vec<&'static str>,
+    /// Attach `dns_ingress` to this cgroup v2 mount (`--dns`): DNS answers.
+    pub dns: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,35 +151,35 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
             })?;
         attached.push(program);
     }
-    // Prototype (issue 16): DNS answers on the cgroup v2 root.
-    if let Ok(fs) = crate::workload::cgroupfs::Cgroupfs::find()
-        && let Some(prog) = ebpf.program_mut("dns_ingress")
-    {
-        let prog: &mut aya::programs::CgroupSkb =
-            prog.try_into().map_err(|source| LoadError::Program {
-                program: "dns_ingress",
-                source: Box::new(source),
-            })?;
-        prog.load().map_err(|source| LoadError::Program {
-            program: "dns_ingress",
-            source: Box::new(source),
-        })?;
-        let root = std::fs::File::open(fs.mount()).map_err(|e| LoadError::Program {
-            program: "dns_ingress",
-            source: Box::new(aya::programs::ProgramError::IOError(e)),
-        })?;
-        prog.attach(
-            root,
-            aya::programs::CgroupSkbAttachType::Ingress,
-            aya::programs::CgroupAttachMode::Single,
-        )
-        .map_err(|source| LoadError::Program {
-            program: "dns_ingress",
-            source: Box::new(source),
-        })?;
-        attached.push("dns_ingress");
+    if let Some(root) = &opts.dns {
+        match attach_dns(&mut ebpf, root) {
+            Ok(()) => attached.push("dns_ingress"),
+            Err(e) => log::warn!(
+                "degraded: DNS capture: {e:#}; records carry no DNS names (needs a cgroup v2 \
+                 mount and BPF_PROG_TYPE_CGROUP_SKB)"
+            ),
+        }
     }
     Ok(Loaded { ebpf, attached })
+}
+
+/// Loads `dns_ingress` and attaches it to the ingress of the cgroup v2 root at `root` (a link:
+/// other programs there stay; it goes with this process).
+fn attach_dns(ebpf: &mut aya::Ebpf, root: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let prog: &mut aya::programs::CgroupSkb = ebpf
+        .program_mut("dns_ingress")
+        .context("the object has no dns_ingress program")?
+        .try_into()?;
+    prog.load().context("loading dns_ingress")?;
+    let root = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    prog.attach(
+        root,
+        aya::programs::CgroupSkbAttachType::Ingress,
+        aya::programs::CgroupAttachMode::Single,
+    )
+    .context("attaching dns_ingress to the cgroup v2 root")?;
+    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (harmless on newer ones).

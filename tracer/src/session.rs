@@ -419,6 +419,11 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
         config,
         skip: skipped_programs(args, &resolved),
+        dns: args
+            .dns
+            .then(|| crate::workload::cgroupfs::Cgroupfs::find().ok())
+            .flatten()
+            .map(|fs| fs.mount().to_path_buf()),
     };
     let loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
         let msg = e.to_string();

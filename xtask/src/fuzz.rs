@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 /// The targets in fuzz/fuzz_targets.
-pub const TARGETS: [&str; 2] = ["decode", "pipeline"];
+pub const TARGETS: [&str; 3] = ["decode", "pipeline", "dns"];
 /// Seconds per target in `cargo xtask test`.
 pub const SHORT_RUN_SECONDS: u64 = 15;
 /// libFuzzer's RSS limit (with AddressSanitizer's own overhead): a target growing past it fails.
