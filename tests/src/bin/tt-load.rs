@@ -3,6 +3,10 @@
 //! that accepts and closes; successful connects close with SO_LINGER 0 (a RST), so TIME_WAIT never
 //! caps the rate. Prints one JSON object with the counts on stdout.
 //!
+//! With `--dns` it is a resolver-heavy load instead: each attempt is a DNS query over UDP to
+//! `--addr`, answered by a responder of its own on that address (one A record), and counts as
+//! `connected` when the answer arrives.
+//!
 //! Run it inside a namespace the caller made: it connects only where `--addr` points.
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -43,6 +47,9 @@ struct Args {
     /// Pin every thread of this process to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
+    /// DNS queries over UDP to `--addr` (which this process answers) instead of TCP connects.
+    #[arg(long, conflicts_with_all = ["serve", "destinations"])]
+    dns: bool,
 }
 
 #[derive(Default)]
@@ -76,6 +83,55 @@ fn serve(addr: SocketAddrV4, cpu: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Answers every DNS query arriving on `addr` with one A record (10.53.0.9, TTL 60), echoing
+/// the question as resolvers do.
+fn serve_dns(addr: SocketAddrV4, cpu: Option<usize>) -> Result<()> {
+    let socket = std::net::UdpSocket::bind(addr).with_context(|| format!("cannot bind {addr}"))?;
+    std::thread::spawn(move || {
+        if let Some(cpu) = cpu {
+            let _ = pin(cpu);
+        }
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            let mut answer = buf[..n].to_vec();
+            answer[2] |= 0x80; // QR: a response
+            answer[3] = 0x80; // RA, no error
+            answer[6..8].copy_from_slice(&1u16.to_be_bytes()); // ANCOUNT 1
+            // The question's name by pointer, A IN, TTL 60, 4 bytes.
+            answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 53, 0, 9]);
+            let _ = socket.send_to(&answer, from);
+        }
+    });
+    Ok(())
+}
+
+/// One query for `load-N.bench.test` A; counted `connected` when its answer arrives.
+fn query_once(socket: &std::net::UdpSocket, to: SocketAddrV4, n: u64, counts: &Counts) {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&(n as u16).to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    let label = format!("load-{}", n % 1000);
+    for part in [label.as_str(), "bench", "test"] {
+        q.push(part.len() as u8);
+        q.extend_from_slice(part.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut buf = [0u8; 512];
+    let answered = socket.send_to(&q, to).is_ok()
+        && socket
+            .recv(&mut buf)
+            .is_ok_and(|len| len >= 2 && buf[..2] == q[..2]);
+    if answered {
+        &counts.connected
+    } else {
+        &counts.other
+    }
+    .fetch_add(1, Ordering::Relaxed);
+}
+
 /// The `i`-th destination: `--addr`'s IPv4 address plus `i`, same port.
 fn destination(base: SocketAddrV4, i: u32) -> SocketAddr {
     let ip = Ipv4Addr::from(u32::from(*base.ip()).wrapping_add(i));
@@ -107,6 +163,9 @@ fn main() -> Result<()> {
     if args.serve {
         serve(args.addr, args.cpu)?;
     }
+    if args.dns {
+        serve_dns(args.addr, args.cpu)?;
+    }
     let counts = Arc::new(Counts::default());
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -115,17 +174,24 @@ fn main() -> Result<()> {
     let workers: Vec<_> = (0..args.threads)
         .map(|_| {
             let (counts, next, stop) = (counts.clone(), next.clone(), stop.clone());
-            let (base, limit, rate, dests, cpu) = (
+            let (base, limit, rate, dests, cpu, dns) = (
                 args.addr,
                 args.count,
                 args.rate,
                 args.destinations,
                 args.cpu,
+                args.dns,
             );
             std::thread::spawn(move || {
                 if let Some(cpu) = cpu {
                     let _ = pin(cpu);
                 }
+                let resolver = dns.then(|| {
+                    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+                    s.set_read_timeout(Some(Duration::from_secs(1)))
+                        .expect("a read timeout");
+                    s
+                });
                 while !stop.load(Ordering::Relaxed) {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if limit.is_some_and(|l| n >= l) || (limit.is_none() && Instant::now() >= end) {
@@ -139,7 +205,12 @@ fn main() -> Result<()> {
                         }
                     }
                     counts.attempts.fetch_add(1, Ordering::Relaxed);
-                    connect_once(&destination(base, (n % dests as u64) as u32), &counts);
+                    match &resolver {
+                        Some(socket) => query_once(socket, base, n, &counts),
+                        None => {
+                            connect_once(&destination(base, (n % dests as u64) as u32), &counts)
+                        }
+                    }
                 }
             })
         })
