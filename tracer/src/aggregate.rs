@@ -7,14 +7,17 @@
 //! retransmissions, connect latency (HDR histogram, allocated only while the window has
 //! successes), the processes making the attempts, and the run of consecutive failures.
 //! Destinations are capped; the least recently active is evicted, and counted.
-use std::{net::SocketAddr, num::NonZeroUsize};
+use std::{net::SocketAddr, num::NonZeroUsize, sync::Arc};
 
 use foldhash::fast::RandomState;
 
 use hdrhistogram::Histogram;
 use lru::LruCache;
 
-use crate::classify::{Direction, Label, Outcome};
+use crate::{
+    classify::{Direction, Label, Outcome},
+    dns::Answer,
+};
 
 /// Failure labels counted per destination, in output order.
 pub const FAILURE_LABELS: [Label; 8] = [
@@ -114,6 +117,8 @@ pub struct Summary {
     /// `at_risk` warnings about connections to it in the window.
     pub at_risk: u64,
     pub verdict: Verdict,
+    /// The latest DNS answer that gave this address, among the window's outcomes.
+    pub dns: Option<Arc<Answer>>,
 }
 
 impl Summary {
@@ -142,6 +147,7 @@ struct Window {
     last_failure_ns: Option<u64>,
     longest_streak: u64,
     at_risk: u64,
+    dns: Option<Arc<Answer>>,
 }
 
 impl Window {
@@ -206,6 +212,9 @@ impl Aggregator {
             at_risk_before: 0,
         });
         let w = &mut d.window;
+        if let Some(a) = &o.evidence.dns {
+            w.dns = Some(a.clone());
+        }
         let connect_phase = o.evidence.connection_age_ms.is_none();
         match o.label {
             Label::Connected => {
@@ -327,6 +336,7 @@ fn summarize(
         longest_streak: w.longest_streak,
         at_risk: w.at_risk,
         verdict,
+        dns: w.dns,
     }
 }
 

@@ -54,6 +54,7 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
             false,
         ),
     });
+    out.push(dns_check());
     match Tracefs::locate(args.tracefs.as_deref()) {
         Ok(t) => {
             out.push(Check::ok("tracefs", t.root().display().to_string()));
@@ -65,6 +66,34 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
         }
     }
     out
+}
+
+/// The DNS capture: a cgroup_skb program (CAP_NET_ADMIN) on the cgroup v2 root.
+fn dns_check() -> Check {
+    let root = crate::workload::cgroupfs::Cgroupfs::find();
+    match (privileges::can_capture_dns(), root) {
+        (true, Ok(fs)) => Check::ok(
+            "dns",
+            format!(
+                "DNS answers of every namespace, cgroup_skb ingress on {}",
+                fs.mount().display()
+            ),
+        ),
+        (false, _) => Check::missing(
+            "dns",
+            "no CAP_NET_ADMIN: the DNS capture (a cgroup_skb program) cannot load, so records \
+             name no destination (grant CAP_NET_ADMIN, or run with --no-dns)",
+            false,
+        ),
+        (true, Err(e)) => Check::missing(
+            "dns",
+            format!(
+                "{e}: the DNS capture attaches to the cgroup v2 root, so records name no \
+                 destination (mount cgroup2, or run with --no-dns)"
+            ),
+            false,
+        ),
+    }
 }
 
 pub fn main(args: &EnvArgs) -> ExitCode {

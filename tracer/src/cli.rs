@@ -94,9 +94,11 @@ pub struct RunArgs {
     #[arg(long = "port", env = "TRACER_PORT", value_delimiter = ',', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
     /// Trace only connections to this address or CIDR prefix (repeatable, up to 8), e.g.
-    /// 10.0.0.0/8 or fd00::/8. Filtered in the kernel.
-    #[arg(long = "dst", env = "TRACER_DST", value_delimiter = ',', value_name = "CIDR", value_parser = crate::filter::parse_cidr)]
-    pub dsts: Vec<tracer_common::Cidr>,
+    /// 10.0.0.0/8 or fd00::/8, filtered in the kernel; or to a DNS name (`api.example.com`,
+    /// `*.example.com` for the names under it), matched against the DNS answers the client got
+    /// (with a name among the values, every connect reaches userspace to be matched).
+    #[arg(long = "dst", env = "TRACER_DST", value_delimiter = ',', value_name = "CIDR|NAME", value_parser = crate::filter::parse_dst)]
+    pub dsts: Vec<crate::filter::Dst>,
     /// Trace only connections made by this process id (repeatable, up to 16). Filtered in the kernel.
     #[arg(long = "pid", env = "TRACER_PID", value_delimiter = ',', value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
@@ -160,11 +162,18 @@ pub struct RunArgs {
     #[arg(long, env = "TRACER_AT_RISK_TIMEOUTS", value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(0..=15))]
     pub at_risk_timeouts: u8,
-    /// Capture DNS answers (a cgroup_skb program on the cgroup v2 root, every namespace) and name
-    /// the destinations they gave (`evidence.dns`). A preview: off by default until its cost on a
-    /// busy host is measured.
-    #[arg(long, env = "TRACER_DNS")]
-    pub dns: bool,
+    /// Do not capture DNS answers. By default a cgroup_skb program on the cgroup v2 root sees
+    /// the DNS responses every socket of the host receives, in every network namespace (UDP and
+    /// TCP port 53), and records name the destinations they gave (`dst.name`, `dns`); it costs
+    /// a port check per received packet (measured by `cargo xtask bench`) and needs
+    /// CAP_NET_ADMIN.
+    #[arg(long, env = "TRACER_NO_DNS")]
+    pub no_dns: bool,
+    /// DNS answers held, one per (network namespace, answered address); beyond it the least
+    /// recently used is evicted (counted in stats.dns_evicted).
+    #[arg(long, env = "TRACER_DNS_CACHE", value_name = "N", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub dns_cache: u64,
     /// Do not look up this host's listening sockets (netlink sock_diag, in each network
     /// namespace): refusals then name no listeners, and listen-queue overflows are not seen.
     #[arg(long, env = "TRACER_NO_LISTENERS")]

@@ -62,7 +62,8 @@ pub struct Totals {
     pub output_dropped: u64,
     pub workloads: crate::workload::WorkloadCounts,
     /// DNS responses seen, malformed ones, answers evicted from the cache.
-    pub dns: (u64, u64, u64),
+    /// DNS responses seen, parse errors, evictions, answers cut at the captured length.
+    pub dns: (u64, u64, u64, u64),
 }
 
 /// A counter userspace computes from the totals.
@@ -91,6 +92,13 @@ pub const DERIVED: &[Derived] = &[
             "DNS answers dropped from the cache at its cap (least recently used first)",
         ),
         value: |t| t.dns.2,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "dns_truncated",
+            "DNS answers longer than the 512 bytes captured (EDNS): not parsed, no name",
+        ),
+        value: |t| t.dns.3,
     },
     Derived {
         spec: CounterSpec::stats("events", "Records received from the kernel")

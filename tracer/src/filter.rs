@@ -1,6 +1,10 @@
 //! The `--port`, `--dst`, `--pid`, `--comm` filters: parsed and checked here, applied in the
 //! kernel (tracer-ebpf `filter`), where a connect that does not match costs nothing further.
+//! A `--dst` name is the exception: the kernel knows addresses only, so names (and the
+//! addresses beside them) are matched here, against the DNS answers seen (`DstFilter`).
 use std::net::IpAddr;
+
+use crate::classify::{Direction, Outcome};
 
 use tracer_common::{AF_INET, AF_INET6, Cidr, Config, MAX_CIDRS, MAX_COMMS, MAX_PIDS, MAX_PORTS};
 
@@ -64,6 +68,108 @@ pub fn cidr_contains(c: &Cidr, ip: IpAddr) -> bool {
     rest == 0 || {
         let mask = 0xffu8 << (8 - rest);
         bytes[whole] & mask == c.addr_be[whole] & mask
+    }
+}
+
+/// One `--dst` value: a prefix, or a DNS name (`api.example.com`; `*.example.com` for every name
+/// under it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dst {
+    Cidr(Cidr),
+    Name(String),
+}
+
+/// `--dst`: an address, a prefix, or a DNS name.
+pub fn parse_dst(s: &str) -> Result<Dst, String> {
+    if let Ok(c) = parse_cidr(s) {
+        return Ok(Dst::Cidr(c));
+    }
+    let name = s.trim_end_matches('.').to_ascii_lowercase();
+    let bare = name.strip_prefix("*.").unwrap_or(&name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let is_name = !bare.is_empty()
+        && name.len() <= 253
+        && bare.split('.').all(label_ok)
+        && bare.bytes().any(|b| b.is_ascii_alphabetic());
+    if is_name {
+        Ok(Dst::Name(name))
+    } else {
+        Err(parse_cidr(s).unwrap_err().replace(
+            "expected an IP address or a CIDR prefix",
+            "expected an IP address, a CIDR prefix or a DNS name",
+        ))
+    }
+}
+
+/// The `--dst` prefixes the kernel can apply: all of them, or none when a name is among the
+/// values (a connect to a named destination must reach userspace to be matched).
+pub fn kernel_cidrs(dsts: &[Dst]) -> Vec<Cidr> {
+    if dsts.iter().any(|d| matches!(d, Dst::Name(_))) {
+        return Vec::new();
+    }
+    dsts.iter()
+        .filter_map(|d| match d {
+            Dst::Cidr(c) => Some(*c),
+            Dst::Name(_) => None,
+        })
+        .collect()
+}
+
+/// `--dst` with names, applied to outbound outcomes in userspace: an outcome passes when its
+/// destination is in a prefix, or the DNS answer that gave it asked for a name (or went through
+/// a canonical name) that matches.
+#[derive(Clone, Debug, Default)]
+pub struct DstFilter {
+    cidrs: Vec<Cidr>,
+    names: Vec<String>,
+}
+
+impl DstFilter {
+    /// `None` when the kernel applies every value (no name among them).
+    pub fn new(dsts: &[Dst]) -> Option<Self> {
+        let mut f = Self::default();
+        for d in dsts {
+            match d {
+                Dst::Cidr(c) => f.cidrs.push(*c),
+                Dst::Name(n) => f.names.push(n.clone()),
+            }
+        }
+        (!f.names.is_empty()).then_some(f)
+    }
+
+    /// The names asked for.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn wants(&self, o: &Outcome) -> bool {
+        if o.direction != Direction::Outbound {
+            // The local end of an inbound refusal is never a name a client asked for.
+            return self.cidrs.iter().any(|c| cidr_contains(c, o.conn.dst.ip()));
+        }
+        self.cidrs.iter().any(|c| cidr_contains(c, o.conn.dst.ip()))
+            || o.evidence.dns.as_ref().is_some_and(|a| {
+                std::iter::once(&a.name)
+                    .chain(&a.chain)
+                    .any(|n| self.names.iter().any(|want| name_matches(want, n)))
+            })
+    }
+}
+
+/// `want` (`a.b`, or `*.b` for names under `b`) against an answer's name, ignoring case.
+fn name_matches(want: &str, name: &str) -> bool {
+    match want.strip_prefix("*.") {
+        Some(zone) => {
+            name.len() > zone.len() + 1
+                && name.as_bytes()[name.len() - zone.len() - 1] == b'.'
+                && name[name.len() - zone.len()..].eq_ignore_ascii_case(zone)
+        }
+        None => name.eq_ignore_ascii_case(want),
     }
 }
 
@@ -137,6 +243,63 @@ mod tests {
             let e = parse_cidr(bad).unwrap_err();
             assert!(e.contains("CIDR prefix"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_dst_is_a_prefix_or_a_name() {
+        assert!(matches!(parse_dst("10.0.0.0/8"), Ok(Dst::Cidr(_))));
+        assert_eq!(
+            parse_dst("Orders-DB.prod.svc."),
+            Ok(Dst::Name("orders-db.prod.svc".into()))
+        );
+        assert_eq!(parse_dst("*.svc"), Ok(Dst::Name("*.svc".into())));
+        assert_eq!(parse_dst("localhost"), Ok(Dst::Name("localhost".into())));
+        for bad in ["10.0.0.0/33", "a..b", "*.", "-", "a b", "1.2.3", ""] {
+            let e = parse_dst(bad).unwrap_err();
+            assert!(e.contains("DNS name"), "{bad}: {e}");
+        }
+        let (cidr, name) = (
+            parse_dst("10.0.0.0/8").unwrap(),
+            parse_dst("api.test").unwrap(),
+        );
+        assert_eq!(kernel_cidrs(std::slice::from_ref(&cidr)).len(), 1);
+        assert!(kernel_cidrs(&[cidr.clone(), name.clone()]).is_empty());
+        assert!(
+            DstFilter::new(&[cidr]).is_none(),
+            "the kernel applies prefixes"
+        );
+    }
+
+    #[test]
+    fn a_name_matches_the_answer_asked_or_its_canonical_names() {
+        use crate::classify::Label;
+        let answer = |name: &str, chain: &[&str]| {
+            Some(std::sync::Arc::new(crate::dns::Answer {
+                name: name.into(),
+                chain: chain.iter().map(|c| c.to_string()).collect(),
+                server: "10.96.0.10".parse().unwrap(),
+                ttl_s: 30,
+                at_ns: 0,
+            }))
+        };
+        let f = DstFilter::new(&[
+            parse_dst("api.test").unwrap(),
+            parse_dst("*.prod.svc").unwrap(),
+            parse_dst("192.0.2.0/24").unwrap(),
+        ])
+        .unwrap();
+        let mut o = Outcome::example("10.0.0.9:80", Label::Refused);
+        assert!(!f.wants(&o), "no answer, not in the prefix");
+        o.evidence.dns = answer("API.test", &[]);
+        assert!(f.wants(&o));
+        o.evidence.dns = answer("www.test", &["orders.prod.svc"]);
+        assert!(f.wants(&o), "through a canonical name");
+        o.evidence.dns = answer("prod.svc", &[]);
+        assert!(!f.wants(&o), "`*.prod.svc` is the names under it");
+        o.evidence.dns = answer("xprod.svc", &[]);
+        assert!(!f.wants(&o));
+        let o = Outcome::example("192.0.2.7:80", Label::Refused);
+        assert!(f.wants(&o), "the prefixes beside the names");
     }
 
     #[test]

@@ -35,6 +35,10 @@ enum When {
     Listeners(Direction, /* any */ bool),
     /// A SYN timeout towards a listener of this host that overflowed meanwhile.
     OverflowedListener,
+    /// An outbound connect-phase failure of this label to an address a DNS answer gave, that
+    /// answer expired (`true`) or not by the time of the failure. A refusal by ICMP (a
+    /// firewall's answer) and a SYN timeout that met an ICMP error have rules of their own.
+    Dns(Label, /* expired */ bool),
 }
 
 struct Rule {
@@ -97,6 +101,43 @@ const RULES: &[Rule] = &[
         template: "nothing listens on {dst}, but port {port} is listened on {listeners}: the \
                    service is bound to another address than the one the client uses; bind it to \
                    {ip} (or 0.0.0.0 / ::), or point the client at a listening address",
+    },
+    Rule {
+        when: When::Dns(Label::Refused, true),
+        template: "stale DNS? `{name}` resolved to {ip} {dns_ago} ago with a TTL of {ttl} s — \
+                   the answer had expired, yet the client still connects there, and nothing \
+                   listens on port {port}: a client or library caching past the TTL (e.g. the \
+                   JVM's networkaddress.cache.ttl) while the service moved; run `dig {name}` for \
+                   the current address, then fix or restart the client's DNS cache",
+    },
+    Rule {
+        when: When::Dns(Label::Refused, false),
+        template: "`{name}` resolved to {ip} ({dns_ago} ago, TTL {ttl} s) where nothing listens \
+                   on port {port}: stale DNS (the service moved and the record was not updated) \
+                   or the service is down; run `dig {name}` and compare with {ip}, and on {ip} \
+                   `ss -tlnp 'sport = :{port}'`",
+    },
+    Rule {
+        when: When::Dns(Label::SynTimeout, true),
+        template: "stale DNS? `{name}` resolved to {ip} {dns_ago} ago with a TTL of {ttl} s — \
+                   the answer had expired, yet the client still connects there, and {ip} never \
+                   answered the SYN ({syn_retransmits} SYN retransmission(s)): the address may no \
+                   longer be in use; run `dig {name}` for the current address, then fix or \
+                   restart the client's DNS cache",
+    },
+    Rule {
+        when: When::Dns(Label::SynTimeout, false),
+        template: "`{name}` resolved to {ip} ({dns_ago} ago, TTL {ttl} s), which never answered \
+                   the SYN ({syn_retransmits} SYN retransmission(s)): the host is down, a \
+                   firewall drops the SYN, or the record points at an address no longer in use; \
+                   run `dig {name}`, then `nc -zv {ip} {port}` and `traceroute -T -p {port} {ip}`",
+    },
+    Rule {
+        when: When::Dns(Label::Unreachable, true),
+        template: "stale DNS? `{name}` resolved to {ip} {dns_ago} ago with a TTL of {ttl} s — \
+                   the answer had expired, yet the client still connects there, and {ip} is \
+                   unreachable ({errno}); run `dig {name}` for the current address, then fix or \
+                   restart the client's DNS cache",
     },
     Rule {
         when: When::Listeners(Direction::Outbound, false),
@@ -347,6 +388,15 @@ fn matches(when: When, o: &Outcome, names: &ReasonNames) -> bool {
                     .is_some_and(|l| l.on_port().next().is_some() == any)
         }
         When::OverflowedListener => o.label == Label::SynTimeout && e.overflowed_listener.is_some(),
+        When::Dns(label, expired) => {
+            o.label == label
+                && o.direction == Direction::Outbound
+                && e.via != Some(Via::Icmp)
+                && e.soft_errno.is_none()
+                && e.dns
+                    .as_ref()
+                    .is_some_and(|a| a.expired_at(o.at_ns) == expired)
+        }
     }
 }
 
@@ -471,6 +521,12 @@ impl Hint<'_> {
             "{unacked}" => write!(f, "{}", e.unacked_bytes.unwrap_or(0)),
             "{idle_ms}" => write!(f, "{:.0}", e.idle_ms.unwrap_or(0.0)),
             "{warned_ms_before}" => write!(f, "{:.0}", e.warned_ms_before.unwrap_or(0.0)),
+            "{name}" | "{dns_ago}" | "{ttl}" => match (key, e.dns.as_deref()) {
+                ("{name}", Some(a)) => f.write_str(&a.name),
+                ("{dns_ago}", Some(a)) => ago(o.at_ns.saturating_sub(a.at_ns), f),
+                ("{ttl}", Some(a)) => write!(f, "{}", a.ttl_s),
+                _ => f.write_str("?"),
+            },
             other => f.write_str(other),
         }
     }
@@ -492,6 +548,17 @@ impl Hint<'_> {
         } else {
             f.write_str(segments(side.tcp_flags))
         }
+    }
+}
+
+/// A duration for a reader: `850 ms`, `3.2 s`, `40 min`, `5.5 h`.
+fn ago(ns: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let ms = ns / 1_000_000;
+    match ms {
+        0..1_000 => write!(f, "{ms} ms"),
+        1_000..60_000 => write!(f, "{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => write!(f, "{} min", ms / 60_000),
+        _ => write!(f, "{:.1} h", ms as f64 / 3_600_000.0),
     }
 }
 

@@ -430,3 +430,95 @@ fn a_listen_overflow_and_an_at_risk_warning_have_their_hints() {
     );
     assert!(h.starts_with("10.1.2.3:5432 has acknowledged nothing through 3 retransmission timeouts in a row (1000 byte(s) outstanding, last segment received 1728 ms ago)"), "{h}");
 }
+
+/// `orders-db.prod.svc` answered `resolved_s_before` seconds before the failure, with a TTL of
+/// 30 s.
+fn named(label: Label, via: Option<Via>, resolved_s_before: u64) -> Outcome {
+    let mut o = outcome(
+        label,
+        Direction::Outbound,
+        Some(libc::ECONNREFUSED),
+        Evidence {
+            via,
+            gave_up: Some(GaveUp::Kernel),
+            syn_retransmits: 6,
+            ..Default::default()
+        },
+    );
+    o.at_ns = 10_000_000_000_000;
+    o.evidence.dns = Some(std::sync::Arc::new(crate::dns::Answer {
+        name: "orders-db.prod.svc".into(),
+        chain: Vec::new(),
+        server: "10.96.0.10".parse().unwrap(),
+        ttl_s: 30,
+        at_ns: o.at_ns - resolved_s_before * 1_000_000_000,
+    }));
+    o
+}
+
+#[test]
+fn a_named_destination_says_what_it_resolved_to_and_calls_out_an_expired_answer() {
+    let stale = named(Label::Refused, Some(Via::Rst), 40 * 60);
+    let h = hint(&stale).unwrap().to_string();
+    assert!(
+        h.starts_with(
+            "stale DNS? `orders-db.prod.svc` resolved to 10.1.2.3 40 min ago with a TTL of 30 s"
+        ),
+        "{h}"
+    );
+    assert!(
+        h.contains("port 5432") && h.contains("`dig orders-db.prod.svc`"),
+        "{h}"
+    );
+    let fresh = named(Label::Refused, Some(Via::Rst), 5);
+    let h = hint(&fresh).unwrap().to_string();
+    assert!(
+        h.starts_with("`orders-db.prod.svc` resolved to 10.1.2.3 (5.0 s ago, TTL 30 s) where nothing listens on port 5432"),
+        "{h}"
+    );
+    assert!(!h.contains("stale DNS?"), "{h}");
+    let h = hint(&named(Label::SynTimeout, None, 3))
+        .unwrap()
+        .to_string();
+    assert!(
+        h.starts_with("`orders-db.prod.svc` resolved to 10.1.2.3 (3.0 s ago"),
+        "{h}"
+    );
+    assert!(h.contains("6 SYN retransmission(s)"), "{h}");
+    let h = hint(&named(Label::SynTimeout, None, 31))
+        .unwrap()
+        .to_string();
+    assert!(h.starts_with("stale DNS? "), "{h}");
+    let h = hint(&named(Label::Unreachable, None, 7200))
+        .unwrap()
+        .to_string();
+    assert!(
+        h.starts_with("stale DNS? ") && h.contains("2.0 h ago"),
+        "{h}"
+    );
+    // An ICMP reject is a firewall's answer, not a missing listener: its own rule.
+    let h = hint(&named(Label::Refused, Some(Via::Icmp), 5))
+        .unwrap()
+        .to_string();
+    assert!(!h.contains("orders-db"), "{h}");
+    // A listener of this host on another address is the more precise diagnosis; none at all
+    // says what the DNS rule says, with the name.
+    use crate::classify::{ListenerSeen, Listening};
+    let mut o = named(Label::Refused, Some(Via::Rst), 5);
+    o.evidence.listeners = Some(Listening {
+        port: 5432,
+        all: std::sync::Arc::new(vec![ListenerSeen {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            pid: Some(42),
+            comm: Some("postgres".into()),
+        }]),
+    });
+    let h = hint(&o).unwrap().to_string();
+    assert!(h.contains("127.0.0.1 (postgres, pid 42) only"), "{h}");
+    o.evidence.listeners = Some(Listening {
+        port: 5432,
+        all: Default::default(),
+    });
+    let h = hint(&o).unwrap().to_string();
+    assert!(h.starts_with("`orders-db.prod.svc` resolved to"), "{h}");
+}

@@ -24,7 +24,7 @@ pub struct LoadOptions {
     pub config: Config,
     /// Programs of `HOOKS` not to load and attach (their tracepoint is missing, or not wanted).
     pub skip: Vec<&'static str>,
-    /// Attach `dns_ingress` to this cgroup v2 mount (`--dns`): DNS answers.
+    /// Attach `dns_ingress` to this cgroup v2 mount (not with `--no-dns`): DNS answers.
     pub dns: Option<std::path::PathBuf>,
 }
 
@@ -155,8 +155,9 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         match attach_dns(&mut ebpf, root) {
             Ok(()) => attached.push("dns_ingress"),
             Err(e) => log::warn!(
-                "degraded: DNS capture: {e:#}; records carry no DNS names (needs a cgroup v2 \
-                 mount and BPF_PROG_TYPE_CGROUP_SKB)"
+                "degraded: DNS capture: {e:#}; records carry no DNS names (loading a cgroup_skb \
+                 program needs CAP_NET_ADMIN; `tracer check` says what is missing, `--no-dns` \
+                 silences this)"
             ),
         }
     }

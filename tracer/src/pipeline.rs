@@ -41,8 +41,10 @@ pub struct Pipeline {
     select: Select,
     reasons: ReasonNames,
     workloads: Workloads,
-    /// DNS answers by (namespace, address) (issue 16, work in progress).
+    /// DNS answers by (namespace, address).
     pub dns: crate::dns::DnsCache,
+    /// `--dst` with names: matched here, against the answers (the kernel matches prefixes).
+    pub dst_filter: Option<crate::filter::DstFilter>,
     /// The latest kernel time seen in a record: the pipeline's clock.
     now_ns: u64,
     pub events: u64,
@@ -76,6 +78,7 @@ impl Pipeline {
                 WorkloadFilter::default(),
             ),
             dns: crate::dns::DnsCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero")),
+            dst_filter: None,
             now_ns: 0,
             events: 0,
             decode_errors: 0,
@@ -120,9 +123,20 @@ impl Pipeline {
         };
         self.events += 1;
         self.now_ns = self.now_ns.max(ev.ts_ns);
-        let mut outcome = self.classifier.observe(&ev)?;
-        if let Some(netns) = outcome.conn.netns {
+        let outcome = self.classifier.observe(&ev)?;
+        self.name_and_admit(outcome)
+    }
+
+    /// Names the destination of an outbound outcome from the DNS answers seen in its network
+    /// namespace, applies a `--dst` name filter, then `admit`s it.
+    fn name_and_admit(&mut self, mut outcome: Outcome) -> Option<Outcome> {
+        if let Some(netns) = outcome.conn.netns
+            && outcome.direction == Direction::Outbound
+        {
             outcome.evidence.dns = self.dns.lookup(netns, outcome.conn.dst.ip());
+        }
+        if self.dst_filter.as_ref().is_some_and(|f| !f.wants(&outcome)) {
+            return None;
         }
         self.admit(outcome)
     }
@@ -138,7 +152,10 @@ impl Pipeline {
     /// classified and counted.
     pub fn flush(&mut self, now_mono_ns: u64) -> Vec<Outcome> {
         let outcomes = self.classifier.flush(now_mono_ns);
-        outcomes.into_iter().filter_map(|o| self.admit(o)).collect()
+        outcomes
+            .into_iter()
+            .filter_map(|o| self.name_and_admit(o))
+            .collect()
     }
 
     /// Resolves the outcome's workload and applies the workload filters (a cgroup the kernel
@@ -253,7 +270,12 @@ impl Pipeline {
             classifier: self.classifier.counts,
             destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
             workloads: self.workloads.counts,
-            dns: (self.dns.seen, self.dns.parse_errors, self.dns.evicted),
+            dns: (
+                self.dns.seen,
+                self.dns.parse_errors,
+                self.dns.evicted,
+                self.dns.truncated,
+            ),
             output_dropped,
         }
     }

@@ -35,3 +35,9 @@ pub fn explain(missing: &[&str]) -> String {
 pub fn can_enter_namespaces() -> bool {
     caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false)
 }
+
+/// Whether this process may load the DNS capture (a cgroup_skb program: CAP_NET_ADMIN).
+pub fn can_capture_dns() -> bool {
+    let has = |c| caps::has_cap(None, CapSet::Effective, c).unwrap_or(false);
+    has(Capability::CAP_NET_ADMIN) || has(Capability::CAP_SYS_ADMIN)
+}

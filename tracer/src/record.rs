@@ -12,6 +12,7 @@ use crate::{
     classify::{Direction, GaveUp, Label, ListenQueue, Listening, LocalDrops, Outcome, Phase, Via},
     clock::Timestamp,
     counters::{self, Totals},
+    dns::Answer,
     hints::{self, Hint},
     workload::{Workload, Workloads},
 };
@@ -28,16 +29,17 @@ pub enum Record<'a> {
     /// failure record.
     Warning(Failure<'a>),
     Connect(Connect<'a>),
-    Summary(SummaryOut),
+    Summary(SummaryOut<'a>),
     Stats(Stats),
 }
 
 /// One destination's window (`--summary-interval`).
 #[derive(Serialize, Debug, PartialEq)]
-pub struct SummaryOut {
+pub struct SummaryOut<'a> {
     pub time: Timestamp,
     pub window_s: f64,
-    pub dst: Endpoint,
+    /// With `name` when a DNS answer gave this address.
+    pub dst: Endpoint<'a>,
     pub attempts: u64,
     pub connected: u64,
     pub cancelled: u64,
@@ -55,6 +57,9 @@ pub struct SummaryOut {
     /// `at_risk` warnings about established connections to it in the window.
     pub at_risk: u64,
     pub verdict: &'static str,
+    /// The latest DNS answer that gave this address in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsOut<'a>>,
 }
 
 #[derive(Serialize, Debug, PartialEq, Default)]
@@ -86,9 +91,9 @@ pub struct TopProcess {
     pub workload: Option<Workload>,
 }
 
-impl SummaryOut {
+impl<'a> SummaryOut<'a> {
     pub fn from_summary(
-        s: &crate::aggregate::Summary,
+        s: &'a crate::aggregate::Summary,
         clock: &crate::clock::WallClock,
         workloads: &Workloads,
     ) -> Self {
@@ -98,7 +103,7 @@ impl SummaryOut {
             time: clock.timestamp(s.window_end_ns),
             window_s: (s.window_end_ns.saturating_sub(s.window_start_ns) / 1_000_000) as f64
                 / 1000.0,
-            dst: s.dst.into(),
+            dst: Endpoint::named(s.dst, s.dns.as_deref()),
             attempts: s.attempts,
             connected: s.connected,
             cancelled: s.cancelled,
@@ -135,23 +140,39 @@ impl SummaryOut {
             longest_streak: s.longest_streak,
             at_risk: s.at_risk,
             verdict: s.verdict.as_str(),
+            dns: s.dns.as_deref().map(|a| DnsOut::new(a, s.window_end_ns)),
         }
     }
 }
 
 #[derive(Serialize, Debug, PartialEq)]
-pub struct Endpoint {
+pub struct Endpoint<'a> {
     /// IPv4 dotted quad or IPv6 without brackets.
     #[serde(serialize_with = "display")]
     pub ip: IpAddr,
     pub port: u16,
+    /// The name the client asked DNS for when the answer gave this address (never a reverse
+    /// lookup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
 }
 
-impl From<SocketAddr> for Endpoint {
+impl From<SocketAddr> for Endpoint<'_> {
     fn from(a: SocketAddr) -> Self {
         Self {
             ip: a.ip(),
             port: a.port(),
+            name: None,
+        }
+    }
+}
+
+impl<'a> Endpoint<'a> {
+    /// `a`, named by the DNS answer that gave it, if any.
+    pub fn named(a: SocketAddr, dns: Option<&'a Answer>) -> Self {
+        Self {
+            name: dns.map(|d| d.name.as_str()),
+            ..a.into()
         }
     }
 }
@@ -176,8 +197,8 @@ pub struct Failure<'a> {
     pub label: &'static str,
     /// `outbound` (this host connected) or `inbound` (a peer's SYN found no listener here).
     pub direction: &'static str,
-    pub src: Endpoint,
-    pub dst: Endpoint,
+    pub src: Endpoint<'a>,
+    pub dst: Endpoint<'a>,
     /// The process that called connect(); null for inbound records.
     pub process: Option<Process<'a>>,
     pub cgroup_id: Option<u64>,
@@ -206,8 +227,8 @@ fn hint_or_empty<S: Serializer>(h: &Option<Hint<'_>>, s: S) -> Result<S::Ok, S::
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Connect<'a> {
     pub time: Timestamp,
-    pub src: Endpoint,
-    pub dst: Endpoint,
+    pub src: Endpoint<'a>,
+    pub dst: Endpoint<'a>,
     pub process: Process<'a>,
     pub cgroup_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,6 +240,9 @@ pub struct Connect<'a> {
     pub syn_retransmits: u16,
     #[serde(skip_serializing_if = "<[f64]>::is_empty")]
     pub syn_retransmit_ms: &'a [f64],
+    /// The DNS answer that gave the destination, if one was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsOut<'a>>,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -293,12 +317,12 @@ pub struct EvidenceOut<'a> {
     /// Who listens on the refused port in that network namespace (empty: nothing does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listeners: Option<ListenersOut<'a>>,
-    /// The DNS answer the destination came from (issue 16, WIP; not in the schema yet).
+    /// The DNS answer the destination came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsOut<'a>>,
 }
 
-/// `evidence.dns`.
+/// `evidence.dns` (and `dns` of `connect` and `summary` records).
 #[derive(Serialize, Debug, PartialEq)]
 pub struct DnsOut<'a> {
     pub name: &'a str,
@@ -309,6 +333,20 @@ pub struct DnsOut<'a> {
     pub expired: bool,
     #[serde(serialize_with = "display")]
     pub server: IpAddr,
+}
+
+impl<'a> DnsOut<'a> {
+    /// `a` as of `now_ns` (kernel monotonic).
+    pub fn new(a: &'a Answer, now_ns: u64) -> Self {
+        Self {
+            name: &a.name,
+            cname_chain: &a.chain,
+            resolved_ms_ago: (now_ns.saturating_sub(a.at_ns) / 1_000) as f64 / 1000.0,
+            ttl_s: a.ttl_s,
+            expired: a.expired_at(now_ns),
+            server: a.server,
+        }
+    }
 }
 
 /// `net.ipv4.ip_local_port_range`.
@@ -551,7 +589,7 @@ impl<'a> Failure<'a> {
             label: o.label.as_str(),
             direction: if inbound { "inbound" } else { "outbound" },
             src: o.conn.src.into(),
-            dst: o.conn.dst.into(),
+            dst: Endpoint::named(o.conn.dst, e.dns.as_deref()),
             process: (!inbound || listener).then(|| process(o)),
             cgroup_id: (!inbound).then_some(o.conn.cgroup_id),
             workload: workload.filter(|_| !inbound),
@@ -605,14 +643,7 @@ impl<'a> Failure<'a> {
                 listen: e.listen.as_ref().map(ListenOut::from),
                 overflowed_listener: e.overflowed_listener.as_ref().map(ListenOut::from),
                 listeners: e.listeners.as_ref().map(ListenersOut),
-                dns: e.dns.as_deref().map(|a| DnsOut {
-                    name: &a.name,
-                    cname_chain: &a.chain,
-                    resolved_ms_ago: (o.at_ns.saturating_sub(a.at_ns) / 1_000) as f64 / 1000.0,
-                    ttl_s: a.ttl_s,
-                    expired: a.expired_at(o.at_ns),
-                    server: a.server,
-                }),
+                dns: e.dns.as_deref().map(|a| DnsOut::new(a, o.at_ns)),
             },
             hint: hints::hint(o, reasons),
         }
@@ -624,7 +655,7 @@ impl<'a> Connect<'a> {
         Self {
             time,
             src: o.conn.src.into(),
-            dst: o.conn.dst.into(),
+            dst: Endpoint::named(o.conn.dst, o.evidence.dns.as_deref()),
             process: process(o),
             cgroup_id: o.conn.cgroup_id,
             workload,
@@ -632,6 +663,7 @@ impl<'a> Connect<'a> {
             latency_ms: o.evidence.elapsed_ms,
             syn_retransmits: o.evidence.syn_retransmits,
             syn_retransmit_ms: &o.evidence.syn_retransmit_ms,
+            dns: o.evidence.dns.as_deref().map(|a| DnsOut::new(a, o.at_ns)),
         }
     }
 }

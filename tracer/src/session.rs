@@ -179,6 +179,10 @@ impl Session {
         };
         let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
         pipeline.set_workloads(workloads(args));
+        pipeline.dns = crate::dns::DnsCache::new(
+            NonZeroUsize::new(args.dns_cache as usize).unwrap_or(NonZeroUsize::MIN),
+        );
+        pipeline.dst_filter = crate::filter::DstFilter::new(&args.dsts);
         write_verdicts(&mut cgroups, pipeline.workloads_mut());
         log::info!(
             "attached {} programs ({}){}",
@@ -205,7 +209,14 @@ impl Session {
             overflow_filter: OverflowFilter {
                 netns: args.netns,
                 ports: args.ports.clone(),
-                dsts: args.dsts.clone(),
+                dsts: args
+                    .dsts
+                    .iter()
+                    .filter_map(|d| match d {
+                        crate::filter::Dst::Cidr(c) => Some(*c),
+                        crate::filter::Dst::Name(_) => None,
+                    })
+                    .collect(),
                 by_process: !(args.pids.is_empty() && args.comms.is_empty()),
             },
         })
@@ -381,6 +392,15 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
     if !missing.is_empty() {
         return Err(Exit::Environment(privileges::explain(&missing)));
     }
+    if let Some(f) = crate::filter::DstFilter::new(&args.dsts)
+        && args.no_dns
+    {
+        return Err(Exit::Usage(format!(
+            "--dst {} is a DNS name, matched against the DNS answers the tracer captures, and \
+             --no-dns turns the capture off: drop --no-dns, or give addresses (--dst 10.0.0.0/8)",
+            f.names().join(",")
+        )));
+    }
     let tracefs = Tracefs::locate(args.env.tracefs.as_deref())
         .map_err(|e| Exit::Environment(e.to_string()))?;
     let btf_path = args.env.btf.display().to_string();
@@ -405,7 +425,7 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
     let mut config = crate::filter::config(
         args.netns.unwrap_or(0),
         &args.ports,
-        &args.dsts,
+        &crate::filter::kernel_cidrs(&args.dsts),
         &args.pids,
         &args.comms,
     )
@@ -419,11 +439,7 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
         config,
         skip: skipped_programs(args, &resolved),
-        dns: args
-            .dns
-            .then(|| crate::workload::cgroupfs::Cgroupfs::find().ok())
-            .flatten()
-            .map(|fs| fs.mount().to_path_buf()),
+        dns: dns_root(args),
     };
     let loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {
         let msg = e.to_string();
@@ -454,6 +470,24 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
         },
     };
     Ok((loaded, reasons))
+}
+
+/// Where to attach the DNS capture: the cgroup v2 root, unless `--no-dns` (or no cgroup v2 is
+/// mounted: said, and the tracer runs without names).
+fn dns_root(args: &RunArgs) -> Option<std::path::PathBuf> {
+    if args.no_dns {
+        return None;
+    }
+    match crate::workload::cgroupfs::Cgroupfs::find() {
+        Ok(fs) => Some(fs.mount().to_path_buf()),
+        Err(e) => {
+            log::warn!(
+                "degraded: DNS capture: {e}; records carry no DNS names (the capture attaches to \
+                 the cgroup v2 root: mount cgroup2, see `tracer check`)"
+            );
+            None
+        }
+    }
 }
 
 /// The programs not to attach: those whose tracepoint this kernel lacks (their check says what

@@ -31,6 +31,18 @@ pub struct Line {
     pub verdict: Verdict,
     /// The workload of the process with the most attempts in the last active window.
     pub workload: Option<String>,
+    /// The name DNS last gave this address (kept until another answer names it).
+    pub name: Option<String>,
+}
+
+impl Line {
+    /// `name (ip:port)` when DNS named it, else `ip:port`.
+    pub fn destination(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.dst),
+            None => self.dst.to_string(),
+        }
+    }
 }
 
 /// The table's content, fed one window of summaries at a time. Pure.
@@ -58,7 +70,13 @@ impl TopTable {
                 p99_ms: None,
                 verdict: Verdict::Healthy,
                 workload: None,
+                name: None,
             });
+            if let Some(a) = &s.dns
+                && l.name.as_deref() != Some(a.name.as_str())
+            {
+                l.name = Some(a.name.clone());
+            }
             l.attempts_per_s = s.attempts as f64 / window_s.max(0.001);
             for (total, n) in l.failures.iter_mut().zip(s.failures) {
                 *total += n;
@@ -173,7 +191,7 @@ fn draw(f: &mut ratatui::Frame, table: &TopTable) {
     ])
     .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = table.sorted().into_iter().map(|l| {
-        let mut cells = vec![l.dst.to_string(), format!("{:.1}", l.attempts_per_s)];
+        let mut cells = vec![l.destination(), format!("{:.1}", l.attempts_per_s)];
         cells.extend(l.failures.iter().map(u64::to_string));
         cells.push(l.p99_ms.map_or("-".into(), |p| format!("{p:.2}")));
         cells.push(l.verdict.as_str().to_string());
@@ -181,7 +199,7 @@ fn draw(f: &mut ratatui::Frame, table: &TopTable) {
         Row::new(cells)
     });
     let widths = [
-        Constraint::Min(24),
+        Constraint::Min(32),
         Constraint::Length(8),
         Constraint::Length(8),
         Constraint::Length(8),
@@ -244,6 +262,7 @@ mod tests {
             longest_streak: 0,
             at_risk: 0,
             verdict,
+            dns: None,
         }
     }
 
@@ -278,5 +297,33 @@ mod tests {
             "the last window's top"
         );
         assert_eq!(rows[1].workload, None, "an unknown workload");
+        assert_eq!(
+            rows[0].destination(),
+            "10.0.0.2:5432",
+            "no DNS answer: no name"
+        );
+    }
+
+    #[test]
+    fn a_destination_keeps_the_name_dns_gave_it() {
+        let mut t = TopTable::default();
+        let mut s = summary("10.0.0.2:5432", 3, 3, Verdict::Refusing);
+        s.dns = Some(std::sync::Arc::new(crate::dns::Answer {
+            name: "orders-db.prod.svc".into(),
+            chain: Vec::new(),
+            server: "10.96.0.10".parse().unwrap(),
+            ttl_s: 30,
+            at_ns: 0,
+        }));
+        t.update(1.0, &[s], |_| None);
+        t.update(
+            1.0,
+            &[summary("10.0.0.2:5432", 1, 1, Verdict::Refusing)],
+            |_| None,
+        );
+        assert_eq!(
+            t.sorted()[0].destination(),
+            "orders-db.prod.svc (10.0.0.2:5432)"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! DNS answers seen by this host's sockets (`KIND_DNS`, captured by `dns_ingress` in the kernel),
 //! parsed with hickory-proto and kept in a bounded, TTL-aware cache by (network namespace,
-//! answered address): the name a connection's destination came from (issue 16, work in progress).
+//! answered address): the name a connection's destination came from.
 use std::{net::IpAddr, num::NonZeroUsize, sync::Arc};
 
 use hickory_proto::{
@@ -95,10 +95,12 @@ pub fn parse(
 /// The answers seen, by (network namespace inode, address): the latest wins.
 pub struct DnsCache {
     answers: LruCache<(u32, IpAddr), Arc<Answer>, foldhash::fast::RandomState>,
-    /// DNS responses seen, malformed ones, and answers evicted at the cap.
+    /// DNS responses seen, malformed ones, answers evicted at the cap, and answers longer than
+    /// the captured bytes (not parsed: a cut message does not parse).
     pub seen: u64,
     pub parse_errors: u64,
     pub evicted: u64,
+    pub truncated: u64,
 }
 
 impl DnsCache {
@@ -108,6 +110,7 @@ impl DnsCache {
             seen: 0,
             parse_errors: 0,
             evicted: 0,
+            truncated: 0,
         }
     }
 
@@ -116,6 +119,10 @@ impl DnsCache {
         self.seen += 1;
         let server = crate::classify::ip(raw.family, &raw.server_be);
         let len = usize::from(raw.len).min(raw.payload.len());
+        if raw.wire_len > raw.len {
+            self.truncated += 1;
+            return;
+        }
         match parse(
             &raw.payload[..len],
             raw.transport == IPPROTO_TCP as u8,

@@ -185,12 +185,16 @@ fn connection(src: &Endpoint, dst: &Endpoint, t: &mut String, buf: &mut Vec<u8>)
 const SERVER: (&str, &str) = ("server.address", "server.port");
 const CLIENT: (&str, &str) = ("client.address", "client.port");
 
-/// `(address, port)` attributes of `e`.
+/// `(address, port)` attributes of `e`, and the name DNS gave it (`dns.question.name`: the
+/// name the client asked for; `server.address` stays the address it connected to).
 fn address((addr, port): (&str, &str), e: &Endpoint, t: &mut String, buf: &mut Vec<u8>) {
     t.clear();
     let _ = write!(t, "{}", e.ip);
     str_attr(addr, t, buf);
     int_attr(port, u64::from(e.port), buf);
+    if let Some(name) = e.name {
+        str_attr("dns.question.name", name, buf);
+    }
 }
 
 fn process(p: &Process<'_>, buf: &mut Vec<u8>) {
@@ -445,6 +449,7 @@ mod tests {
             longest_streak: 0,
             at_risk: 0,
             verdict: "healthy",
+            dns: None,
         });
         let stats = Record::Stats(Stats::default());
         let (req, lines) = roundtrip(&[connect, stats, summary]);
