@@ -1,4 +1,4 @@
-//! `RawDns`: a DNS answer as a socket of this host received it (prototype, issue 16).
+//! `RawDns`: a DNS answer as a socket of this host received it (`dns_ingress`).
 
 /// The DNS record's kind.
 pub const KIND_DNS: u8 = 8;

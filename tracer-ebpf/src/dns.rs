@@ -1,6 +1,6 @@
 //! `cgroup_skb/ingress` on the cgroup v2 root: DNS answers (source port 53, UDP or TCP) any
-//! socket of this host receives, in any network namespace (prototype, issue 16). Every other
-//! packet costs a header read and a port check.
+//! socket of this host receives, in any network namespace (`--netns`: that one only). Every
+//! other packet costs a header read and a port check.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -13,7 +13,7 @@ use tracer_common::{AF_INET, AF_INET6, DNS_PAYLOAD, KIND_DNS, RawDns};
 use crate::{
     EVENTS,
     emit::{Counter, count, now_ns, wakeup_flag},
-    read::{member, offset},
+    read::{config, member, offset},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -56,6 +56,11 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     if wire == 0 || start > 1500 {
         return None;
     }
+    let netns = netns(ctx);
+    let wanted: u32 = config!(netns);
+    if wanted != 0 && netns != wanted {
+        return None;
+    }
     let size = core::mem::size_of::<RawDns>();
     let Some(mut entry) = EVENTS.reserve::<RawDns>(0) else {
         count(Counter::Lost);
@@ -71,7 +76,7 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     ev.ts_ns = now_ns();
     // SAFETY: a helper taking the program's own context.
     ev.cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
-    ev.netns = netns(ctx);
+    ev.netns = netns;
     ev.wire_len = wire as u16;
     ev.client_port = u16::from_be_bytes([ports[2], ports[3]]);
     ev._pad1 = 0;

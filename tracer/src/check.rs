@@ -81,7 +81,7 @@ fn dns_check() -> Check {
         ),
         (false, _) => Check::missing(
             "dns",
-            "no CAP_NET_ADMIN: the DNS capture (a cgroup_skb program) cannot load, so records \
+            "no CAP_NET_ADMIN: the DNS capture (a cgroup_skb program) cannot attach, so records \
              name no destination (grant CAP_NET_ADMIN, or run with --no-dns)",
             false,
         ),

@@ -551,11 +551,12 @@ impl Hint<'_> {
     }
 }
 
-/// A duration for a reader: `850 ms`, `3.2 s`, `40 min`, `5.5 h`.
+/// A duration for a reader: `under 1 ms`, `850 ms`, `3.2 s`, `40 min`, `5.5 h`.
 fn ago(ns: u64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let ms = ns / 1_000_000;
     match ms {
-        0..1_000 => write!(f, "{ms} ms"),
+        0 => f.write_str("under 1 ms"),
+        1..1_000 => write!(f, "{ms} ms"),
         1_000..60_000 => write!(f, "{:.1} s", ms as f64 / 1000.0),
         60_000..3_600_000 => write!(f, "{} min", ms / 60_000),
         _ => write!(f, "{:.1} h", ms as f64 / 3_600_000.0),

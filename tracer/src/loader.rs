@@ -155,7 +155,7 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         match attach_dns(&mut ebpf, root) {
             Ok(()) => attached.push("dns_ingress"),
             Err(e) => log::warn!(
-                "degraded: DNS capture: {e:#}; records carry no DNS names (loading a cgroup_skb \
+                "degraded: DNS capture: {e:#}; records carry no DNS names (attaching a cgroup_skb \
                  program needs CAP_NET_ADMIN; `tracer check` says what is missing, `--no-dns` \
                  silences this)"
             ),
