@@ -402,4 +402,61 @@ mod tests {
         assert!(p.process(&[1, 2, 3]).is_none());
         assert_eq!((p.events, p.decode_errors), (0, 1));
     }
+
+    /// A DNS answer for `api.test` → 10.0.0.2 (TTL 30) in namespace 7, as `dns_ingress` hands it
+    /// over.
+    fn dns_answer() -> Vec<u8> {
+        let mut m = vec![0x50, 0x6c, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x03api\x04test\x00\x00\x01\x00\x01");
+        m.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04");
+        m.extend_from_slice(&[10, 0, 0, 2]);
+        let mut raw: tracer_common::RawDns = Zeroable::zeroed();
+        raw.kind = tracer_common::KIND_DNS;
+        raw.family = AF_INET;
+        raw.transport = 17;
+        raw.netns = 7;
+        raw.ts_ns = 500_000;
+        raw.len = m.len() as u16;
+        raw.wire_len = m.len() as u16;
+        raw.payload[..m.len()].copy_from_slice(&m);
+        bytemuck::bytes_of(&raw).to_vec()
+    }
+
+    #[test]
+    fn a_destination_an_answer_gave_is_named_and_a_dst_name_selects_it() {
+        let mut named = refused_close();
+        named.netns = 7;
+        named.valid |= tracer_common::VALID_NETNS;
+        let mut p = pipeline(Select::default());
+        assert!(p.process(&dns_answer()).is_none());
+        let o = p.process(bytemuck::bytes_of(&named)).expect("a refusal");
+        let Some(Record::Failure(f)) = p.record(&o) else {
+            panic!("a failure record");
+        };
+        assert_eq!(f.dst.name, Some("api.test"));
+        let line = serde_json::to_string(&f).unwrap();
+        assert!(
+            line.contains(r#""dst":{"ip":"10.0.0.2","port":5432,"name":"api.test"}"#),
+            "{line}"
+        );
+        assert!(
+            line.contains(r#""dns":{"name":"api.test","resolved_ms_ago":1.5,"ttl_s":30"#),
+            "{line}"
+        );
+        // Another namespace asked nothing: no name.
+        let mut elsewhere = named;
+        elsewhere.netns = 8;
+        let o = p
+            .process(bytemuck::bytes_of(&elsewhere))
+            .expect("a refusal");
+        assert!(o.evidence.dns.is_none());
+        // `--dst '*.test'`: the named one passes, the other is not counted.
+        let mut p = pipeline(Select::default());
+        p.dst_filter =
+            crate::filter::DstFilter::new(&[crate::filter::parse_dst("*.test").unwrap()]);
+        p.process(&dns_answer());
+        assert!(p.process(bytemuck::bytes_of(&named)).is_some());
+        assert!(p.process(bytemuck::bytes_of(&elsewhere)).is_none());
+        assert_eq!(p.failures, 1);
+    }
 }

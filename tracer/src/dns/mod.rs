@@ -195,4 +195,38 @@ mod tests {
             let _ = parse(&response()[..cut], false, server, 0);
         }
     }
+
+    /// A captured answer of `payload` in namespace 7 from 10.53.0.1.
+    fn raw(payload: &[u8], wire_len: u16) -> RawDns {
+        let mut raw: RawDns = bytemuck::Zeroable::zeroed();
+        raw.kind = tracer_common::KIND_DNS;
+        raw.family = tracer_common::AF_INET;
+        raw.transport = 17;
+        raw.netns = 7;
+        raw.server_be[..4].copy_from_slice(&[10, 53, 0, 1]);
+        raw.len = payload.len() as u16;
+        raw.wire_len = wire_len;
+        raw.payload[..payload.len()].copy_from_slice(payload);
+        raw
+    }
+
+    #[test]
+    fn the_cache_answers_per_namespace_counts_cut_answers_and_evicts_at_its_cap() {
+        let ip: IpAddr = "10.53.9.9".parse().unwrap();
+        let mut cache = DnsCache::new(NonZeroUsize::new(1).unwrap());
+        cache.observe(&raw(&response(), response().len() as u16));
+        assert_eq!(cache.lookup(7, ip).unwrap().name, "api.test");
+        assert_eq!(cache.lookup(8, ip), None, "another namespace's answer");
+        // An answer longer than what was captured: counted, not parsed.
+        cache.observe(&raw(&response(), 900));
+        assert_eq!((cache.seen, cache.truncated, cache.parse_errors), (2, 1, 0));
+        let mut other = response();
+        let n = other.len();
+        other[n - 1] = 10; // 10.53.9.10
+        cache.observe(&raw(&other, n as u16));
+        assert_eq!(cache.evicted, 1);
+        assert_eq!(cache.lookup(7, ip), None, "evicted at the cap of 1");
+        cache.observe(&raw(&[0xde, 0xad], 2));
+        assert_eq!(cache.parse_errors, 1);
+    }
 }
