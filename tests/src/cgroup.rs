@@ -38,15 +38,18 @@ pub struct DenyConnectCgroup {
 
 /// Where cgroup v2 is mounted (e.g. /sys/fs/cgroup, or /sys/fs/cgroup/unified beside v1).
 pub fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
+    find_cgroup2_mount()
         .expect("no cgroup v2 mount in /proc/self/mounts: a cgroup connect4 program needs one")
+}
+
+/// The first cgroup v2 mount in /proc/self/mounts, if any.
+pub fn find_cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; ATTR_SIZE]) -> io::Result<libc::c_long> {

@@ -51,7 +51,7 @@ enum Task {
         /// Seconds per throughput run.
         #[arg(long)]
         seconds: Option<f64>,
-        /// Run only these parts (comma-separated): connect, refused, programs, userspace,
+        /// Run only these parts (comma-separated): connect, refused, dns, programs, userspace,
         /// capacity, overload, memory.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

@@ -40,13 +40,24 @@ pub fn run(ns: &Netns, args: &[String]) -> Result<LoadResult> {
     })
 }
 
-/// `tt-load` arguments: connect to `addr` for `seconds` with `threads` threads, optionally
-/// serving it (success path) and pinned to `cpu`.
+/// What each attempt of `tt-load` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A connect nobody listens for: refused.
+    Refused,
+    /// A connect to a listener of `tt-load`'s own (`--serve`), then a close.
+    Serve,
+    /// A DNS query over UDP, answered by a responder of `tt-load`'s own (`--dns`).
+    Dns,
+}
+
+/// `tt-load` arguments: `mode` attempts to `addr` for `seconds` with `threads` threads,
+/// optionally pinned to `cpu`.
 pub fn args(
     addr: &str,
     seconds: f64,
     threads: usize,
-    serve: bool,
+    mode: Mode,
     cpu: Option<usize>,
 ) -> Vec<String> {
     let mut a = vec![
@@ -57,8 +68,10 @@ pub fn args(
         "--threads".into(),
         threads.to_string(),
     ];
-    if serve {
-        a.push("--serve".into());
+    match mode {
+        Mode::Refused => {}
+        Mode::Serve => a.push("--serve".into()),
+        Mode::Dns => a.push("--dns".into()),
     }
     if let Some(cpu) = cpu {
         a.push("--cpu".into());

@@ -1,5 +1,6 @@
 //! What watches the benchmark's connections: nothing, `tracer`, the bpftrace peer script, or
-//! near-empty bpftrace programs on the same tracepoints (the floor).
+//! the floor: near-empty bpftrace programs on the same tracepoints plus an empty cgroup_skb
+//! ingress program on the cgroup v2 root, attached by the harness (`floor_skb`).
 //! Each writes its output to a file (as a log shipper would read it), never to a pipe this
 //! process parses while the load runs.
 use std::{
@@ -18,7 +19,11 @@ use nix::{
 };
 use serde_json::Value;
 
-use crate::{Netns, bench::load, tracer_bin};
+use crate::{
+    Netns,
+    bench::{floor_skb::FloorSkb, load},
+    tracer_bin,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observer {
@@ -26,7 +31,9 @@ pub enum Observer {
     Tracer,
     /// The bpftrace peer script: what a user would write instead.
     Bpftrace,
-    /// Near-empty bpftrace programs on the same tracepoints: the cost of attaching at all.
+    /// Near-empty bpftrace programs on the same tracepoints, plus an empty cgroup_skb ingress
+    /// program on the cgroup v2 root (where the tracer's `dns_ingress` runs), attached by this
+    /// harness: the cost of attaching at all.
     Floor,
 }
 
@@ -62,7 +69,8 @@ pub fn peer_script() -> PathBuf {
     bench_dir().join("peer.bt")
 }
 
-/// The near-empty programs of the floor measurement.
+/// The near-empty tracepoint programs of the floor measurement (its cgroup_skb program is
+/// `floor_skb`'s).
 pub fn floor_script() -> PathBuf {
     bench_dir().join("floor.bt")
 }
@@ -76,6 +84,8 @@ fn bench_dir() -> PathBuf {
 pub struct Running {
     kind: Observer,
     child: Option<Child>,
+    /// The floor's empty cgroup_skb program: attached for as long as this lives.
+    floor_skb: Option<FloorSkb>,
     out: PathBuf,
     stderr: Arc<Mutex<String>>,
 }
@@ -87,6 +97,7 @@ pub fn start(kind: Observer, ns: &Netns, out: &Path, tracer_args: &[&str]) -> Re
             return Ok(Running {
                 kind,
                 child: None,
+                floor_skb: None,
                 out: out.to_path_buf(),
                 stderr: Default::default(),
             });
@@ -105,6 +116,10 @@ pub fn start(kind: Observer, ns: &Netns, out: &Path, tracer_args: &[&str]) -> Re
             });
             c
         }
+    };
+    let floor_skb = match kind {
+        Observer::Floor => Some(FloorSkb::attach()?),
+        _ => None,
     };
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut child = cmd
@@ -125,6 +140,7 @@ pub fn start(kind: Observer, ns: &Netns, out: &Path, tracer_args: &[&str]) -> Re
     let mut running = Running {
         kind,
         child: Some(child),
+        floor_skb,
         out: out.to_path_buf(),
         stderr,
     };
@@ -280,6 +296,9 @@ impl Running {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        // The floor's cgroup_skb program goes with its bpftrace programs (closing the link
+        // detaches it).
+        drop(self.floor_skb.take());
         Ok(Output {
             path: self.out.clone(),
         })
@@ -341,6 +360,11 @@ impl TracerCounts {
             .get(&u64::from(port))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// DNS responses the tracer captured (`stats.dns_responses`).
+    pub fn dns_responses(&self) -> u64 {
+        self.stats["dns_responses"].as_u64().unwrap_or(0)
     }
 
     /// Connections whose outcome the kernel could not hand over (`stats.lost_connections`).

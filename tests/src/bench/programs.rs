@@ -37,21 +37,29 @@ fn bpftool_programs() -> Result<Vec<Value>> {
     serde_json::from_slice(&out.stdout).context("bpftool's JSON")
 }
 
-/// Ids of the tracepoint programs loaded now.
+/// The program types an observer loads (bpftool's names): the tracepoint programs, and the
+/// cgroup_skb ingress programs of the tracer (`dns_ingress`) and the floor (`floor_skb`).
+const TYPES: [&str; 2] = ["tracepoint", "cgroup_skb"];
+
+fn counted(p: &Value) -> bool {
+    TYPES.iter().any(|t| p["type"] == *t)
+}
+
+/// Ids of the tracepoint and cgroup_skb programs loaded now.
 pub fn loaded_ids() -> Result<BTreeSet<u64>> {
     Ok(bpftool_programs()?
         .iter()
-        .filter(|p| p["type"] == "tracepoint")
+        .filter(|p| counted(p))
         .filter_map(|p| p["id"].as_u64())
         .collect())
 }
 
-/// The tracepoint programs loaded since `before` was taken: those of the one observer started
-/// in between (bpftool here cannot name a program's owner process).
+/// The tracepoint and cgroup_skb programs loaded since `before` was taken: those of the one
+/// observer started in between (bpftool here cannot name a program's owner process).
 pub fn loaded_since(before: &BTreeSet<u64>) -> Result<Vec<ProgramCost>> {
     Ok(bpftool_programs()?
         .iter()
-        .filter(|p| p["type"] == "tracepoint")
+        .filter(|p| counted(p))
         .filter(|p| p["id"].as_u64().is_some_and(|id| !before.contains(&id)))
         .map(|p| ProgramCost {
             name: p["name"].as_str().unwrap_or("?").to_string(),

@@ -1,5 +1,8 @@
 //! `cargo xtask bench`: what tracer costs and how much it can take, measured side by side with
-//! no tracer and with the bpftrace peer script (tests/src/bench/peer.bt), in one run. Prints a table and
+//! no tracer, with the bpftrace peer script (tests/src/bench/peer.bt) and with the floor (empty
+//! programs on the same hooks: the tracepoints of tests/src/bench/floor.bt, plus an empty
+//! cgroup_skb ingress program on the cgroup v2 root that this harness attaches, where the
+//! tracer's `dns_ingress` runs), in one run. Prints a table and
 //! writes target/bench/results.json. Fails only when its own sanity checks fail (no throughput,
 //! a peer that never attached, counts that do not add up), never on a timing threshold.
 //!
@@ -66,7 +69,7 @@ struct Args {
     /// Seconds per throughput run (default 5, or 1 with --short).
     #[arg(long)]
     seconds: Option<f64>,
-    /// Run only these parts (comma-separated): connect, refused, programs, userspace,
+    /// Run only these parts (comma-separated): connect, refused, dns, programs, userspace,
     /// capacity, overload, memory.
     #[arg(long, value_delimiter = ',', value_parser = PARTS)]
     only: Vec<String>,
@@ -75,9 +78,10 @@ struct Args {
     out: PathBuf,
 }
 
-const PARTS: [&str; 7] = [
+const PARTS: [&str; 8] = [
     "connect",
     "refused",
+    "dns",
     "programs",
     "userspace",
     "capacity",
@@ -91,6 +95,84 @@ const LOAD_CPU: usize = 1;
 const LOAD_THREADS: usize = 2;
 /// Refusals in the overload check.
 const OVERLOAD: u64 = 20_000;
+/// What the tracer needs to capture DNS answers (the `dns` row and the `programs` part):
+/// nothing, DNS capture being on by default (`--dns` on versions where it was opt-in).
+const TRACER_DNS_ARGS: &[&str] = &[];
+/// Where the DNS load's responder listens (port 53: the tracer captures answers from it).
+const DNS_ADDR: &str = "127.0.0.1:53";
+
+/// A throughput row of the table: one kind of load, under each observer in turn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Row {
+    /// Connects to a listener, then closes.
+    Connect,
+    /// Connects nobody listens for.
+    Refused,
+    /// DNS queries over UDP, answered on loopback (a resolver-heavy host).
+    Dns,
+}
+
+impl Row {
+    const ALL: [Row; 3] = [Row::Connect, Row::Refused, Row::Dns];
+
+    /// Its name for `--only`.
+    fn part(self) -> &'static str {
+        match self {
+            Row::Connect => "connect",
+            Row::Refused => "refused",
+            Row::Dns => "dns",
+        }
+    }
+
+    /// Its key in the JSON results.
+    fn key(self) -> &'static str {
+        match self {
+            Row::Connect => "connect_close_per_s",
+            Row::Refused => "refused_per_s",
+            Row::Dns => "dns_queries_per_s",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Row::Connect => "connect+close /s",
+            Row::Refused => "refused connects /s",
+            Row::Dns => "DNS queries /s",
+        }
+    }
+
+    fn addr(self) -> &'static str {
+        match self {
+            Row::Connect => "127.0.0.1:5001",
+            Row::Refused => "127.0.0.1:5002",
+            Row::Dns => DNS_ADDR,
+        }
+    }
+
+    fn mode(self) -> load::Mode {
+        match self {
+            Row::Connect => load::Mode::Serve,
+            Row::Refused => load::Mode::Refused,
+            Row::Dns => load::Mode::Dns,
+        }
+    }
+
+    fn tracer_args(self) -> &'static [&'static str] {
+        match self {
+            Row::Dns => TRACER_DNS_ARGS,
+            _ => &[],
+        }
+    }
+
+    /// Every attempt ended as this load expects: accepted, refused, or answered.
+    fn as_expected(self, r: &load::LoadResult) -> bool {
+        r.other == 0
+            && match self {
+                Row::Connect | Row::Dns => r.connected == r.attempts,
+                Row::Refused => r.refused == r.attempts,
+            }
+    }
+}
 
 struct Bench {
     ns: Netns,
@@ -132,7 +214,7 @@ fn main() -> Result<()> {
         "no tracer",
         "tracer",
         "bpftrace tests/src/bench/peer.bt",
-        "floor tests/src/bench/floor.bt"
+        "floor floor.bt + cgroup_skb"
     );
     let want = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     let mut results = serde_json::Map::new();
@@ -140,11 +222,10 @@ fn main() -> Result<()> {
         results.insert(key.into(), value?);
         Ok(())
     };
-    if want("connect") {
-        record("connect_close_per_s", b.throughput("connect", true))?;
-    }
-    if want("refused") {
-        record("refused_per_s", b.throughput("refused", false))?;
+    for row in Row::ALL {
+        if want(row.part()) {
+            record(row.key(), b.throughput(row))?;
+        }
     }
     if want("programs") {
         record("program_cost", b.program_costs())?;
@@ -245,11 +326,15 @@ impl Bench {
         self.ns.inode
     }
 
-    /// Connect throughput (`serve`: success path; else refusals), interleaved rounds of the
-    /// three observers, rotating their order each round.
-    fn throughput(&self, what: &str, serve: bool) -> Result<Value> {
-        let port: u16 = if serve { 5001 } else { 5002 };
-        let addr = format!("127.0.0.1:{port}");
+    /// The throughput of `row`'s load: interleaved rounds of the four observers, rotating their
+    /// order each round.
+    fn throughput(&self, row: Row) -> Result<Value> {
+        let what = row.part();
+        let addr = row.addr();
+        let port: u16 = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .context("a port")?;
         let mut spreads: [Spread; 4] = Default::default();
         let mut tracer_seen = 0u64;
         let mut peer_lines = 0u64;
@@ -258,31 +343,37 @@ impl Bench {
                 let i = (k + round) % Observer::ALL.len();
                 let kind = Observer::ALL[i];
                 let out = self.out_file(&format!("{}-{what}.out", kind.key()));
-                let running = observer::start(kind, &self.ns, &out, &[])?;
+                let running = observer::start(kind, &self.ns, &out, row.tracer_args())?;
                 let r = load::run(
                     &self.ns,
-                    &load::args(&addr, self.seconds, LOAD_THREADS, serve, Some(LOAD_CPU)),
+                    &load::args(addr, self.seconds, LOAD_THREADS, row.mode(), Some(LOAD_CPU)),
                 )?;
                 let output = running.stop()?;
                 ensure!(
-                    r.per_second > 0.0 && r.other == 0,
-                    "{what} load with {}: no throughput or unexpected errors: {r:?}",
+                    r.per_second > 0.0,
+                    "{what} load with {}: no throughput: {r:?}",
                     kind.name()
                 );
                 ensure!(
-                    if serve {
-                        r.connected == r.attempts
-                    } else {
-                        r.refused == r.attempts
-                    },
-                    "{what} load: not every attempt ended as expected: {r:?}"
+                    row.as_expected(&r),
+                    "{what} load with {}: not every attempt ended as expected: {r:?}",
+                    kind.name()
                 );
                 spreads[i].push(r.per_second);
-                match kind {
-                    Observer::Tracer if !serve => {
+                match (kind, row) {
+                    (Observer::Tracer, Row::Refused) => {
                         tracer_seen += output.tracer_counts(self.inode())?.delivered(port);
                     }
-                    Observer::Bpftrace => peer_lines += output.lines()?,
+                    (Observer::Tracer, Row::Dns) => {
+                        let counts = output.tracer_counts(self.inode())?;
+                        ensure!(
+                            counts.dns_responses() > 0,
+                            "tracer captured no DNS responses during a dns run (stats {})",
+                            counts.stats
+                        );
+                        tracer_seen += counts.dns_responses();
+                    }
+                    (Observer::Bpftrace, _) => peer_lines += output.lines()?,
                     _ => {}
                 }
             }
@@ -291,26 +382,22 @@ impl Bench {
             peer_lines > 0,
             "bpftrace printed nothing during the {what} runs"
         );
-        if !serve {
+        if row == Row::Refused {
             ensure!(
                 tracer_seen > 0,
                 "tracer reported no refusals during the refused runs"
             );
         }
         let base = spreads[0].median();
-        let label = if serve {
-            "connect+close /s"
-        } else {
-            "refused connects /s"
-        };
         println!(
-            "{label:<22} {:>24} {:>24} {:>24} {:>24}",
+            "{:<22} {:>24} {:>24} {:>24} {:>24}",
+            row.label(),
             fmt_spread(&spreads[0], None),
             fmt_spread(&spreads[1], Some(base)),
             fmt_spread(&spreads[2], Some(base)),
             fmt_spread(&spreads[3], Some(base)),
         );
-        Ok(json!({
+        let mut result = json!({
             "none": spreads[0].json(),
             "tracer": spreads[1].json(),
             "bpftrace": spreads[2].json(),
@@ -318,7 +405,11 @@ impl Bench {
             "tracer_change_pct": pct(spreads[1].median(), base),
             "bpftrace_change_pct": pct(spreads[2].median(), base),
             "floor_change_pct": pct(spreads[3].median(), base),
-        }))
+        });
+        if row == Row::Dns {
+            result["tracer_dns_responses"] = json!(tracer_seen);
+        }
+        Ok(result)
     }
 
     /// Mean kernel time per program run, with `kernel.bpf_stats_enabled` on only here.
@@ -329,15 +420,20 @@ impl Bench {
         for kind in [Observer::Tracer, Observer::Bpftrace, Observer::Floor] {
             let out = self.out_file(&format!("{}-cost.out", kind.key()));
             let before = programs::loaded_ids()?;
-            let running = observer::start(kind, &self.ns, &out, &[])?;
-            for (port, serve) in [(5003, true), (5004, false)] {
+            let running = observer::start(kind, &self.ns, &out, TRACER_DNS_ARGS)?;
+            // TCP successes and refusals, then DNS queries (which `dns_ingress` parses).
+            for (addr, mode, seconds) in [
+                ("127.0.0.1:5003", load::Mode::Serve, 2.0),
+                ("127.0.0.1:5004", load::Mode::Refused, 2.0),
+                (DNS_ADDR, load::Mode::Dns, 1.0),
+            ] {
                 load::run(
                     &self.ns,
                     &load::args(
-                        &format!("127.0.0.1:{port}"),
-                        self.seconds.min(2.0),
+                        addr,
+                        self.seconds.min(seconds),
                         LOAD_THREADS,
-                        serve,
+                        mode,
                         Some(LOAD_CPU),
                     ),
                 )?;
@@ -447,7 +543,13 @@ impl Bench {
             let running = observer::start(Observer::Tracer, &self.ns, &out, &["--netns", &netns])?;
             let r = load::run(
                 &self.ns,
-                &load::args(&format!("127.0.0.1:{port}"), seconds, threads, false, cpu),
+                &load::args(
+                    &format!("127.0.0.1:{port}"),
+                    seconds,
+                    threads,
+                    load::Mode::Refused,
+                    cpu,
+                ),
             )?;
             running.wait_idle(Duration::from_secs(10));
             let counts = running.stop()?.tracer_counts(self.inode())?;

@@ -1,0 +1,157 @@
+//! The floor's share of the tracer's `cgroup_skb/ingress` hook (`dns_ingress`): an empty program
+//! (`r0 = 1; exit`: every packet passes) attached to the ingress of the cgroup v2 root, where it
+//! runs for every packet that any socket of this host receives, in every network namespace.
+//! bpftrace cannot attach cgroup_skb programs, so it is loaded here with raw bpf(2) (no libbpf)
+//! and attached with a BPF link; closing the link's fd (on drop) detaches it.
+use std::{
+    fs::File,
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use anyhow::{Context, Result};
+
+use crate::cgroup::find_cgroup2_mount;
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+const BPF_CGROUP_INET_INGRESS: u32 = 0;
+/// BPF_ALU64 | BPF_MOV | BPF_K.
+const MOV64_IMM: u8 = 0x07 | 0xb0;
+/// BPF_JMP | BPF_EXIT.
+const EXIT: u8 = 0x05 | 0x90;
+
+/// `struct bpf_insn`; `regs` is the `dst_reg:4, src_reg:4` bitfield byte (both r0 here).
+#[repr(C)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// The leading fields of `union bpf_attr` that BPF_PROG_LOAD reads, up to
+/// `expected_attach_type`; the kernel zero-fills the rest.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// The leading fields of `union bpf_attr` that BPF_LINK_CREATE reads for a cgroup target.
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+// No implicit padding in either (every byte handed to the kernel is initialised), at the
+// offsets of the kernel's layout.
+const _: () = assert!(size_of::<Insn>() == 8);
+const _: () = assert!(size_of::<ProgLoadAttr>() == 72);
+const _: () = assert!(size_of::<LinkCreateAttr>() == 16);
+
+/// The empty program, attached to the cgroup v2 root's ingress while this value lives.
+pub struct FloorSkb {
+    // Dropped in this order: the link (which detaches the program), then the program.
+    _link: OwnedFd,
+    _prog: OwnedFd,
+}
+
+impl FloorSkb {
+    /// Loads `floor_skb` and links it to the ingress of the cgroup v2 root.
+    pub fn attach() -> Result<Self> {
+        let root = find_cgroup2_mount().context(
+            "no cgroup v2 mount in /proc/self/mounts (the floor's cgroup_skb needs one)",
+        )?;
+        let prog = load().context("BPF_PROG_LOAD of the floor's empty cgroup_skb program")?;
+        let dir = File::open(&root).with_context(|| format!("cannot open {}", root.display()))?;
+        let attr = LinkCreateAttr {
+            prog_fd: prog.as_raw_fd() as u32,
+            target_fd: dir.as_raw_fd() as u32,
+            attach_type: BPF_CGROUP_INET_INGRESS,
+            flags: 0,
+        };
+        let link = bpf(BPF_LINK_CREATE, &attr).with_context(|| {
+            format!(
+                "BPF_LINK_CREATE of the floor's cgroup_skb program on {} (ingress)",
+                root.display()
+            )
+        })?;
+        Ok(Self {
+            _link: link,
+            _prog: prog,
+        })
+    }
+}
+
+/// Loads `r0 = 1; exit` as a cgroup_skb ingress program named `floor_skb`.
+fn load() -> io::Result<OwnedFd> {
+    let insns = [
+        Insn {
+            code: MOV64_IMM,
+            regs: 0,
+            off: 0,
+            imm: 1,
+        },
+        Insn {
+            code: EXIT,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let license = c"GPL";
+    let mut prog_name = [0u8; 16];
+    prog_name[..9].copy_from_slice(b"floor_skb");
+    let attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_CGROUP_SKB,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+        prog_ifindex: 0,
+        expected_attach_type: BPF_CGROUP_INET_INGRESS,
+    };
+    bpf(BPF_PROG_LOAD, &attr)
+}
+
+/// bpf(2) with `attr`, one of the `#[repr(C)]` prefixes of `union bpf_attr` above, for a
+/// command that returns a new fd (BPF_PROG_LOAD, BPF_LINK_CREATE).
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` points at size_of::<T>() initialised bytes (the structs have no padding)
+    // that outlive the call, and the kernel only reads them for these commands; the pointers
+    // inside (instructions, license) point at buffers the caller keeps alive across the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_ref(attr),
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both commands return a new fd on success, which nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
