@@ -95,9 +95,6 @@ const LOAD_CPU: usize = 1;
 const LOAD_THREADS: usize = 2;
 /// Refusals in the overload check.
 const OVERLOAD: u64 = 20_000;
-/// What the tracer needs to capture DNS answers (the `dns` row and the `programs` part):
-/// nothing, DNS capture being on by default (`--dns` on versions where it was opt-in).
-const TRACER_DNS_ARGS: &[&str] = &[];
 /// Where the DNS load's responder listens (port 53: the tracer captures answers from it).
 const DNS_ADDR: &str = "127.0.0.1:53";
 
@@ -154,13 +151,6 @@ impl Row {
             Row::Connect => load::Mode::Serve,
             Row::Refused => load::Mode::Refused,
             Row::Dns => load::Mode::Dns,
-        }
-    }
-
-    fn tracer_args(self) -> &'static [&'static str] {
-        match self {
-            Row::Dns => TRACER_DNS_ARGS,
-            _ => &[],
         }
     }
 
@@ -343,7 +333,7 @@ impl Bench {
                 let i = (k + round) % Observer::ALL.len();
                 let kind = Observer::ALL[i];
                 let out = self.out_file(&format!("{}-{what}.out", kind.key()));
-                let running = observer::start(kind, &self.ns, &out, row.tracer_args())?;
+                let running = observer::start(kind, &self.ns, &out, &[])?;
                 let r = load::run(
                     &self.ns,
                     &load::args(addr, self.seconds, LOAD_THREADS, row.mode(), Some(LOAD_CPU)),
@@ -420,7 +410,7 @@ impl Bench {
         for kind in [Observer::Tracer, Observer::Bpftrace, Observer::Floor] {
             let out = self.out_file(&format!("{}-cost.out", kind.key()));
             let before = programs::loaded_ids()?;
-            let running = observer::start(kind, &self.ns, &out, TRACER_DNS_ARGS)?;
+            let running = observer::start(kind, &self.ns, &out, &[])?;
             // TCP successes and refusals, then DNS queries (which `dns_ingress` parses).
             for (addr, mode, seconds) in [
                 ("127.0.0.1:5003", load::Mode::Serve, 2.0),
