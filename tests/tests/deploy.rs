@@ -230,6 +230,13 @@ fn the_image_reports_a_refusal_in_a_test_namespace() {
     assert_eq!(r["netns"], json!(ns.inode), "{r}");
     assert_eq!(r["process"]["pid"], json!(pid), "the host's pid: {r}");
     assert_eq!(r["process"]["comm"], "tt-client", "{r}");
+    // The DaemonSet's capabilities attach the DNS capture (NET_ADMIN) to the host's cgroup v2
+    // root, mounted over the container's own view.
+    let log = tracer.tracer().stderr();
+    assert!(
+        log.contains("dns_ingress") && !log.contains("degraded: DNS capture"),
+        "{log}"
+    );
     // The DaemonSet's probes, where the kubelet sends them: the pod's own network namespace, the
     // port of its ConfigMap.
     assert_eq!(tracer.http_get(10140, "/healthz"), (200, "ok\n".into()));

@@ -28,6 +28,19 @@ pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn try_dns(ctx: &SkBuffContext) -> Option<()> {
+    // A connected socket (an established TCP connection, a connected UDP socket) receives only
+    // from its peer: when the peer's port is known and not 53, no answer can arrive here, and a
+    // read of the socket's field (no packet access, no helper) settles it. `remote_port` is the
+    // port in network order, shifted left 16 bits on little-endian machines.
+    let remote = ctx.skb.remote_port();
+    let remote = u16::from_be(if remote > 0xffff {
+        (remote >> 16) as u16
+    } else {
+        remote as u16
+    });
+    if remote != 0 && remote != DNS_PORT {
+        return None;
+    }
     let first: u8 = ctx.load(0).ok()?;
     let (l4, transport, family) = match first >> 4 {
         4 => (

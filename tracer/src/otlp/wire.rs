@@ -397,6 +397,43 @@ mod tests {
     }
 
     #[test]
+    fn a_named_destination_carries_the_name_the_client_asked_for() {
+        let clock = WallClock::with_offset_ns(0);
+        let mut o = Outcome::example("10.43.7.19:5432", Label::Refused);
+        let reasons = ReasonNames::default();
+        let plain = Record::Failure(Failure::from_outcome(
+            &o,
+            clock.timestamp(1),
+            &reasons,
+            None,
+        ));
+        let (req, _) = roundtrip(&[plain]);
+        let r = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(attr(r, "dns.question.name"), None, "no answer, no name");
+        o.evidence.dns = Some(std::sync::Arc::new(crate::dns::Answer {
+            name: "orders-db.prod.svc".into(),
+            chain: Vec::new(),
+            server: "10.96.0.10".parse().unwrap(),
+            ttl_s: 30,
+            at_ns: 0,
+        }));
+        let named = Record::Failure(Failure::from_outcome(
+            &o,
+            clock.timestamp(1),
+            &reasons,
+            None,
+        ));
+        let (req, _) = roundtrip(&[named]);
+        let r = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(attr(r, "dns.question.name"), Some(&s("orders-db.prod.svc")));
+        assert_eq!(
+            attr(r, "server.address"),
+            Some(&s("10.43.7.19")),
+            "still the address"
+        );
+    }
+
+    #[test]
     fn an_inbound_refusal_has_the_local_end_as_server_and_no_process() {
         let clock = WallClock::with_offset_ns(0);
         let mut o = Outcome::example("[fd00::1]:8080", Label::Refused);
