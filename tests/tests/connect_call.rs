@@ -85,7 +85,8 @@ fn without_connect_calls_only_the_socket_path_reports() {
     let ns = Netns::new("nocalls");
     let tracer = Tracer::start(&ns, &["--no-connect-calls"]);
     assert!(
-        tracer.stderr().contains("attached 7 programs"),
+        // The six socket tracepoints, kfree_skb and the DNS capture.
+        tracer.stderr().contains("attached 8 programs"),
         "{}",
         tracer.stderr()
     );

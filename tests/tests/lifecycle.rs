@@ -7,7 +7,7 @@ use serde_json::Value;
 use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
 
 /// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes).
-const PROGRAMS: [&str; 9] = [
+const PROGRAMS: [&str; 10] = [
     "inet_sock_set_state",
     "tcp_retransmit_skb",
     "tcp_receive_reset",
@@ -17,6 +17,7 @@ const PROGRAMS: [&str; 9] = [
     "sys_enter_connect",
     "sys_exit_connect",
     "kfree_skb",
+    "dns_ingress",
 ];
 
 fn bpftool(what: &str) -> Vec<Value> {
