@@ -112,6 +112,11 @@ pub fn kernel_cidrs(dsts: &[Dst]) -> Vec<Cidr> {
     if dsts.iter().any(|d| matches!(d, Dst::Name(_))) {
         return Vec::new();
     }
+    cidrs(dsts)
+}
+
+/// The prefixes among the `--dst` values.
+pub fn cidrs(dsts: &[Dst]) -> Vec<Cidr> {
     dsts.iter()
         .filter_map(|d| match d {
             Dst::Cidr(c) => Some(*c),

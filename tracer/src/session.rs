@@ -209,14 +209,7 @@ impl Session {
             overflow_filter: OverflowFilter {
                 netns: args.netns,
                 ports: args.ports.clone(),
-                dsts: args
-                    .dsts
-                    .iter()
-                    .filter_map(|d| match d {
-                        crate::filter::Dst::Cidr(c) => Some(*c),
-                        crate::filter::Dst::Name(_) => None,
-                    })
-                    .collect(),
+                dsts: crate::filter::cidrs(&args.dsts),
                 by_process: !(args.pids.is_empty() && args.comms.is_empty()),
             },
         })
