@@ -273,3 +273,21 @@ fn no_dns_captures_nothing_and_refuses_a_name_filter() {
         "{err}"
     );
 }
+
+/// A Kubernetes pod's resolver shape: `search` domains and `ndots:5`, so the name the application
+/// gave is asked with a search domain appended. The record names what was asked on the wire, and
+/// `--dst` with the application's name still selects it.
+#[test]
+fn a_name_completed_by_a_search_domain_is_named_and_selected() {
+    let r = Resolved::new("dns-search", "10.53.9.9", 30, "answer");
+    std::fs::write(
+        r.conf.join("resolv.conf"),
+        "nameserver 10.53.0.1\nsearch prod.svc.cluster.local svc.cluster.local\noptions ndots:5\n",
+    )
+    .unwrap();
+    let tracer = Tracer::start(&r.ns, &["--dst", "orders-db"]);
+    assert_eq!(curl(&r.ns, &["-4", "http://orders-db:8087/"]), Some(7));
+    let f = tracer.wait_failures(1, WAIT, for_port(8087)).remove(0);
+    assert_eq!(f["dst"]["name"], "orders-db.prod.svc.cluster.local", "{f}");
+    tracer.finish_with(1);
+}

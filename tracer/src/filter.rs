@@ -166,16 +166,27 @@ impl DstFilter {
     }
 }
 
-/// `want` (`a.b`, or `*.b` for names under `b`) against an answer's name, ignoring case.
+/// `want` (`a.b`, or `*.b` for names under `b`) against an answer's name, ignoring case. The
+/// resolver may have completed the name the application asked for with a search domain of its
+/// resolv.conf (`orders-db.prod.svc` asked, `orders-db.prod.svc.cluster.local` answered, as in
+/// every Kubernetes pod): `a.b` also matches `a.b.` followed by more labels, and `*.b` names under
+/// `b` followed by more labels.
 fn name_matches(want: &str, name: &str) -> bool {
+    let name = name.trim_end_matches('.');
     match want.strip_prefix("*.") {
-        Some(zone) => {
-            name.len() > zone.len() + 1
-                && name.as_bytes()[name.len() - zone.len() - 1] == b'.'
-                && name[name.len() - zone.len()..].eq_ignore_ascii_case(zone)
-        }
-        None => name.eq_ignore_ascii_case(want),
+        Some(zone) => name
+            .match_indices('.')
+            .any(|(dot, _)| starts_with_labels(&name[dot + 1..], zone)),
+        None => starts_with_labels(name, want),
     }
+}
+
+/// `name` is `prefix`, or `prefix` followed by more labels (ignoring case).
+fn starts_with_labels(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.is_char_boundary(prefix.len())
+        && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && (name.len() == prefix.len() || name.as_bytes()[prefix.len()] == b'.')
 }
 
 /// `--comm`: a task name as the kernel keeps it (at most 15 bytes).
@@ -302,6 +313,15 @@ mod tests {
         o.evidence.dns = answer("prod.svc", &[]);
         assert!(!f.wants(&o), "`*.prod.svc` is the names under it");
         o.evidence.dns = answer("xprod.svc", &[]);
+        assert!(!f.wants(&o));
+        // A search domain appended by the resolver (a Kubernetes pod's resolv.conf).
+        o.evidence.dns = answer("orders.prod.svc.cluster.local", &[]);
+        assert!(f.wants(&o));
+        o.evidence.dns = answer("api.test.cluster.local", &[]);
+        assert!(f.wants(&o));
+        o.evidence.dns = answer("api.testing", &[]);
+        assert!(!f.wants(&o), "a label boundary");
+        o.evidence.dns = answer("prod.svc.cluster.local", &[]);
         assert!(!f.wants(&o));
         let o = Outcome::example("192.0.2.7:80", Label::Refused);
         assert!(f.wants(&o), "the prefixes beside the names");
