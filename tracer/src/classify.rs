@@ -190,7 +190,7 @@ pub struct Evidence {
     /// A listener on this host, on the destination's port, that overflowed its accept queue
     /// around this outcome (a SYN timeout or retransmitted SYNs towards it).
     pub overflowed_listener: Option<ListenQueue>,
-    /// The DNS answer the destination came from, in the client's namespace (issue 16, WIP).
+    /// The DNS answer the destination came from, in the client's namespace (none: no answer seen).
     pub dns: Option<std::sync::Arc<crate::dns::Answer>>,
 }
 
