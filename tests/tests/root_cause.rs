@@ -9,6 +9,7 @@ use tracer_tests::{
     Netns, Tracer,
     process::field,
     scenario::{assert_process, client_run, for_port, sport_of},
+    wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -355,12 +356,16 @@ fn a_full_accept_queue_is_reported_per_listener_and_window() {
             "{r}"
         );
     }
-    // The clients that gave up name the listener that dropped their SYNs.
-    let timeouts: Vec<Value> = tracer
-        .failures()
-        .into_iter()
-        .filter(|r| r["label"] == "syn_timeout")
-        .collect();
+    // The clients that gave up name the listener that dropped their SYNs (their records may
+    // still be on their way when the overflow records are all in).
+    let timeouts: Vec<Value> = wait_until("6 syn_timeout records", WAIT, || {
+        let t: Vec<Value> = tracer
+            .failures()
+            .into_iter()
+            .filter(|r| r["label"] == "syn_timeout")
+            .collect();
+        (t.len() >= 6).then_some(t)
+    });
     assert_eq!(timeouts.len(), 6, "{timeouts:#?}");
     for r in &timeouts {
         assert_eq!(r["evidence"]["overflowed_listener"]["port"], port, "{r}");
