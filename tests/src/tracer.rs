@@ -99,9 +99,9 @@ impl Tracer {
                     t.stderr()
                 );
             }
-            t.records()
-                .iter()
-                .any(|r| r["type"] == "stats")
+            // The start-up log ends with "attached N programs"; stderr has its own reader
+            // thread, so wait for that line too before a test reads the log.
+            (t.records().iter().any(|r| r["type"] == "stats") && t.stderr().contains("attached "))
                 .then_some(())
         });
         t

@@ -376,7 +376,17 @@ fn a_full_accept_queue_is_reported_per_listener_and_window() {
         );
         assert!(hint(r).contains("overflowed its accept queue"), "{r}");
     }
-    tracer.stop();
+    // Nothing reported twice: the whole output, the records written at exit included.
+    let all = tracer.stop();
+    let of = |label: &'static str| {
+        all.iter()
+            .filter(move |r| r["type"] == "failure" && r["label"] == label)
+    };
+    assert_eq!(of("syn_timeout").count(), 6);
+    let dropped: u64 = of("listen_overflow")
+        .map(|r| r["evidence"]["listen"]["dropped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dropped, delta);
 }
 
 /// Refusals of a port this host listens on elsewhere name the listener (inbound from a peer

@@ -86,7 +86,11 @@ fn top_shows_the_refusing_destination_and_quits_on_q() {
         || {
             let s = tmux.screen();
             s.lines()
-                .any(|l| l.contains("127.0.0.1:47") && l.contains("refusing"))
+                .any(|l| {
+                    l.contains("127.0.0.1:47")
+                        && l.contains("refusing")
+                        && l.split_whitespace().any(|c| c == "3")
+                })
                 .then_some(s)
         },
     );
