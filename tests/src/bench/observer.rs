@@ -1,6 +1,7 @@
 //! What watches the benchmark's connections: nothing, `tracer`, the bpftrace peer script, or
-//! the floor: near-empty bpftrace programs on the same tracepoints plus an empty cgroup_skb
-//! ingress program on the cgroup v2 root, attached by the harness (`floor_skb`).
+//! a floor: near-empty programs on the same hooks, the socket and skb tracepoints attached as
+//! classic tracepoints (bpftrace) or as raw tracepoints (the harness, `floor_progs`), and an
+//! empty cgroup_skb ingress program on the cgroup v2 root (the harness) in both.
 //! Each writes its output to a file (as a log shipper would read it), never to a pipe this
 //! process parses while the load runs.
 use std::{
@@ -21,7 +22,10 @@ use serde_json::Value;
 
 use crate::{
     Netns,
-    bench::{floor_skb::FloorSkb, load},
+    bench::{
+        floor_progs::{FloorRaw, FloorSkb},
+        load,
+    },
     tracer_bin,
 };
 
@@ -35,14 +39,18 @@ pub enum Observer {
     /// program on the cgroup v2 root (where the tracer's `dns_ingress` runs), attached by this
     /// harness: the cost of attaching at all.
     Floor,
+    /// The floor with the socket and skb tracepoints attached as raw tracepoints (empty
+    /// programs loaded by this harness) instead of classic ones.
+    FloorRaw,
 }
 
 impl Observer {
-    pub const ALL: [Observer; 4] = [
+    pub const ALL: [Observer; 5] = [
         Observer::None,
         Observer::Tracer,
         Observer::Bpftrace,
         Observer::Floor,
+        Observer::FloorRaw,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +59,7 @@ impl Observer {
             Observer::Tracer => "tracer",
             Observer::Bpftrace => "bpftrace",
             Observer::Floor => "empty programs",
+            Observer::FloorRaw => "empty programs (raw tracepoints)",
         }
     }
 
@@ -60,6 +69,7 @@ impl Observer {
             Observer::Tracer => "tracer",
             Observer::Bpftrace => "bpftrace",
             Observer::Floor => "floor",
+            Observer::FloorRaw => "floor_raw",
         }
     }
 }
@@ -70,9 +80,15 @@ pub fn peer_script() -> PathBuf {
 }
 
 /// The near-empty tracepoint programs of the floor measurement (its cgroup_skb program is
-/// `floor_skb`'s).
+/// `FloorSkb`'s).
 pub fn floor_script() -> PathBuf {
     bench_dir().join("floor.bt")
+}
+
+/// The raw floor's classic part: the connect() syscall tracepoints (its raw tracepoint and
+/// cgroup_skb programs are `FloorRaw`'s and `FloorSkb`'s).
+pub fn floor_raw_script() -> PathBuf {
+    bench_dir().join("floor_raw.bt")
 }
 
 /// The benchmark's own folder: the harness and the scripts it compares against.
@@ -84,8 +100,10 @@ fn bench_dir() -> PathBuf {
 pub struct Running {
     kind: Observer,
     child: Option<Child>,
-    /// The floor's empty cgroup_skb program: attached for as long as this lives.
+    /// The floors' empty cgroup_skb program: attached for as long as this lives.
     floor_skb: Option<FloorSkb>,
+    /// The raw floor's empty raw tracepoint programs: attached for as long as this lives.
+    floor_raw: Option<FloorRaw>,
     out: PathBuf,
     stderr: Arc<Mutex<String>>,
 }
@@ -98,6 +116,7 @@ pub fn start(kind: Observer, ns: &Netns, out: &Path, tracer_args: &[&str]) -> Re
                 kind,
                 child: None,
                 floor_skb: None,
+                floor_raw: None,
                 out: out.to_path_buf(),
                 stderr: Default::default(),
             });
@@ -107,18 +126,23 @@ pub fn start(kind: Observer, ns: &Netns, out: &Path, tracer_args: &[&str]) -> Re
             c.arg("run").args(tracer_args);
             c
         }
-        Observer::Bpftrace | Observer::Floor => {
+        Observer::Bpftrace | Observer::Floor | Observer::FloorRaw => {
             let mut c = Command::new("bpftrace");
-            c.arg(if kind == Observer::Floor {
-                floor_script()
-            } else {
-                peer_script()
+            c.arg(match kind {
+                Observer::Floor => floor_script(),
+                Observer::FloorRaw => floor_raw_script(),
+                _ => peer_script(),
             });
             c
         }
     };
     let floor_skb = match kind {
-        Observer::Floor => Some(FloorSkb::attach()?),
+        Observer::Floor | Observer::FloorRaw => Some(FloorSkb::attach()?),
+        _ => None,
+    };
+    // Attached before bpftrace starts: its ready line (BEGIN) then means every program is.
+    let floor_raw = match kind {
+        Observer::FloorRaw => Some(FloorRaw::attach()?),
         _ => None,
     };
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -141,6 +165,7 @@ pub fn start(kind: Observer, ns: &Netns, out: &Path, tracer_args: &[&str]) -> Re
         kind,
         child: Some(child),
         floor_skb,
+        floor_raw,
         out: out.to_path_buf(),
         stderr,
     };
@@ -162,7 +187,9 @@ impl Running {
     }
 
     /// Ready when a refused connect to port 9 in `ns` shows up in the output (bpftrace says
-    /// "Attaching" before it has attached) or, for tracer, when its first `stats` record is written.
+    /// "Attaching" before it has attached; the raw floor's script prints the same line from
+    /// BEGIN, which bpftrace runs once its probes are attached) or, for tracer, when its first
+    /// `stats` record is written.
     fn wait_ready(&mut self, ns: &Netns) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -185,7 +212,7 @@ impl Running {
                     File::open(&self.out)?.read_to_string(&mut s)?;
                     s.contains(r#""type":"stats""#)
                 }
-                Observer::Bpftrace | Observer::Floor => {
+                Observer::Bpftrace | Observer::Floor | Observer::FloorRaw => {
                     let marker = ["--addr", "127.0.0.1:9", "--count", "1"].map(String::from);
                     load::run(ns, &marker)?;
                     let mut s = String::new();
@@ -270,7 +297,7 @@ impl Running {
         if let Some(mut child) = self.child.take() {
             kill(Pid::from_raw(child.id() as i32), Signal::SIGINT)?;
             let patience = match self.kind {
-                Observer::Bpftrace | Observer::Floor => 30,
+                Observer::Bpftrace | Observer::Floor | Observer::FloorRaw => 30,
                 _ => 10,
             };
             let deadline = Instant::now() + Duration::from_secs(patience);
@@ -299,6 +326,7 @@ impl Running {
         // The floor's cgroup_skb program goes with its bpftrace programs (closing the link
         // detaches it).
         drop(self.floor_skb.take());
+        drop(self.floor_raw.take());
         Ok(Output {
             path: self.out.clone(),
         })

@@ -37,15 +37,16 @@ fn bpftool_programs() -> Result<Vec<Value>> {
     serde_json::from_slice(&out.stdout).context("bpftool's JSON")
 }
 
-/// The program types an observer loads (bpftool's names): the tracepoint programs, and the
-/// cgroup_skb ingress programs of the tracer (`dns_ingress`) and the floor (`floor_skb`).
-const TYPES: [&str; 2] = ["tracepoint", "cgroup_skb"];
+/// The program types an observer loads (bpftool's names): the tracepoint programs, the raw
+/// floor's raw tracepoint programs (`floor_raw`), and the cgroup_skb ingress programs of the
+/// tracer (`dns_ingress`) and the floors (`floor_skb`).
+const TYPES: [&str; 3] = ["tracepoint", "raw_tracepoint", "cgroup_skb"];
 
 fn counted(p: &Value) -> bool {
     TYPES.iter().any(|t| p["type"] == *t)
 }
 
-/// Ids of the tracepoint and cgroup_skb programs loaded now.
+/// Ids of the programs of `TYPES` loaded now.
 pub fn loaded_ids() -> Result<BTreeSet<u64>> {
     Ok(bpftool_programs()?
         .iter()
@@ -54,7 +55,7 @@ pub fn loaded_ids() -> Result<BTreeSet<u64>> {
         .collect())
 }
 
-/// The tracepoint and cgroup_skb programs loaded since `before` was taken: those of the one
+/// The programs of `TYPES` loaded since `before` was taken: those of the one
 /// observer started in between (bpftool here cannot name a program's owner process).
 pub fn loaded_since(before: &BTreeSet<u64>) -> Result<Vec<ProgramCost>> {
     Ok(bpftool_programs()?

@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: what tracer costs and how much it can take, measured side by side with
-//! no tracer, with the bpftrace peer script (tests/src/bench/peer.bt) and with the floor (empty
-//! programs on the same hooks: the tracepoints of tests/src/bench/floor.bt, plus an empty
-//! cgroup_skb ingress program on the cgroup v2 root that this harness attaches, where the
-//! tracer's `dns_ingress` runs), in one run. Prints a table and
+//! no tracer, with the bpftrace peer script (tests/src/bench/peer.bt) and with two floors (empty
+//! programs on the same hooks: the tracepoints of tests/src/bench/floor.bt as classic
+//! tracepoints, or the socket and skb ones as raw tracepoints that this harness attaches with
+//! the connect() syscall ones of tests/src/bench/floor_raw.bt; both with an empty cgroup_skb
+//! ingress program on the cgroup v2 root that this harness attaches, where the tracer's
+//! `dns_ingress` runs), in one run. Prints a table and
 //! writes target/bench/results.json. Fails only when its own sanity checks fail (no throughput,
 //! a peer that never attached, counts that do not add up), never on a timing threshold.
 //!
@@ -199,12 +201,13 @@ fn main() -> Result<()> {
         machine["bpftrace"].as_str().unwrap_or("?"),
     );
     println!(
-        "{:<22} {:>24} {:>24} {:>24} {:>24}",
+        "{:<22} {:>24} {:>24} {:>24} {:>24} {:>24}",
         "median [± half-spread]",
         "no tracer",
         "tracer",
         "bpftrace tests/src/bench/peer.bt",
-        "floor floor.bt + cgroup_skb"
+        "floor: classic tp",
+        "floor: raw tp"
     );
     let want = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     let mut results = serde_json::Map::new();
@@ -259,7 +262,11 @@ fn preflight() -> Result<()> {
             "{tool} is missing (the peer baseline needs it): `cargo xtask setup` installs Debian's {package}"
         );
     }
-    for script in [observer::peer_script(), observer::floor_script()] {
+    for script in [
+        observer::peer_script(),
+        observer::floor_script(),
+        observer::floor_raw_script(),
+    ] {
         ensure!(
             script.is_file(),
             "the bpftrace script {} is missing",
@@ -316,7 +323,7 @@ impl Bench {
         self.ns.inode
     }
 
-    /// The throughput of `row`'s load: interleaved rounds of the four observers, rotating their
+    /// The throughput of `row`'s load: interleaved rounds of the five observers, rotating their
     /// order each round.
     fn throughput(&self, row: Row) -> Result<Value> {
         let what = row.part();
@@ -325,7 +332,7 @@ impl Bench {
             .rsplit_once(':')
             .and_then(|(_, p)| p.parse().ok())
             .context("a port")?;
-        let mut spreads: [Spread; 4] = Default::default();
+        let mut spreads: [Spread; 5] = Default::default();
         let mut tracer_seen = 0u64;
         let mut peer_lines = 0u64;
         for round in 0..self.rounds {
@@ -380,21 +387,38 @@ impl Bench {
         }
         let base = spreads[0].median();
         println!(
-            "{:<22} {:>24} {:>24} {:>24} {:>24}",
+            "{:<22} {:>24} {:>24} {:>24} {:>24} {:>24}",
             row.label(),
             fmt_spread(&spreads[0], None),
             fmt_spread(&spreads[1], Some(base)),
             fmt_spread(&spreads[2], Some(base)),
             fmt_spread(&spreads[3], Some(base)),
+            fmt_spread(&spreads[4], Some(base)),
+        );
+        let change = |i: usize| pct(spreads[i].median(), base);
+        // The tracer's own cost: its loss minus a floor's, in percentage points of throughput.
+        println!(
+            "{:<22} {:>24} {:>24}",
+            "",
+            "",
+            format!(
+                "{:+.1} / {:+.1} pts vs floors",
+                change(3) - change(1),
+                change(4) - change(1)
+            )
         );
         let mut result = json!({
             "none": spreads[0].json(),
             "tracer": spreads[1].json(),
             "bpftrace": spreads[2].json(),
             "floor": spreads[3].json(),
-            "tracer_change_pct": pct(spreads[1].median(), base),
-            "bpftrace_change_pct": pct(spreads[2].median(), base),
-            "floor_change_pct": pct(spreads[3].median(), base),
+            "floor_raw": spreads[4].json(),
+            "tracer_change_pct": change(1),
+            "bpftrace_change_pct": change(2),
+            "floor_change_pct": change(3),
+            "floor_raw_change_pct": change(4),
+            "tracer_points_above_floor": change(3) - change(1),
+            "tracer_points_above_floor_raw": change(4) - change(1),
         });
         if row == Row::Dns {
             result["tracer_dns_responses"] = json!(tracer_seen);
@@ -407,7 +431,12 @@ impl Bench {
         let _stats = programs::StatsEnabled::new()?;
         let mut result = serde_json::Map::new();
         let mut line = String::new();
-        for kind in [Observer::Tracer, Observer::Bpftrace, Observer::Floor] {
+        for kind in [
+            Observer::Tracer,
+            Observer::Bpftrace,
+            Observer::Floor,
+            Observer::FloorRaw,
+        ] {
             let out = self.out_file(&format!("{}-cost.out", kind.key()));
             let before = programs::loaded_ids()?;
             let running = observer::start(kind, &self.ns, &out, &[])?;
@@ -443,7 +472,7 @@ impl Bench {
             result.insert(kind.key().into(), programs::json(&costs));
         }
         println!("{:<22} {:>24}{line}", "kernel time per run", "-");
-        for kind in ["tracer", "bpftrace", "floor"] {
+        for kind in ["tracer", "bpftrace", "floor", "floor_raw"] {
             let detail: Vec<String> = result[kind]["programs"]
                 .as_array()
                 .into_iter()
