@@ -257,6 +257,11 @@ fn successes_are_silent() {
         stats["events"].as_u64().unwrap() >= 101,
         "connects were seen: {stats}"
     );
+    // Their clean closes ended in the kernel: nothing to report, no record.
+    assert!(
+        stats["clean_closes"].as_u64().unwrap() >= 100,
+        "clean closes not submitted: {stats}"
+    );
 }
 
 #[test]

@@ -177,4 +177,10 @@ kernel_counters! {
         "local_drops",
         "Packets of traced connections this host dropped (skb:kfree_skb)",
     ),
+    /// Established connects that closed cleanly (no socket error, no RST received, no error
+    /// report for the 4-tuple, never warned about): nothing to report, so not submitted.
+    CleanCloses = CounterSpec::stats(
+        "clean_closes",
+        "Established connections that ended cleanly, not submitted (nothing to report)",
+    ),
 }

@@ -25,7 +25,7 @@ use tracer_common::{
 use crate::{
     CONNECTS,
     emit::{count, now_ns, submit},
-    read::{config, field, member, offset, sock_netns, user},
+    read::{Record, config, member, offset, sock_netns, user},
     state::{SCRATCH_CONNECT_CALL, scratch},
 };
 
@@ -48,8 +48,10 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_enter(ctx: &TracePointContext) -> Option<()> {
     let f = offset!(connect_call);
-    let uservaddr: u64 = field(ctx, f.uservaddr, 0);
-    let addrlen: u64 = field(ctx, f.addrlen, 0);
+    // nr, fd, uservaddr, addrlen: 40 bytes on 64-bit kernels.
+    let rec = Record::<40>::read(ctx);
+    let uservaddr: u64 = rec.field(f.uservaddr, 0);
+    let addrlen: u64 = rec.field(f.addrlen, 0);
     if uservaddr == 0 || addrlen < 16 {
         return None;
     }
@@ -96,7 +98,7 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     ) {
         return None;
     }
-    let fd: u64 = field(ctx, f.fd, u64::MAX);
+    let fd: u64 = rec.field(f.fd, u64::MAX);
     pending.fd = fd as i32;
     pending.start_ns = now_ns();
     if CONNECTS.insert(pid_tgid, &pending, 0).is_err() {
@@ -114,7 +116,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         unsafe { &*p }
     })?;
     let _ = CONNECTS.remove(pid_tgid);
-    let ret: i64 = field(ctx, offset!(connect_call.ret), 0);
+    let ret: i64 = Record::<24>::read(ctx).field(offset!(connect_call.ret), 0);
     if ret >= 0 || ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN {
         return None;
     }

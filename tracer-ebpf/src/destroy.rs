@@ -11,14 +11,14 @@ use tracer_common::{VALID_CLOSE_UNSEEN, tcp_state};
 use crate::{
     SOCKS,
     emit::{Counter, count, now_ns},
-    read::{field, offset},
+    read::{Record, offset},
     set_state::submit_closed,
     state::tracked,
 };
 
 #[tracepoint]
 pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
-    let skaddr: u64 = field(&ctx, offset!(destroy_skaddr), 0);
+    let skaddr: u64 = Record::<16>::read(&ctx).field(offset!(destroy_skaddr), 0);
     if skaddr == 0 {
         return 0;
     }

@@ -14,7 +14,7 @@ use tracer_common::{DROP_REASON_BITMAP_BYTES, RawEvent};
 
 use crate::{
     emit::{Counter, count, now_ns},
-    read::{field, member, offset},
+    read::{Record, member, offset},
     state::tracked,
 };
 
@@ -32,16 +32,18 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_drop(ctx: &TracePointContext) -> Option<()> {
+    // skbaddr, location, protocol, reason (and rx_sk on 6.x): the first 40 bytes.
+    let rec = Record::<40>::read(ctx);
     // `skb->protocol`, which the tracepoint stores in host order.
-    let protocol: u16 = field(ctx, offset!(drop.protocol), 0);
+    let protocol: u16 = rec.field(offset!(drop.protocol), 0);
     if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
         return None;
     }
-    let reason: u32 = field(ctx, offset!(drop.reason), 0);
+    let reason: u32 = rec.field(offset!(drop.reason), 0);
     if ignored(reason) {
         return None;
     }
-    let skb: u64 = field(ctx, offset!(drop.skbaddr), 0);
+    let skb: u64 = rec.field(offset!(drop.skbaddr), 0);
     let skb = skb as *const u8;
     let mut sk = 0u64;
     if !member(skb, offset!(members.skb_sk), &mut sk) || sk == 0 {
@@ -59,12 +61,13 @@ fn try_drop(ctx: &TracePointContext) -> Option<()> {
 /// Whether the loader marked `reason` as one to ignore.
 #[inline(always)]
 fn ignored(reason: u32) -> bool {
-    let byte = (reason >> 3) as usize;
-    if byte >= DROP_REASON_BITMAP_BYTES {
-        return false;
-    }
-    // SAFETY: OFFSETS is a plain static of integers; the index is bounded above; a volatile read
-    // keeps the loader's value.
+    const _: () = assert!(DROP_REASON_BITMAP_BYTES.is_power_of_two());
+    // The index is bounded by the mask itself, and the (volatile, so unconditional) load comes
+    // before the range check: a check first lets the compiler drop the mask and bound only a
+    // copy of the register, which leaves the verifier without a bound on the index.
+    let byte = ((reason >> 3) as usize) & (DROP_REASON_BITMAP_BYTES - 1);
+    // SAFETY: OFFSETS is a plain static of integers; the index is masked into the bitmap; a
+    // volatile read keeps the loader's value.
     let bits = unsafe {
         core::ptr::read_volatile(
             (&raw const crate::OFFSETS.drop.ignored_reasons)
@@ -72,7 +75,7 @@ fn ignored(reason: u32) -> bool {
                 .add(byte),
         )
     };
-    bits & (1 << (reason & 7)) != 0
+    (reason >> 3) < DROP_REASON_BITMAP_BYTES as u32 && bits & (1 << (reason & 7)) != 0
 }
 
 /// The TCP destination port (host order) and flags of the packet, if it is a TCP segment whose

@@ -12,8 +12,8 @@ const ECONNREFUSED: i32 = 111;
 
 use crate::{
     emit::{now_ns, submit},
-    read::{field, offset, tuple},
-    state::{SCRATCH_ERROR_REPORT, scratch},
+    read::{Record, offset, tuple},
+    state::{SCRATCH_ERROR_REPORT, TupleKey, scratch},
 };
 
 #[tracepoint]
@@ -24,7 +24,9 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_error_report(ctx: &TracePointContext) -> Option<()> {
-    let error: i32 = field(ctx, offset!(error_report.error), 0);
+    // Ends at 60 on 6.x kernels.
+    let rec = Record::<64>::read(ctx);
+    let error: i32 = rec.field(offset!(error_report.error), 0);
     if error == 0 {
         return None;
     }
@@ -34,7 +36,7 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
         // errors an application can consume before the close, and for everything without BTF.)
         return None;
     }
-    let protocol: u16 = field(ctx, offset!(error_report.protocol), 0);
+    let protocol: u16 = rec.field(offset!(error_report.protocol), 0);
     if protocol != IPPROTO_TCP {
         return None;
     }
@@ -43,10 +45,12 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
     ev.error = error;
     ev.ts_ns = now_ns();
     let fields = offset!(error_report.tuple);
-    tuple(ctx, &fields, ev);
+    tuple(&rec, &fields, ev);
     if ev.family != AF_INET && ev.family != AF_INET6 {
         return None;
     }
+    // For the close of this connection, if it is a tracked connect (`set_state.rs`).
+    let _ = crate::REPORTED.insert(&TupleKey::of(ev), &ev.ts_ns, 0);
     submit(ev);
     Some(())
 }

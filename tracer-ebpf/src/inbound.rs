@@ -3,7 +3,6 @@
 //! with a RST. The record names the remote peer (src) and the local address and port (dst), the
 //! segment's TCP flags and the namespace it arrived in. A RST over a loopback device is only
 //! counted: the peer is this host, whose outbound connect is traced on its own.
-use aya_ebpf::programs::TracePointContext;
 use tracer_common::{
     AF_INET, AF_INET6, KIND_INBOUND_RESET, MEMBER_MISSING, VALID_LOOPBACK, VALID_NETNS,
     VALID_RST_SENT_REASON, VALID_TCP_FLAGS,
@@ -11,7 +10,8 @@ use tracer_common::{
 
 use crate::{
     emit::{Counter, count, now_ns, submit},
-    read::{config, field, member, offset},
+    read::{Record, config, member, offset},
+    reset::SEND_RESET_BYTES,
     state::{SCRATCH_INBOUND, scratch},
 };
 
@@ -21,13 +21,13 @@ const IFF_LOOPBACK: u32 = 0x8;
 const TCP_FLAGS_OFFSET: u32 = 13;
 
 #[inline(always)]
-pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
-    let reason: u32 = field(ctx, offset!(send_reset.reason), u32::MAX);
+pub fn no_socket_reset(rec: &Record<'_, SEND_RESET_BYTES>) -> Option<()> {
+    let reason: u32 = rec.field(offset!(send_reset.reason), u32::MAX);
     let no_socket: u32 = offset!(members.rst_reason_no_socket);
     if reason != u32::MAX && no_socket != MEMBER_MISSING && reason != no_socket {
         return None;
     }
-    let skb: u64 = field(ctx, offset!(send_reset.skbaddr), 0);
+    let skb: u64 = rec.field(offset!(send_reset.skbaddr), 0);
     if skb == 0 {
         return None;
     }
@@ -73,8 +73,8 @@ pub fn no_socket_reset(ctx: &TracePointContext) -> Option<()> {
     }
     // For a socket-less RST the tracepoint stores the segment's ends reversed: saddr is the
     // local end, daddr the remote peer.
-    let local: [u8; 28] = field(ctx, offset!(send_reset.saddr), [0; 28]);
-    let remote: [u8; 28] = field(ctx, offset!(send_reset.daddr), [0; 28]);
+    let local: [u8; 28] = rec.field(offset!(send_reset.saddr), [0; 28]);
+    let remote: [u8; 28] = rec.field(offset!(send_reset.daddr), [0; 28]);
     let family = u16::from_ne_bytes([local[0], local[1]]) as u8;
     ev.family = family;
     ev.sport = u16::from_be_bytes([remote[2], remote[3]]);

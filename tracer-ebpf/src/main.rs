@@ -3,7 +3,8 @@
 //!
 //! They never decide a verdict. They keep one `RawEvent` per outbound connect in the `SOCKS` LRU
 //! map (keyed by the socket's kernel address), fill it in as facts arrive, and submit it to the
-//! `EVENTS` ring buffer at ESTABLISHED and at CLOSE. Every offset they use comes from the
+//! `EVENTS` ring buffer at ESTABLISHED and at CLOSE (except a clean close of an established connect,
+//! which has nothing to report). Every offset they use comes from the
 //! `OFFSETS` global that the loader resolves at start-up (tracefs formats and BTF).
 #![no_std]
 #![no_main]
@@ -48,6 +49,13 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// Each CPU keeps its own LRU list (`BPF_F_NO_COMMON_LRU`): an insert takes no global lock.
 #[map]
 static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, BPF_F_NO_COMMON_LRU);
+
+/// The 4-tuples of recent error reports (`error_report.rs`), with when: an established
+/// connect that then closes without an error of its own is still submitted if one was reported
+/// for it (the application may have taken the error: `set_state.rs`). An LRU: a report older
+/// than the last 4,096 only loses that shortcut's precision, never a record.
+#[map]
+static REPORTED: LruHashMap<state::TupleKey, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU scratch space for building a record (too large for the 512-byte BPF stack), one slot
 /// per program that builds one (see `state::scratch`).

@@ -35,17 +35,66 @@ pub(crate) use config;
 // as undefined and may copy that register on the merged path, which the verifier rejects
 // ("!read_ok"). They write into, or return, an always-initialised value instead.
 
-/// A tracepoint field at `offset` (from the tracefs format), or `default` if it is missing.
-#[inline(always)]
-pub fn field<T: Copy>(ctx: &TracePointContext, offset: u16, default: T) -> T {
-    if offset == FIELD_MISSING {
-        return default;
+/// A classic tracepoint's record, copied from the perf trace buffer in one helper call: the
+/// first `N` bytes (what the program's fields span on the kernels known; the perf trace buffer
+/// behind `ctx` is 8 KiB, so reading past a shorter record stays inside it). One call instead of
+/// one per field: the helper's fixed cost is most of a small read's. (A direct load from `ctx`
+/// would cost nothing, but the verifier allows only offsets fixed at compile time, and these
+/// come from tracefs at start-up.)
+pub struct Record<'a, const N: usize> {
+    ctx: &'a TracePointContext,
+    bytes: [u8; N],
+}
+
+impl<'a, const N: usize> Record<'a, N> {
+    #[inline(always)]
+    pub fn read(ctx: &'a TracePointContext) -> Self {
+        let mut bytes = core::mem::MaybeUninit::<[u8; N]>::uninit();
+        // SAFETY: the destination is exactly N writable bytes; bpf_probe_read_kernel checks the
+        // source and writes all N bytes either way (zeroes when the read fails).
+        let ret = unsafe {
+            bpf_probe_read_kernel(
+                bytes.as_mut_ptr().cast::<c_void>(),
+                N as u32,
+                ctx.as_ptr().cast_const(),
+            )
+        };
+        if ret != 0 {
+            count(Counter::ReadErrors);
+        }
+        Self {
+            ctx,
+            // SAFETY: every byte was written by the helper above.
+            bytes: unsafe { bytes.assume_init() },
+        }
     }
-    let mut v = default;
-    if probe_read(&mut v, ctx.as_ptr() as *const u8, offset as usize) {
+
+    /// The field at `offset` (from the tracefs format), or `default` if it is missing. A field
+    /// beyond the copied bytes (another kernel's layout) is read from the record itself.
+    #[inline(always)]
+    pub fn field<T: Copy>(&self, offset: u16, default: T) -> T {
+        if offset == FIELD_MISSING {
+            return default;
+        }
+        let at = offset as usize;
+        let size = core::mem::size_of::<T>();
+        if at > N || size > N - at {
+            let mut v = default;
+            return if probe_read(&mut v, self.ctx.as_ptr() as *const u8, at) {
+                v
+            } else {
+                default
+            };
+        }
+        let mut v = default;
+        let dst = (&mut v as *mut T).cast::<u8>();
+        for i in 0..size {
+            // SAFETY: `at + i < N` (checked above); `dst` is `v`'s `size` bytes. Byte by byte:
+            // the offset is known only at run time, and the verifier refuses a misaligned wider
+            // load from the stack.
+            unsafe { *dst.add(i) = *self.bytes.as_ptr().add(at + i) };
+        }
         v
-    } else {
-        default
     }
 }
 
@@ -119,18 +168,18 @@ fn probe_read<T>(dst: &mut T, base: *const u8, offset: usize) -> bool {
 
 /// Reads family, ports and addresses (IPv4 into the first 4 bytes) into `ev`.
 #[inline(always)]
-pub fn tuple(ctx: &TracePointContext, f: &TupleFields, ev: &mut RawEvent) {
-    let family: u16 = field(ctx, f.family, 0);
+pub fn tuple<const N: usize>(rec: &Record<'_, N>, f: &TupleFields, ev: &mut RawEvent) {
+    let family: u16 = rec.field(f.family, 0);
     ev.family = family as u8;
-    ev.sport = field(ctx, f.sport, 0);
-    ev.dport = field(ctx, f.dport, 0);
+    ev.sport = rec.field(f.sport, 0);
+    ev.dport = rec.field(f.dport, 0);
     if ev.family == AF_INET {
-        let s: [u8; 4] = field(ctx, f.saddr, [0; 4]);
-        let d: [u8; 4] = field(ctx, f.daddr, [0; 4]);
+        let s: [u8; 4] = rec.field(f.saddr, [0; 4]);
+        let d: [u8; 4] = rec.field(f.daddr, [0; 4]);
         ev.saddr_be[..4].copy_from_slice(&s);
         ev.daddr_be[..4].copy_from_slice(&d);
     } else if ev.family == AF_INET6 {
-        ev.saddr_be = field(ctx, f.saddr_v6, [0; 16]);
-        ev.daddr_be = field(ctx, f.daddr_v6, [0; 16]);
+        ev.saddr_be = rec.field(f.saddr_v6, [0; 16]);
+        ev.daddr_be = rec.field(f.daddr_v6, [0; 16]);
     }
 }

@@ -5,9 +5,12 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{STATE_UNKNOWN, VALID_RST_SENT_REASON};
 
 use crate::{
-    read::{field, member, offset},
+    read::{Record, member, offset},
     state::tracked,
 };
+
+/// The bytes of `tcp_send_reset`'s record the program copies (its addresses end at 88 on 6.x).
+pub(crate) const SEND_RESET_BYTES: usize = 88;
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
@@ -17,7 +20,7 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_receive_reset(ctx: &TracePointContext) -> Option<()> {
-    let skaddr: u64 = field(ctx, offset!(receive_reset_skaddr), 0);
+    let skaddr: u64 = Record::<16>::read(ctx).field(offset!(receive_reset_skaddr), 0);
     let state = tracked(skaddr)?;
     // The tracepoint has no state field: read it from the socket.
     let mut tcp = STATE_UNKNOWN;
@@ -34,15 +37,16 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
-    let skaddr: u64 = field(ctx, offset!(send_reset.skaddr), 0);
+    let rec = Record::<SEND_RESET_BYTES>::read(ctx);
+    let skaddr: u64 = rec.field(offset!(send_reset.skaddr), 0);
     if skaddr == 0 {
         // A RST for a segment that matched no socket: someone knocked on a closed port.
-        return crate::inbound::no_socket_reset(ctx);
+        return crate::inbound::no_socket_reset(&rec);
     }
     let state = tracked(skaddr)?;
-    let tcp: i32 = field(ctx, offset!(send_reset.state), 0);
+    let tcp: i32 = rec.field(offset!(send_reset.state), 0);
     state.rst_sent_state = if tcp == 0 { STATE_UNKNOWN } else { tcp as u8 };
-    let reason: u32 = field(ctx, offset!(send_reset.reason), u32::MAX);
+    let reason: u32 = rec.field(offset!(send_reset.reason), u32::MAX);
     if reason != u32::MAX {
         state.rst_sent_reason = reason as u16;
         state.valid |= VALID_RST_SENT_REASON;

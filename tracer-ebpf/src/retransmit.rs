@@ -11,7 +11,7 @@ use tracer_common::{
 
 use crate::{
     emit::{now_ns, submit},
-    read::{config, field, member, offset},
+    read::{Record, config, member, offset},
     set_state::read_tcp_counters,
     state::tracked,
 };
@@ -24,9 +24,11 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_retransmit(ctx: &TracePointContext) -> Option<()> {
-    let skaddr: u64 = field(ctx, offset!(retransmit.skaddr), 0);
+    // skbaddr, skaddr, state: the first 32 bytes.
+    let rec = Record::<32>::read(ctx);
+    let skaddr: u64 = rec.field(offset!(retransmit.skaddr), 0);
     let state = tracked(skaddr)?;
-    let tcp: i32 = field(ctx, offset!(retransmit.state), 0);
+    let tcp: i32 = rec.field(offset!(retransmit.state), 0);
     if tcp as u8 == tcp_state::SYN_SENT {
         let n = state.syn_retransmits as usize;
         if n < SYN_RETRANSMIT_SLOTS {

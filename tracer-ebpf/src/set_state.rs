@@ -21,9 +21,12 @@ use tracer_common::{
 use crate::{
     CONNECTS, SOCKS,
     emit::{Counter, count, now_ns, submit},
-    read::{config, field, member, offset, sock_netns},
-    state::{SCRATCH_CONNECT, scratch, tracked},
+    read::{Record, config, member, offset, sock_netns},
+    state::{SCRATCH_CONNECT, TupleKey, scratch, tracked},
 };
+
+/// The bytes of the tracepoint's record the program copies (it ends at 72 on 6.x kernels).
+const SET_STATE_BYTES: usize = 72;
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -33,20 +36,21 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_set_state(ctx: &TracePointContext) -> Option<()> {
-    let protocol: u16 = field(ctx, offset!(set_state.protocol), 0);
+    let rec = Record::<SET_STATE_BYTES>::read(ctx);
+    let protocol: u16 = rec.field(offset!(set_state.protocol), 0);
     if protocol != IPPROTO_TCP {
         return None;
     }
-    let newstate: i32 = field(ctx, offset!(set_state.newstate), 0);
-    let oldstate: i32 = field(ctx, offset!(set_state.oldstate), 0);
-    let skaddr: u64 = field(ctx, offset!(set_state.skaddr), 0);
+    let newstate: i32 = rec.field(offset!(set_state.newstate), 0);
+    let oldstate: i32 = rec.field(offset!(set_state.oldstate), 0);
+    let skaddr: u64 = rec.field(offset!(set_state.skaddr), 0);
     if skaddr == 0 {
         return None;
     }
     let (old, new) = (oldstate as u8, newstate as u8);
 
     if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
-        return on_connect(ctx, skaddr);
+        return on_connect(ctx, &rec, skaddr);
     }
     let Some(state) = tracked(skaddr) else {
         if new == tcp_state::CLOSE && old == tcp_state::SYN_SENT {
@@ -65,7 +69,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     if state.sport == 0 {
         // Address and destination are known at connect(); the source port only once the
         // socket is hashed, after that first transition.
-        read_tuple(ctx, state);
+        read_tuple(&rec, state);
     }
 
     if old == tcp_state::SYN_SENT && new == tcp_state::ESTABLISHED {
@@ -73,12 +77,38 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         state.kind = KIND_CONNECTED;
         submit(state);
     } else if new == tcp_state::CLOSE {
-        submit_closed(skaddr, state);
+        if old != tcp_state::SYN_SENT && ended_cleanly(skaddr as *const u8, state) {
+            count(Counter::CleanCloses);
+        } else {
+            submit_closed(skaddr, state);
+        }
         if SOCKS.remove(skaddr).is_ok() {
             count(Counter::Untracked);
         }
     }
     Some(())
+}
+
+/// Whether an established connect's close has nothing to report, which userspace would
+/// classify as no outcome at all: no socket error, no RST received, never warned about (else
+/// it may have recovered), and no error report for its 4-tuple since it started (the
+/// application may have taken an error reported earlier, which the report names). One socket
+/// read and one map lookup instead of the close's reads and record. (A close whose `sk_err`
+/// cannot be read is submitted: userspace waits for its error report.)
+#[inline(always)]
+fn ended_cleanly(sk: *const u8, state: &RawEvent) -> bool {
+    if state.rst_received_state != 0 || state.warned_ns != 0 || state.sport == 0 {
+        return false;
+    }
+    let mut sk_err = 0i32;
+    if !member(sk, offset!(members.sk_err), &mut sk_err) || sk_err != 0 {
+        return false;
+    }
+    // SAFETY: a map value pointer, read at once while this program runs.
+    let reported = crate::REPORTED
+        .get_ptr(&TupleKey::of(state))
+        .is_some_and(|at| unsafe { *at } >= state.start_ns);
+    !reported
 }
 
 /// Reads what the close of this socket can use (a connect that never got established needs
@@ -120,7 +150,11 @@ fn netns_wanted(sk: *const u8) -> bool {
 
 /// CLOSE→SYN_SENT, in the task that called connect(): record who and where.
 #[inline(always)]
-fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
+fn on_connect(
+    ctx: &TracePointContext,
+    rec: &Record<'_, SET_STATE_BYTES>,
+    skaddr: u64,
+) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if let Some(call) = CONNECTS.get_ptr_mut(pid_tgid) {
         // SAFETY: a map value pointer, valid while this program runs; the entry is this
@@ -141,7 +175,7 @@ fn on_connect(ctx: &TracePointContext, skaddr: u64) -> Option<()> {
     ev.ts_ns = ev.start_ns;
     ev.old_state = tcp_state::CLOSE;
     ev.new_state = tcp_state::SYN_SENT;
-    read_tuple(ctx, ev);
+    read_tuple(rec, ev);
     if !crate::filter::connect_wanted(ev) || !crate::cgroup::note(ev.cgroup_id) {
         return None;
     }
@@ -175,9 +209,9 @@ pub(crate) fn record_caller(ev: &mut RawEvent, pid_tgid: u64, netns: u32) {
 /// The 4-tuple as the tracepoint reports it now (the source port is only known after connect()
 /// has hashed the socket, so this is refreshed at every transition).
 #[inline(always)]
-fn read_tuple(ctx: &TracePointContext, ev: &mut RawEvent) {
+fn read_tuple(rec: &Record<'_, SET_STATE_BYTES>, ev: &mut RawEvent) {
     let fields = offset!(set_state.tuple);
-    crate::read::tuple(ctx, &fields, ev);
+    crate::read::tuple(rec, &fields, ev);
 }
 
 /// `sk_err` at CLOSE; false if it cannot be read (no BTF).

@@ -1,7 +1,33 @@
-//! Access to the per-socket state in `SOCKS`.
+//! Access to the per-socket state in `SOCKS`, and the 4-tuple key of `REPORTED`.
 use tracer_common::RawEvent;
 
 use crate::{SCRATCH, SOCKS};
+
+/// A connection's 4-tuple, as the tracepoints report it (IPv4 in the first 4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TupleKey {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    family: u8,
+    _pad: [u8; 3],
+}
+
+impl TupleKey {
+    #[inline(always)]
+    pub fn of(ev: &RawEvent) -> Self {
+        Self {
+            saddr: ev.saddr_be,
+            daddr: ev.daddr_be,
+            sport: ev.sport,
+            dport: ev.dport,
+            family: ev.family,
+            _pad: [0; 3],
+        }
+    }
+}
 
 /// The state entry of a tracked socket, for in-place updates.
 #[inline(always)]
