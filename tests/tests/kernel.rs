@@ -264,6 +264,84 @@ fn successes_are_silent() {
     );
 }
 
+/// The socket-state, RST-received and socket-freed hooks run as raw tracepoints where the
+/// kernel's BTF declares their arguments (this kernel does), and `--classic-tracepoints` puts
+/// the classic programs back: either way a refusal by RST (`tcp_receive_reset`), a success with
+/// its latency and 4-tuple, and its clean close are seen alike.
+#[test]
+fn raw_and_classic_tracepoints_see_the_same() {
+    for (flags, programs) in [
+        (
+            &[][..],
+            [
+                "inet_sock_set_state_raw",
+                "tcp_receive_reset_raw",
+                "tcp_destroy_sock_raw",
+            ],
+        ),
+        (
+            &["--classic-tracepoints"][..],
+            [
+                "inet_sock_set_state",
+                "tcp_receive_reset",
+                "tcp_destroy_sock",
+            ],
+        ),
+    ] {
+        let ns = Netns::new("rawtp");
+        let mut args = vec!["--successes"];
+        args.extend_from_slice(flags);
+        let tracer = Tracer::start(&ns, &args);
+        let log = tracer.stderr();
+        let attached: Vec<&str> = log
+            .lines()
+            .find(|l| l.contains("attached "))
+            .expect("the attached programs")
+            .split([' ', ',', '(', ')'])
+            .collect();
+        for p in programs {
+            assert!(attached.contains(&p), "{flags:?}: {p} not in {attached:?}");
+        }
+        let server = ns.client(&["listen", "--addr", "127.0.0.1:0"]);
+        let port = field(
+            &server.wait_line("listening", Duration::from_secs(5)),
+            "port",
+        )
+        .unwrap()
+        .to_string();
+        let (_, ok) = client_run(
+            &ns,
+            &["connect", "--addr", &format!("127.0.0.1:{port}")],
+            Duration::from_secs(5),
+        );
+        assert_eq!(field(&ok[0], "result"), Some("ok"));
+        let (pid, refused) = client_run(
+            &ns,
+            &["connect", "--addr", "127.0.0.1:47"],
+            Duration::from_secs(5),
+        );
+        assert_eq!(field(&refused[0], "result"), Some("ECONNREFUSED"));
+        tracer.wait_failures(1, Duration::from_secs(5), for_port(47));
+        let connects = tracer.wait_records("connect", 1, Duration::from_secs(5), |_| true);
+        let c = &connects[0];
+        assert_eq!(c["dst"]["port"].to_string(), port, "{flags:?}: {c}");
+        assert_eq!(c["src"]["port"], sport_of(&ok[0]), "{flags:?}: {c}");
+        assert!(c["latency_ms"].as_f64().is_some(), "{flags:?}: {c}");
+        drop(server);
+        let stopped = tracer.finish_with(1);
+        let r = &stopped.failures[0];
+        assert_eq!(r["label"], "refused", "{flags:?}: {r}");
+        assert_eq!(r["evidence"]["via"], "rst", "{flags:?}: {r}");
+        assert_eq!(r["src"]["port"], sport_of(&refused[0]), "{flags:?}: {r}");
+        assert_process(r, pid);
+        assert!(
+            stopped.stats["clean_closes"].as_u64().unwrap() >= 1,
+            "{flags:?}: {}",
+            stopped.stats
+        );
+    }
+}
+
 #[test]
 fn five_hundred_parallel_refusals_are_each_reported_once() {
     let ns = Netns::new("burst");

@@ -1,10 +1,11 @@
 //! The kernel does not run a classic tracepoint program that would nest in another BPF program
 //! on the same CPU: a timer softirq that kills a connection while a BPF program runs in process
-//! context has its CLOSE transition (and its error report) untraced. This test makes that happen
+//! context has its CLOSE transition (and its error report) untraced. These tests make that happen
 //! on purpose: a bpftrace program holds one CPU for ~20 µs on every getppid() of a spinning
-//! process, and a connection pinned to that CPU dies of retransmission timeouts. The tracer must
-//! still report every death (from `tcp:tcp_destroy_sock`, when the socket is freed), say that the
-//! close was not traced, and count the skips.
+//! process, and a connection pinned to that CPU dies of retransmission timeouts. With classic
+//! tracepoints the tracer must still report every death (from `tcp:tcp_destroy_sock`, when the
+//! socket is freed), say that the close was not traced, and count the skips; with the raw
+//! tracepoint programs the close itself is traced.
 use std::{path::Path, time::Duration};
 
 use serde_json::Value;
@@ -48,37 +49,70 @@ fn by_src_port(port: u64) -> impl Fn(&Value) -> bool {
     move |r: &Value| r["src"]["port"] == port
 }
 
+/// A CPU held by a BPF program (bpftrace's, on every getppid() of a spinning process pinned
+/// there), with a listener pinned there too; dropped at the end.
+struct HeldCpu {
+    // Dropped in this order: the holding program, the spinner, the listener, the namespace.
+    hold: Option<(Proc, Proc)>,
+    _server: Proc,
+    port: String,
+    ns: Netns,
+}
+
+impl HeldCpu {
+    fn new(ns: Netns) -> Self {
+        ns.nft(&table(""));
+        let server = pinned_client(&ns, &["listen", "--addr", "127.0.0.1:0"]);
+        let port = field(&server.wait_line("listening", WAIT), "port")
+            .unwrap()
+            .to_string();
+        let spinner = pinned_client(&ns, &["spin"]);
+        spinner.wait_line("spinning", WAIT);
+        let mut hold = std::process::Command::new("bpftrace");
+        hold.args(["-B", "line", "-e", HOLD_CPU, &spinner.pid().to_string()]);
+        let hold = Proc::spawn_with_stderr(hold, std::process::Stdio::null());
+        hold.wait_line("holding", Duration::from_secs(60));
+        Self {
+            hold: Some((hold, spinner)),
+            _server: server,
+            port,
+            ns,
+        }
+    }
+
+    /// Ends the holding program, then the spinner.
+    fn release(&mut self) {
+        self.hold = None;
+    }
+
+    /// Two ways a sender dies: its data leaves and is never acknowledged (retransmissions), or
+    /// a firewall on this host drops it on output (the transmit fails locally; the kernel
+    /// probes).
+    fn ways(&self) -> [(&'static str, String); 2] {
+        let port = &self.port;
+        [
+            ("retransmitting", blackhole_port(port)),
+            (
+                "probing",
+                format!(
+                    "add rule inet tt out tcp dport {port} tcp flags & (syn | ack) == ack drop\n"
+                ),
+            ),
+        ]
+    }
+}
+
+/// With classic tracepoints (`--classic-tracepoints`) the kernel skips the CLOSE program while
+/// the CPU is inside another BPF program: every such death is still reported, at the free.
 #[test]
 fn a_death_whose_close_the_kernel_did_not_trace_is_reported_when_the_socket_is_freed() {
     tracer_tests::require_kernel();
-    let ns = Netns::new("nesting");
-    ns.nft(&table(""));
-    let tracer = Tracer::start(&ns, &[]);
-    let server = pinned_client(&ns, &["listen", "--addr", "127.0.0.1:0"]);
-    let port = field(&server.wait_line("listening", WAIT), "port")
-        .unwrap()
-        .to_string();
-
-    let spinner = pinned_client(&ns, &["spin"]);
-    spinner.wait_line("spinning", WAIT);
-    let mut hold = std::process::Command::new("bpftrace");
-    hold.args(["-B", "line", "-e", HOLD_CPU, &spinner.pid().to_string()]);
-    let hold = Proc::spawn_with_stderr(hold, std::process::Stdio::null());
-    hold.wait_line("holding", Duration::from_secs(60));
-
-    // Two ways a sender dies: its data leaves and is never acknowledged (retransmissions), or
-    // a firewall on this host drops it on output (the transmit fails locally; the kernel probes).
-    let ways = [
-        ("retransmitting", blackhole_port(&port)),
-        (
-            "probing",
-            format!("add rule inet tt out tcp dport {port} tcp flags & (syn | ack) == ack drop\n"),
-        ),
-    ];
+    let mut held = HeldCpu::new(Netns::new("nesting"));
+    let tracer = Tracer::start(&held.ns, &["--classic-tracepoints"]);
     let mut recovered = Vec::new();
-    for (way, rule) in &ways {
+    for (way, rule) in &held.ways() {
         let untraced = (1..=ATTEMPTS).find_map(|attempt| {
-            let r = rto_death(&ns, &tracer, &port, rule);
+            let r = rto_death(&held.ns, &tracer, &held.port, rule);
             assert_eq!(r["label"], "rto_timeout", "{way}, attempt {attempt}: {r}");
             assert_eq!(r["evidence"]["unacked_bytes"], 8192, "{r}");
             (r["evidence"]["close_traced"] == false).then_some(r)
@@ -104,13 +138,40 @@ fn a_death_whose_close_the_kernel_did_not_trace_is_reported_when_the_socket_is_f
         "{}",
         recovered[1]
     );
-    drop(hold);
-    drop(spinner);
+    held.release();
     let stopped = tracer.finish();
     let stats = &stopped.stats;
     eprintln!("reported at the free: {recovered:#?}\nfinal stats: {stats}");
     assert!(stats["late_closes"].as_u64().unwrap() >= 2, "{stats}");
     assert!(stats["kernel_skipped"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["lost"], 0, "{stats}");
+}
+
+/// With the raw tracepoint programs (the default where BTF allows) the same deaths have their
+/// CLOSE traced: a raw program is skipped only when it would nest in itself, not in any BPF
+/// program, so the close carries its own `sk_err` (ETIMEDOUT) and nothing is left for the free.
+#[test]
+fn with_raw_tracepoints_a_death_on_a_held_cpu_has_its_close_traced() {
+    tracer_tests::require_kernel();
+    let mut held = HeldCpu::new(Netns::new("nestraw"));
+    let tracer = Tracer::start(&held.ns, &[]);
+    assert!(
+        tracer.stderr().contains("inet_sock_set_state_raw"),
+        "{}",
+        tracer.stderr()
+    );
+    for (way, rule) in &held.ways() {
+        for attempt in 1..=ATTEMPTS {
+            let r = rto_death(&held.ns, &tracer, &held.port, rule);
+            assert_eq!(r["label"], "rto_timeout", "{way}, attempt {attempt}: {r}");
+            assert!(r["evidence"]["close_traced"].is_null(), "{way}: {r}");
+            assert_eq!(r["errno"], "ETIMEDOUT", "{way}: {r}");
+        }
+    }
+    held.release();
+    let stopped = tracer.finish();
+    let stats = &stopped.stats;
+    assert_eq!(stats["late_closes"], 0, "{stats}");
     assert_eq!(stats["lost"], 0, "{stats}");
 }
 

@@ -129,6 +129,48 @@ fn blackholed_sender(ns: &Netns, port: &str) -> (tracer_tests::Proc, u64) {
     (client, sport)
 }
 
+/// An ICMP host-unreachable for data of an established connection whose socket has IP_RECVERR:
+/// the kernel reports the error while the connection is open, the application takes it from a
+/// failing recv and aborts the connection, whose close then carries no error of its own. The
+/// outcome is still `unreachable` — with the raw error-report program (the error noted in the
+/// connection's state) and with the classic one (the report joined by 4-tuple) — and the close
+/// is not mistaken for a clean one.
+#[test]
+fn an_error_the_application_took_before_closing_is_the_outcome() {
+    for flags in [&[][..], &["--classic-tracepoints"][..]] {
+        let ns = Netns::new("tookerr");
+        ns.nft(&table(""));
+        let tracer = Tracer::start(&ns, flags);
+        let (_server, port) = listener(&ns, &[]);
+        let mut client = ns.client(&[
+            "send",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--user-timeout-ms",
+            "0",
+            "--recverr",
+        ]);
+        let sport = sport_of(&client.wait_line("connected", WAIT));
+        let pid = client.pid();
+        // Data segments (not the handshake's bare ACK) are answered with host-unreachable.
+        ns.nft(&format!(
+            "add rule inet tt in tcp dport {port} meta length > 100 reject with icmp type \
+             host-unreachable\n"
+        ));
+        client.send_line("go");
+        let (_, lines) = client.wait(WAIT);
+        assert!(
+            lines.iter().any(|l| l.starts_with("result=EHOSTUNREACH")),
+            "{flags:?}: {lines:?}"
+        );
+        let r = tracer.wait_failures(1, WAIT, by_src_port(sport)).remove(0);
+        assert_eq!(r["label"], "unreachable", "{flags:?}: {r}");
+        assert_eq!(r["errno"], "EHOSTUNREACH", "{flags:?}: {r}");
+        assert_process(&r, pid);
+        tracer.finish_with(1);
+    }
+}
+
 #[test]
 fn rto_timeout_when_data_is_blackholed() {
     let ns = Netns::new("rto");

@@ -46,7 +46,11 @@ pub struct Config {
     /// Submit a `KIND_AT_RISK` record when an established tracked connect reaches this many
     /// retransmission timeouts in a row (`icsk_retransmits`); 0: never.
     pub at_risk_timeouts: u8,
-    pub _pad: [u8; 2],
+    /// 1 when the raw `inet_sk_error_report` program runs: it notes an error reported on a
+    /// tracked connect in the connect's own state (`RawEvent.error`), so a close need not look
+    /// the 4-tuple up in `REPORTED` (which only the classic program fills).
+    pub reports_in_state: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 400);
 
@@ -69,7 +73,8 @@ impl Config {
         wakeup_bytes: 0,
         filter_workloads: 0,
         at_risk_timeouts: 0,
-        _pad: [0; 2],
+        reports_in_state: 0,
+        _pad: 0,
     };
 }
 

@@ -89,7 +89,9 @@ pub struct RawEvent {
     pub sk_err: i32,
     /// `sock.sk_err_soft` at CLOSE.
     pub sk_err_soft: i32,
-    /// KIND_ERROR_REPORT: the reported errno.
+    /// KIND_ERROR_REPORT: the reported errno. KIND_CLOSED: the last errno reported on the
+    /// connection while it was open (raw `inet_sk_error_report`), 0 if none: the error the
+    /// application may have taken before the close.
     pub error: i32,
     /// Source port, host order.
     pub sport: u16,

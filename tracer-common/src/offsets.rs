@@ -231,9 +231,18 @@ pub struct MemberOffsets {
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
     pub skb_sk: u32,
+    /// The socket's own 4-tuple, for the raw tracepoint programs (which get the socket, not a
+    /// record with the tuple): `sock.__sk_common.skc_daddr` (IPv4 peer), `skc_dport` (peer
+    /// port, network order), `skc_family` (u16), and `inet_sock.inet_sport` (local port,
+    /// network order: what the classic tracepoint reports; `skc_num` is zeroed when the port is
+    /// released, before the CLOSE transition).
+    pub skc_daddr: u32,
+    pub skc_dport: u32,
+    pub inet_sport: u32,
+    pub skc_family: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 200);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 216);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -252,7 +261,7 @@ pub struct KernelOffsets {
     pub drop: DropFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 328);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 344);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -327,6 +336,10 @@ impl KernelOffsets {
             skb_network_header: MEMBER_MISSING,
             skb_transport_header: MEMBER_MISSING,
             skb_sk: MEMBER_MISSING,
+            skc_daddr: MEMBER_MISSING,
+            skc_dport: MEMBER_MISSING,
+            inet_sport: MEMBER_MISSING,
+            skc_family: MEMBER_MISSING,
             _pad: 0,
         },
     };

@@ -25,7 +25,7 @@ use tracer_common::{
 use crate::{
     CONNECTS,
     emit::{count, now_ns, submit},
-    read::{Record, config, member, offset, sock_netns, user},
+    read::{Record, config, member, offset, sock_netns},
     state::{SCRATCH_CONNECT_CALL, scratch},
 };
 
@@ -56,56 +56,73 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     // One read of the longest prefix that can matter: family, port, and for IPv4 the address
-    // (sockaddr_in); for IPv6 flowinfo then the address at 8 (sockaddr_in6).
-    let mut sa = [0u8; 24];
+    // (sockaddr_in); for IPv6 flowinfo then the address at 8 (sockaddr_in6). Built without
+    // zero-filled byte arrays (each is a byte loop in BPF).
     let base = uservaddr as *const u8;
-    let read = if addrlen >= 24 {
-        user(base, 0, &mut sa)
+    let (head, v6_tail) = if addrlen >= 24 {
+        let sa: [u64; 3] = user_words(base)?;
+        (sa[0], Some((sa[1], sa[2])))
     } else {
-        let mut v4 = [0u8; 16];
-        let ok = user(base, 0, &mut v4);
-        sa[..16].copy_from_slice(&v4);
-        ok
+        let sa: [u64; 2] = user_words(base)?;
+        (sa[0], None)
     };
-    if !read {
-        return None;
-    }
-    let family = u16::from_ne_bytes([sa[0], sa[1]]);
-    let mut pending = PendingConnect {
-        start_ns: 0,
-        sk: 0,
-        daddr: [0; 16],
-        dport: u16::from_be_bytes([sa[2], sa[3]]),
-        family: 0,
-        undone: 0,
-        fd: 0,
-    };
-    if family == u16::from(AF_INET) {
-        pending.daddr[..4].copy_from_slice(&sa[4..8]);
-    } else if family == u16::from(AF_INET6) && addrlen >= 24 {
-        pending.daddr.copy_from_slice(&sa[8..24]);
+    let bytes = head.to_ne_bytes();
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    let (lo, hi) = if family == u16::from(AF_INET) {
+        // The address is bytes 4..8 of the first word; the rest of `daddr` stays zero.
+        (head >> 32, 0)
+    } else if family == u16::from(AF_INET6)
+        && let Some(tail) = v6_tail
+    {
+        tail
     } else {
         return None;
-    }
-    pending.family = family as u8;
+    };
+    let family = family as u8;
+    // SAFETY: two u64 are 16 bytes, in memory order (the address bytes as read).
+    let daddr = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([lo, hi]) };
+    let dport = u16::from_be_bytes([bytes[2], bytes[3]]);
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::filter::call_wanted(
-        pending.family,
-        &pending.daddr,
-        pending.dport,
-        (pid_tgid >> 32) as u32,
-        || bpf_get_current_comm().unwrap_or([0; 16]),
-    ) {
+    if !crate::filter::call_wanted(family, &daddr, dport, (pid_tgid >> 32) as u32, || {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    }) {
         return None;
     }
     let fd: u64 = rec.field(f.fd, u64::MAX);
-    pending.fd = fd as i32;
-    pending.start_ns = now_ns();
+    // Every field from a value computed here: zero constants next to each other are merged
+    // into a memset call, a byte loop in BPF.
+    let pending = PendingConnect {
+        start_ns: now_ns(),
+        sk: 0,
+        daddr,
+        dport,
+        family,
+        undone: 0,
+        fd: fd as i32,
+    };
     if CONNECTS.insert(pid_tgid, &pending, 0).is_err() {
         // Full: this call is not traced (counted like any state that could not be created).
         count(Counter::InsertErrors);
     }
     Some(())
+}
+
+/// `N` words of the calling task's memory at `base`, or None if they cannot be read. Words,
+/// not bytes: the stack copy is then aligned and needs no zero-filling loop first.
+#[inline(always)]
+fn user_words<const N: usize>(base: *const u8) -> Option<[u64; N]> {
+    let mut words = core::mem::MaybeUninit::<[u64; N]>::uninit();
+    // SAFETY: the destination is exactly N words; bpf_probe_read_user checks the user address
+    // and writes all of them either way (zeroes when the read fails).
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            words.as_mut_ptr().cast::<core::ffi::c_void>(),
+            (N * 8) as u32,
+            base.cast::<core::ffi::c_void>(),
+        )
+    };
+    // SAFETY: every word was written by the helper above.
+    (ret == 0).then(|| unsafe { words.assume_init() })
 }
 
 #[inline(always)]

@@ -5,7 +5,10 @@
 //! tracepoint program that would nest in another BPF program on the same CPU (a timer softirq
 //! that kills a connection can interrupt one of ours). The close is reported now instead, marked
 //! `VALID_CLOSE_UNSEEN`, with the socket's facts as they are at the free.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use tracer_common::{VALID_CLOSE_UNSEEN, tcp_state};
 
 use crate::{
@@ -18,9 +21,21 @@ use crate::{
 
 #[tracepoint]
 pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
-    let skaddr: u64 = Record::<16>::read(&ctx).field(offset!(destroy_skaddr), 0);
+    destroyed(Record::<16>::read(&ctx).field(offset!(destroy_skaddr), 0));
+    0
+}
+
+/// The raw tracepoint (`tcp_destroy_sock(struct sock *sk)`, checked against BTF at start-up).
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock_raw(ctx: RawTracePointContext) -> u32 {
+    destroyed(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn destroyed(skaddr: u64) {
     if skaddr == 0 {
-        return 0;
+        return;
     }
     if let Some(state) = tracked(skaddr) {
         // The last traced state is the one the connection died in.
@@ -34,5 +49,4 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
             count(Counter::Untracked);
         }
     }
-    0
 }

@@ -4,7 +4,10 @@
 //! supporting evidence only: userspace joins it to a connection by 4-tuple; the authoritative
 //! errno is `sk_err`, read at CLOSE. Reports with error 0 carry nothing and are skipped, and so
 //! are refusals when `sk_err` can be read.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use tracer_common::{AF_INET, AF_INET6, IPPROTO_TCP, KIND_ERROR_REPORT, MEMBER_MISSING};
 
 /// `ECONNREFUSED` (include/uapi/asm-generic/errno.h).
@@ -12,13 +15,31 @@ const ECONNREFUSED: i32 = 111;
 
 use crate::{
     emit::{now_ns, submit},
-    read::{Record, offset, tuple},
-    state::{SCRATCH_ERROR_REPORT, TupleKey, scratch},
+    read::{Record, member, offset, tuple},
+    state::{SCRATCH_ERROR_REPORT, TupleKey, scratch, tracked},
 };
 
 #[tracepoint]
 pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
     let _ = try_error_report(&ctx);
+    0
+}
+
+/// The raw tracepoint (`inet_sk_error_report(const struct sock *sk)`, checked against BTF at
+/// start-up; it needs `sk_err`, which the loader checks too). It has the socket, so it needs no
+/// record of its own: an error reported on a tracked connect is noted in the connect's state,
+/// which its CLOSE record carries (`RawEvent.error`); any other socket's report is dropped — a
+/// connect's close carries its own `sk_err`, and no record is ever made for the others (inbound
+/// sockets, a connect already closed: `tcp_done` reports after CLOSE, `tcp_disconnect` too).
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn inet_sk_error_report_raw(ctx: RawTracePointContext) -> u32 {
+    let skaddr: u64 = ctx.arg(0);
+    if let Some(state) = tracked(skaddr) {
+        let mut error = 0i32;
+        if member(skaddr as *const u8, offset!(members.sk_err), &mut error) && error > 0 {
+            state.error = error;
+        }
+    }
     0
 }
 

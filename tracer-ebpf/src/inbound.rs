@@ -21,7 +21,7 @@ const IFF_LOOPBACK: u32 = 0x8;
 const TCP_FLAGS_OFFSET: u32 = 13;
 
 #[inline(always)]
-pub fn no_socket_reset(rec: &Record<'_, SEND_RESET_BYTES>) -> Option<()> {
+pub fn no_socket_reset(rec: &Record<SEND_RESET_BYTES>) -> Option<()> {
     let reason: u32 = rec.field(offset!(send_reset.reason), u32::MAX);
     let no_socket: u32 = offset!(members.rst_reason_no_socket);
     if reason != u32::MAX && no_socket != MEMBER_MISSING && reason != no_socket {

@@ -35,20 +35,19 @@ pub(crate) use config;
 // as undefined and may copy that register on the merged path, which the verifier rejects
 // ("!read_ok"). They write into, or return, an always-initialised value instead.
 
-/// A classic tracepoint's record, copied from the perf trace buffer in one helper call: the
-/// first `N` bytes (what the program's fields span on the kernels known; the perf trace buffer
-/// behind `ctx` is 8 KiB, so reading past a shorter record stays inside it). One call instead of
-/// one per field: the helper's fixed cost is most of a small read's. (A direct load from `ctx`
-/// would cost nothing, but the verifier allows only offsets fixed at compile time, and these
-/// come from tracefs at start-up.)
-pub struct Record<'a, const N: usize> {
-    ctx: &'a TracePointContext,
+/// The first `N` bytes at a kernel address, copied in one helper call, read back at offsets
+/// known only at run time: a classic tracepoint's record (`Record`), or the head of a socket
+/// (`sock_tuple`). One call instead of one per field: the helper's fixed cost is most of a small
+/// read's. (A direct load from a tracepoint's `ctx` would cost nothing, but the verifier allows
+/// only offsets fixed at compile time, and these come from tracefs and BTF at start-up.)
+pub struct Bytes<const N: usize> {
+    base: *const u8,
     bytes: [u8; N],
 }
 
-impl<'a, const N: usize> Record<'a, N> {
+impl<const N: usize> Bytes<N> {
     #[inline(always)]
-    pub fn read(ctx: &'a TracePointContext) -> Self {
+    pub fn read(base: *const u8) -> Self {
         let mut bytes = core::mem::MaybeUninit::<[u8; N]>::uninit();
         // SAFETY: the destination is exactly N writable bytes; bpf_probe_read_kernel checks the
         // source and writes all N bytes either way (zeroes when the read fails).
@@ -56,37 +55,32 @@ impl<'a, const N: usize> Record<'a, N> {
             bpf_probe_read_kernel(
                 bytes.as_mut_ptr().cast::<c_void>(),
                 N as u32,
-                ctx.as_ptr().cast_const(),
+                base.cast::<c_void>(),
             )
         };
         if ret != 0 {
             count(Counter::ReadErrors);
         }
         Self {
-            ctx,
+            base,
             // SAFETY: every byte was written by the helper above.
             bytes: unsafe { bytes.assume_init() },
         }
     }
 
-    /// The field at `offset` (from the tracefs format), or `default` if it is missing. A field
-    /// beyond the copied bytes (another kernel's layout) is read from the record itself.
+    /// The value at `at`, or `default` if it cannot be read. A value beyond the copied bytes
+    /// (another kernel's layout) is read from `base` itself.
     #[inline(always)]
-    pub fn field<T: Copy>(&self, offset: u16, default: T) -> T {
-        if offset == FIELD_MISSING {
-            return default;
-        }
-        let at = offset as usize;
+    pub fn at<T: Copy>(&self, at: usize, default: T) -> T {
         let size = core::mem::size_of::<T>();
+        let mut v = default;
         if at > N || size > N - at {
-            let mut v = default;
-            return if probe_read(&mut v, self.ctx.as_ptr() as *const u8, at) {
+            return if probe_read(&mut v, self.base, at) {
                 v
             } else {
                 default
             };
         }
-        let mut v = default;
         let dst = (&mut v as *mut T).cast::<u8>();
         for i in 0..size {
             // SAFETY: `at + i < N` (checked above); `dst` is `v`'s `size` bytes. Byte by byte:
@@ -95,6 +89,38 @@ impl<'a, const N: usize> Record<'a, N> {
             unsafe { *dst.add(i) = *self.bytes.as_ptr().add(at + i) };
         }
         v
+    }
+
+    /// The member at `offset` (from BTF), or `default` if it is missing.
+    #[inline(always)]
+    pub fn member<T: Copy>(&self, offset: u32, default: T) -> T {
+        if offset == MEMBER_MISSING {
+            default
+        } else {
+            self.at(offset as usize, default)
+        }
+    }
+}
+
+/// A classic tracepoint's record, its first `N` bytes copied from the perf trace buffer (`N`:
+/// where the program's fields end on the kernels known; the perf trace buffer behind `ctx` is
+/// 8 KiB, so reading past a shorter record stays inside it).
+pub struct Record<const N: usize>(Bytes<N>);
+
+impl<const N: usize> Record<N> {
+    #[inline(always)]
+    pub fn read(ctx: &TracePointContext) -> Self {
+        Self(Bytes::read(ctx.as_ptr() as *const u8))
+    }
+
+    /// The field at `offset` (from the tracefs format), or `default` if it is missing.
+    #[inline(always)]
+    pub fn field<T: Copy>(&self, offset: u16, default: T) -> T {
+        if offset == FIELD_MISSING {
+            default
+        } else {
+            self.0.at(offset as usize, default)
+        }
     }
 }
 
@@ -166,9 +192,10 @@ fn probe_read<T>(dst: &mut T, base: *const u8, offset: usize) -> bool {
     }
 }
 
-/// Reads family, ports and addresses (IPv4 into the first 4 bytes) into `ev`.
+/// Reads family, ports and addresses (IPv4 into the first 4 bytes) from a tracepoint's record
+/// into `ev`.
 #[inline(always)]
-pub fn tuple<const N: usize>(rec: &Record<'_, N>, f: &TupleFields, ev: &mut RawEvent) {
+pub fn tuple<const N: usize>(rec: &Record<N>, f: &TupleFields, ev: &mut RawEvent) {
     let family: u16 = rec.field(f.family, 0);
     ev.family = family as u8;
     ev.sport = rec.field(f.sport, 0);
@@ -182,4 +209,39 @@ pub fn tuple<const N: usize>(rec: &Record<'_, N>, f: &TupleFields, ev: &mut RawE
         ev.saddr_be = rec.field(f.saddr_v6, [0; 16]);
         ev.daddr_be = rec.field(f.daddr_v6, [0; 16]);
     }
+}
+
+/// How much of a socket `sock_tuple` copies: `struct sock_common` up to the end of
+/// `skc_v6_rcv_saddr` (88 on 6.x x86-64 kernels).
+const SOCK_COMMON_BYTES: usize = 88;
+
+/// Reads the 4-tuple from the socket itself, as the tracepoints report it, but the source port
+/// (`sock_sport`): family, peer port in host order (`skc_dport`), and the addresses
+/// (`skc_rcv_saddr`/`skc_daddr`, or the IPv6 ones). For the raw tracepoint programs, which get
+/// the socket and not a record.
+#[inline(always)]
+pub fn sock_tuple(sk: *const u8, ev: &mut RawEvent) {
+    let head = Bytes::<SOCK_COMMON_BYTES>::read(sk);
+    let family: u16 = head.member(offset!(members.skc_family), 0);
+    ev.family = family as u8;
+    let dport: u16 = head.member(offset!(members.skc_dport), 0);
+    ev.dport = u16::from_be(dport);
+    if ev.family == AF_INET {
+        let s: [u8; 4] = head.member(offset!(members.skc_rcv_saddr), [0; 4]);
+        let d: [u8; 4] = head.member(offset!(members.skc_daddr), [0; 4]);
+        ev.saddr_be[..4].copy_from_slice(&s);
+        ev.daddr_be[..4].copy_from_slice(&d);
+    } else if ev.family == AF_INET6 {
+        ev.saddr_be = head.member(offset!(members.skc_v6_rcv_saddr), [0; 16]);
+        ev.daddr_be = head.member(offset!(members.skc_v6_daddr), [0; 16]);
+    }
+}
+
+/// The socket's source port in host order (`inet_sock.inet_sport`, outside `struct
+/// sock_common`), as the tracepoints report it: 0 until connect() has hashed the socket.
+#[inline(always)]
+pub fn sock_sport(sk: *const u8) -> u16 {
+    let mut sport = 0u16;
+    member(sk, offset!(members.inet_sport), &mut sport);
+    u16::from_be(sport)
 }

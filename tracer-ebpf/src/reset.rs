@@ -1,7 +1,10 @@
 //! `tcp:tcp_receive_reset` (a RST arrived: refused in SYN_SENT, reset when synchronized) and
 //! `tcp:tcp_send_reset` (this host sent a RST on the socket, e.g. after keepalive failure; or,
 //! with no socket, answered a segment for a port where nothing listens: see `inbound`).
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use tracer_common::{STATE_UNKNOWN, VALID_RST_SENT_REASON};
 
 use crate::{
@@ -14,13 +17,19 @@ pub(crate) const SEND_RESET_BYTES: usize = 88;
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_receive_reset(&ctx);
+    let _ = reset_received(Record::<16>::read(&ctx).field(offset!(receive_reset_skaddr), 0));
+    0
+}
+
+/// The raw tracepoint (`tcp_receive_reset(struct sock *sk)`, checked against BTF at start-up).
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_receive_reset_raw(ctx: RawTracePointContext) -> u32 {
+    let _ = reset_received(ctx.arg(0));
     0
 }
 
 #[inline(always)]
-fn try_receive_reset(ctx: &TracePointContext) -> Option<()> {
-    let skaddr: u64 = Record::<16>::read(ctx).field(offset!(receive_reset_skaddr), 0);
+fn reset_received(skaddr: u64) -> Option<()> {
     let state = tracked(skaddr)?;
     // The tracepoint has no state field: read it from the socket.
     let mut tcp = STATE_UNKNOWN;

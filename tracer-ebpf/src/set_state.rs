@@ -6,9 +6,10 @@
 //! there, because `inet_sk_error_report` is skipped for orphaned sockets. Each transition
 //! reads only what its outcome can use.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
-    macros::tracepoint,
-    programs::TracePointContext,
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
@@ -21,43 +22,117 @@ use tracer_common::{
 use crate::{
     CONNECTS, SOCKS,
     emit::{Counter, count, now_ns, submit},
-    read::{Record, config, member, offset, sock_netns},
+    read::{Record, config, member, offset, sock_netns, sock_sport, sock_tuple},
     state::{SCRATCH_CONNECT, TupleKey, scratch, tracked},
 };
 
 /// The bytes of the tracepoint's record the program copies (it ends at 72 on 6.x kernels).
 const SET_STATE_BYTES: usize = 72;
 
+/// The classic tracepoint: the record holds protocol, states, socket and 4-tuple.
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_set_state(&ctx);
+    let rec = Record::<SET_STATE_BYTES>::read(&ctx);
+    let protocol: u16 = rec.field(offset!(set_state.protocol), 0);
+    if protocol == IPPROTO_TCP {
+        let newstate: i32 = rec.field(offset!(set_state.newstate), 0);
+        let oldstate: i32 = rec.field(offset!(set_state.oldstate), 0);
+        let skaddr: u64 = rec.field(offset!(set_state.skaddr), 0);
+        let _ = transition(&ctx, &rec, skaddr, oldstate as u8, newstate as u8);
+    }
     0
 }
 
-#[inline(always)]
-fn try_set_state(ctx: &TracePointContext) -> Option<()> {
-    let rec = Record::<SET_STATE_BYTES>::read(ctx);
-    let protocol: u16 = rec.field(offset!(set_state.protocol), 0);
-    if protocol != IPPROTO_TCP {
-        return None;
+/// The raw tracepoint (`inet_sock_set_state(const struct sock *sk, const int oldstate, const
+/// int newstate)`, checked against BTF at start-up): the arguments themselves, no record. A
+/// transition of a socket not tracked costs one map lookup; the protocol and the 4-tuple are
+/// read from the socket only where they are used.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> u32 {
+    let skaddr: u64 = ctx.arg(0);
+    let oldstate: i32 = ctx.arg(1);
+    let newstate: i32 = ctx.arg(2);
+    let _ = transition(&ctx, &FromSocket, skaddr, oldstate as u8, newstate as u8);
+    0
+}
+
+/// Where a transition's protocol and 4-tuple come from: the classic tracepoint's record, or the
+/// socket itself.
+trait Facts {
+    /// Whether the socket is TCP (the tracepoint also fires for MPTCP, SCTP, DCCP sockets).
+    fn is_tcp(&self, sk: *const u8) -> bool;
+    /// The 4-tuple at connect(): the source port is not known yet (unless bound), the rest is.
+    fn tuple(&self, sk: *const u8, ev: &mut RawEvent);
+    /// The source port, once the socket has been hashed.
+    fn sport(&self, sk: *const u8, ev: &mut RawEvent);
+}
+
+impl Facts for Record<SET_STATE_BYTES> {
+    #[inline(always)]
+    fn is_tcp(&self, _sk: *const u8) -> bool {
+        // Checked before the transition.
+        true
     }
-    let newstate: i32 = rec.field(offset!(set_state.newstate), 0);
-    let oldstate: i32 = rec.field(offset!(set_state.oldstate), 0);
-    let skaddr: u64 = rec.field(offset!(set_state.skaddr), 0);
+
+    #[inline(always)]
+    fn tuple(&self, _sk: *const u8, ev: &mut RawEvent) {
+        let fields = offset!(set_state.tuple);
+        crate::read::tuple(self, &fields, ev);
+    }
+
+    #[inline(always)]
+    fn sport(&self, sk: *const u8, ev: &mut RawEvent) {
+        // The record has it all, for free.
+        self.tuple(sk, ev);
+    }
+}
+
+/// The raw tracepoint's: read from the socket.
+struct FromSocket;
+
+impl Facts for FromSocket {
+    #[inline(always)]
+    fn is_tcp(&self, sk: *const u8) -> bool {
+        let mut protocol = 0u16;
+        member(sk, offset!(members.sk_protocol), &mut protocol) && protocol == IPPROTO_TCP
+    }
+
+    #[inline(always)]
+    fn tuple(&self, sk: *const u8, ev: &mut RawEvent) {
+        sock_tuple(sk, ev);
+    }
+
+    #[inline(always)]
+    fn sport(&self, sk: *const u8, ev: &mut RawEvent) {
+        ev.sport = sock_sport(sk);
+    }
+}
+
+#[inline(always)]
+fn transition<C: EbpfContext>(
+    ctx: &C,
+    facts: &impl Facts,
+    skaddr: u64,
+    old: u8,
+    new: u8,
+) -> Option<()> {
     if skaddr == 0 {
         return None;
     }
-    let (old, new) = (oldstate as u8, newstate as u8);
-
+    let sk = skaddr as *const u8;
     if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
-        return on_connect(ctx, &rec, skaddr);
+        if !facts.is_tcp(sk) {
+            return None;
+        }
+        return on_connect(ctx, facts, skaddr);
     }
+    // Only TCP sockets are tracked.
     let Some(state) = tracked(skaddr) else {
         if new == tcp_state::CLOSE && old == tcp_state::SYN_SENT {
             // Every SYN_SENT socket was inserted at connect(): this one was evicted (or its
             // netns is filtered out, which `on_connect` never inserts — those never reach here
             // unless the map was full).
-            if netns_wanted(skaddr as *const u8) {
+            if facts.is_tcp(sk) && netns_wanted(sk) {
                 count(Counter::Evicted);
             }
         }
@@ -69,7 +144,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
     if state.sport == 0 {
         // Address and destination are known at connect(); the source port only once the
         // socket is hashed, after that first transition.
-        read_tuple(&rec, state);
+        facts.sport(sk, state);
     }
 
     if old == tcp_state::SYN_SENT && new == tcp_state::ESTABLISHED {
@@ -77,7 +152,7 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
         state.kind = KIND_CONNECTED;
         submit(state);
     } else if new == tcp_state::CLOSE {
-        if old != tcp_state::SYN_SENT && ended_cleanly(skaddr as *const u8, state) {
+        if old != tcp_state::SYN_SENT && ended_cleanly(sk, state) {
             count(Counter::CleanCloses);
         } else {
             submit_closed(skaddr, state);
@@ -97,12 +172,18 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
 /// cannot be read is submitted: userspace waits for its error report.)
 #[inline(always)]
 fn ended_cleanly(sk: *const u8, state: &RawEvent) -> bool {
-    if state.rst_received_state != 0 || state.warned_ns != 0 || state.sport == 0 {
+    if state.rst_received_state != 0 || state.warned_ns != 0 || state.error != 0 || state.sport == 0
+    {
         return false;
     }
     let mut sk_err = 0i32;
     if !member(sk, offset!(members.sk_err), &mut sk_err) || sk_err != 0 {
         return false;
+    }
+    let in_state: u8 = config!(reports_in_state);
+    if in_state != 0 {
+        // The raw error-report program notes reports in the state itself (`state.error`).
+        return true;
     }
     // SAFETY: a map value pointer, read at once while this program runs.
     let reported = crate::REPORTED
@@ -150,11 +231,7 @@ fn netns_wanted(sk: *const u8) -> bool {
 
 /// CLOSE→SYN_SENT, in the task that called connect(): record who and where.
 #[inline(always)]
-fn on_connect(
-    ctx: &TracePointContext,
-    rec: &Record<'_, SET_STATE_BYTES>,
-    skaddr: u64,
-) -> Option<()> {
+fn on_connect<C: EbpfContext>(ctx: &C, facts: &impl Facts, skaddr: u64) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if let Some(call) = CONNECTS.get_ptr_mut(pid_tgid) {
         // SAFETY: a map value pointer, valid while this program runs; the entry is this
@@ -175,7 +252,7 @@ fn on_connect(
     ev.ts_ns = ev.start_ns;
     ev.old_state = tcp_state::CLOSE;
     ev.new_state = tcp_state::SYN_SENT;
-    read_tuple(rec, ev);
+    facts.tuple(sk, ev);
     if !crate::filter::connect_wanted(ev) || !crate::cgroup::note(ev.cgroup_id) {
         return None;
     }
@@ -197,21 +274,21 @@ pub(crate) fn record_caller(ev: &mut RawEvent, pid_tgid: u64, netns: u32) {
     ev.pid = (pid_tgid >> 32) as u32;
     ev.tid = pid_tgid as u32;
     ev.uid = bpf_get_current_uid_gid() as u32;
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // Straight into the record (the helper's wrapper zeroes a stack copy first, a byte loop in
+    // BPF). On failure the helper zeroes the buffer.
+    // SAFETY: `ev.comm` is 16 writable bytes, the size passed.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_get_current_comm(
+            ev.comm.as_mut_ptr().cast::<core::ffi::c_void>(),
+            ev.comm.len() as u32,
+        )
+    };
     // SAFETY: a helper without pointer arguments, allowed in tracepoint programs.
     ev.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
     if netns != 0 {
         ev.netns = netns;
         ev.valid |= VALID_NETNS;
     }
-}
-
-/// The 4-tuple as the tracepoint reports it now (the source port is only known after connect()
-/// has hashed the socket, so this is refreshed at every transition).
-#[inline(always)]
-fn read_tuple(rec: &Record<'_, SET_STATE_BYTES>, ev: &mut RawEvent) {
-    let fields = offset!(set_state.tuple);
-    crate::read::tuple(rec, &fields, ev);
 }
 
 /// `sk_err` at CLOSE; false if it cannot be read (no BTF).

@@ -11,8 +11,8 @@ pub struct TupleKey {
     daddr: [u8; 16],
     sport: u16,
     dport: u16,
-    family: u8,
-    _pad: [u8; 3],
+    /// A whole word: no padding to zero (a byte loop in BPF).
+    family: u32,
 }
 
 impl TupleKey {
@@ -23,8 +23,7 @@ impl TupleKey {
             daddr: ev.daddr_be,
             sport: ev.sport,
             dport: ev.dport,
-            family: ev.family,
-            _pad: [0; 3],
+            family: u32::from(ev.family),
         }
     }
 }
@@ -55,7 +54,8 @@ pub fn scratch(slot: u32) -> Option<&'static mut RawEvent> {
         // backend emits as a byte-at-a-time subprogram.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
     }
-    // SAFETY: a per-CPU slot used by a single program; classic tracepoint programs do not nest
-    // on a CPU (the kernel's bpf_prog_active guard), so nothing else touches it meanwhile.
+    // SAFETY: a per-CPU slot used by a single program, which does not nest in itself on a CPU
+    // (a classic tracepoint program: the kernel's CPU-wide bpf_prog_active guard; a raw one:
+    // the program's own recursion counter), so nothing else touches it meanwhile.
     Some(unsafe { &mut *ptr })
 }

@@ -386,7 +386,9 @@ impl Classifier {
                 out
             }
             KIND_CLOSED => {
-                let reported = self.take_report(ev);
+                // A report joined by 4-tuple (classic error-report program), else the one the
+                // raw program noted in the connection's own state.
+                let reported = self.take_report(ev).or((ev.error > 0).then_some(ev.error));
                 if reported.is_none() && !ev.has(VALID_SK_ERR) {
                     // The error report, if any, comes right after the CLOSE: wait for it.
                     let mut out = None;

@@ -748,3 +748,26 @@ fn a_warned_connection_that_closes_clean_has_recovered() {
     let (out, _) = run(&[close(&ev, tcp_state::FIN_WAIT1, 9000, 0)]);
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// An error reported on an established connection and taken by the application (its `sk_err` is
+/// 0 at the close): joined by 4-tuple from the classic program's report, or carried by the close
+/// itself from the raw program's note — the same outcome either way.
+#[test]
+fn an_error_taken_before_a_clean_close_is_the_outcome_either_way() {
+    let mut ev = connect();
+    let up = established(&mut ev, 1);
+    let joined = run(&[
+        up,
+        report(&ev, 500, libc::EHOSTUNREACH),
+        close(&ev, tcp_state::ESTABLISHED, 900, 0),
+    ])
+    .0;
+    let mut noted = close(&ev, tcp_state::ESTABLISHED, 900, 0);
+    noted.error = libc::EHOSTUNREACH;
+    let carried = run(&[up, noted]).0;
+    for out in [joined, carried] {
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!(out[1].label, Label::Unreachable);
+        assert_eq!(out[1].errno, Some(libc::EHOSTUNREACH));
+    }
+}

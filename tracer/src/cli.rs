@@ -156,6 +156,12 @@ pub struct RunArgs {
     /// the kernel's syscall-tracepoint path (about 20 ns each, measured by `cargo xtask bench`).
     #[arg(long, env = "TRACER_NO_CONNECT_CALLS")]
     pub no_connect_calls: bool,
+    /// Attach every program as a classic tracepoint. By default the socket state, RST-received
+    /// and socket-freed hooks run as raw tracepoints where the kernel's BTF declares the
+    /// arguments they read (cheaper: no trace record is built and copied per event; `tracer
+    /// check` says which); this is the way back if a kernel misbehaves with them.
+    #[arg(long, env = "TRACER_CLASSIC_TRACEPOINTS")]
+    pub classic_tracepoints: bool,
     /// Warn (`warning` record, label `at_risk`) when an established connection's retransmission
     /// timer has fired this many times in a row without an acknowledgement — seconds into a
     /// stall the kernel takes about 15 minutes to give up on; 0 turns the warnings off.

@@ -94,6 +94,47 @@ impl KernelBtf {
         out
     }
 
+    /// The parameters of tracepoint `name`'s prototype after its context pointer, from the
+    /// typedef `btf_trace_<name>` the kernel declares for raw tracepoint programs: "struct sock
+    /// *", "int" (4-byte integers), qualifiers dropped; anything else by its BTF kind.
+    pub fn tracepoint_params(&self, name: &str) -> Result<Vec<String>, String> {
+        let typedef = format!("btf_trace_{name}");
+        let t = self
+            .btf
+            .resolve_types_by_name(&typedef)
+            .map_err(|e| format!("{typedef}: {e}"))?
+            .into_iter()
+            .find(|t| matches!(t, Type::Typedef(_)))
+            .ok_or_else(|| format!("{typedef}: not in this kernel's BTF"))?;
+        let Type::Ptr(ptr) = self.strip(t)? else {
+            return Err(format!("{typedef}: not a function pointer"));
+        };
+        let Type::FuncProto(proto) = self.strip(self.chained(&ptr)?)? else {
+            return Err(format!("{typedef}: not a function pointer"));
+        };
+        proto
+            .parameters
+            .iter()
+            .skip(1)
+            .map(|p| self.describe(self.strip(self.chained(p)?)?))
+            .collect()
+    }
+
+    /// "struct NAME *", "int" (a 4-byte integer), or the type's BTF kind.
+    fn describe(&self, t: Type) -> Result<String, String> {
+        Ok(match &t {
+            Type::Int(i) if i.size() == 4 => "int".to_string(),
+            Type::Ptr(p) => match self.strip(self.chained(p)?)? {
+                Type::Struct(s) => format!(
+                    "struct {} *",
+                    self.btf.resolve_name(&s).map_err(|e| e.to_string())?
+                ),
+                other => format!("{} *", other.name()),
+            },
+            other => other.name().to_string(),
+        })
+    }
+
     fn struct_named(&self, name: &str) -> Result<Type, String> {
         self.btf
             .resolve_types_by_name(name)

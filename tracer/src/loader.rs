@@ -5,11 +5,11 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramFd, TracePoint},
+    programs::{ProgramFd, RawTracePoint, TracePoint},
 };
 use tracer_common::{Config, KernelOffsets, PendingConnect};
 
-use crate::offsets::HOOKS;
+use crate::offsets::{HOOKS, RAW_HOOKS};
 
 /// The object built from `tracer-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -24,6 +24,8 @@ pub struct LoadOptions {
     pub config: Config,
     /// Programs of `HOOKS` not to load and attach (their tracepoint is missing, or not wanted).
     pub skip: Vec<&'static str>,
+    /// Programs of `HOOKS` to run as their raw tracepoint program (`RAW_HOOKS`) instead.
+    pub raw: Vec<&'static str>,
     /// Attach `dns_ingress` to this cgroup v2 mount (not with `--no-dns`): DNS answers.
     pub dns: Option<std::path::PathBuf>,
 }
@@ -130,6 +132,27 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
     let mut attached = Vec::new();
     for hook in HOOKS.iter().filter(|h| !opts.skip.contains(&h.program)) {
         let (program, group, name) = (hook.program, hook.group, hook.tracepoint);
+        if opts.raw.contains(&program)
+            && let Some(raw) = RAW_HOOKS.iter().find(|r| r.classic == program)
+        {
+            match attach_raw(&mut ebpf, raw.program, raw.tracepoint) {
+                Ok(()) => {
+                    attached.push(raw.program);
+                    continue;
+                }
+                Err(e) => log::warn!(
+                    "{} could not run as a raw tracepoint ({e:#}): attaching the classic \
+                     tracepoint instead{}",
+                    raw.tracepoint,
+                    if program == "inet_sk_error_report" {
+                        "; an error an application takes before it closes the connection is \
+                         not reported (--classic-tracepoints avoids this)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        }
         let prog: &mut TracePoint = ebpf
             .program_mut(program)
             .ok_or(LoadError::MissingProgram { program })?
@@ -162,6 +185,22 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         }
     }
     Ok(Loaded { ebpf, attached })
+}
+
+/// Loads the raw tracepoint program `program` and attaches it to `tracepoint`; unloads it
+/// again if attaching fails.
+fn attach_raw(ebpf: &mut aya::Ebpf, program: &str, tracepoint: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("the object has no {program} program"))?
+        .try_into()?;
+    prog.load().with_context(|| format!("loading {program}"))?;
+    if let Err(e) = prog.attach(tracepoint) {
+        let _ = prog.unload();
+        return Err(e).with_context(|| format!("attaching {program}"));
+    }
+    Ok(())
 }
 
 /// Loads `dns_ingress` and attaches it to the ingress of the cgroup v2 root at `root` (a link:

@@ -6,7 +6,8 @@
 //! both tables, and the loader attaches the programs `HOOKS` names. The enum values and the
 //! queued-error path are resolved apart, after the members.
 use tracer_common::{
-    DROP_REASON_BITMAP_BYTES, FIELD_MISSING, KernelOffsets, MemberOffsets, TupleFields,
+    DROP_REASON_BITMAP_BYTES, FIELD_MISSING, KernelOffsets, MEMBER_MISSING, MemberOffsets,
+    TupleFields,
 };
 
 use crate::{
@@ -47,6 +48,8 @@ impl Check {
 pub struct Resolved {
     pub offsets: KernelOffsets,
     pub checks: Vec<Check>,
+    /// The programs of `HOOKS` that can run as raw tracepoints here (`RAW_HOOKS`).
+    pub raw: Vec<&'static str>,
 }
 
 impl Resolved {
@@ -237,6 +240,117 @@ const TUPLE: [Field<TupleFields>; 7] = [
     field("daddr_v6", 16, |t| &mut t.daddr_v6),
 ];
 
+/// A hook whose program also exists as a raw tracepoint program (`BPF_RAW_TRACEPOINT_OPEN`): it
+/// gets the tracepoint's arguments themselves instead of a record the kernel first builds in
+/// the perf trace buffer and the program then copies, and it is skipped only when it would
+/// nest in itself rather than in any BPF program (fewer closes left to `tcp_destroy_sock`).
+/// Attached instead of the classic program when this kernel's BTF declares the prototype the
+/// raw program reads (`btf_trace_<tracepoint>`) and has the members it reads instead of the
+/// record's fields; otherwise, with `--classic-tracepoints`, or if attaching fails, the classic
+/// program runs.
+pub struct RawHook {
+    /// The classic program (`HOOKS`) it replaces.
+    pub classic: &'static str,
+    /// Its own name in the eBPF object.
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+    /// The prototype's parameters after the context pointer, as `KernelBtf::tracepoint_params`
+    /// describes them: the arguments the program reads, by position.
+    pub params: &'static [&'static str],
+    /// The members the raw program reads instead of the record's fields.
+    pub members: &'static [fn(&MemberOffsets) -> u32],
+}
+
+impl RawHook {
+    /// Its check line's name.
+    pub fn label(&self) -> String {
+        format!("raw tracepoint {}", self.tracepoint)
+    }
+}
+
+pub const RAW_HOOKS: [RawHook; 4] = [
+    RawHook {
+        classic: "inet_sock_set_state",
+        program: "inet_sock_set_state_raw",
+        tracepoint: "inet_sock_set_state",
+        params: &["struct sock *", "int", "int"],
+        members: &[
+            |m| m.sk_protocol,
+            |m| m.skc_family,
+            |m| m.inet_sport,
+            |m| m.skc_dport,
+            |m| m.skc_daddr,
+            |m| m.skc_rcv_saddr,
+            |m| m.skc_v6_daddr,
+            |m| m.skc_v6_rcv_saddr,
+        ],
+    },
+    RawHook {
+        classic: "tcp_receive_reset",
+        program: "tcp_receive_reset_raw",
+        tracepoint: "tcp_receive_reset",
+        params: &["struct sock *"],
+        members: &[],
+    },
+    RawHook {
+        classic: "inet_sk_error_report",
+        program: "inet_sk_error_report_raw",
+        tracepoint: "inet_sk_error_report",
+        params: &["struct sock *"],
+        members: &[|m| m.sk_err],
+    },
+    RawHook {
+        classic: "tcp_destroy_sock",
+        program: "tcp_destroy_sock_raw",
+        tracepoint: "tcp_destroy_sock",
+        params: &["struct sock *"],
+        members: &[],
+    },
+];
+
+/// Which of `RAW_HOOKS` can run raw on this kernel (their classic program's names), with a
+/// check line each.
+fn resolve_raw(
+    members: &MemberOffsets,
+    btf: Result<&KernelBtf, &str>,
+    checks: &mut Vec<Check>,
+) -> Vec<&'static str> {
+    let mut raw = Vec::new();
+    for hook in &RAW_HOOKS {
+        let why = match btf
+            .map_err(str::to_string)
+            .and_then(|btf| btf.tracepoint_params(hook.tracepoint))
+        {
+            Err(e) => Some(e),
+            Ok(params) if params != hook.params => Some(format!(
+                "btf_trace_{} takes ({}), the raw program reads ({})",
+                hook.tracepoint,
+                params.join(", "),
+                hook.params.join(", ")
+            )),
+            Ok(_) if hook.members.iter().any(|m| m(members) == MEMBER_MISSING) => {
+                Some("a socket member it reads is missing (see the field lines)".to_string())
+            }
+            Ok(_) => None,
+        };
+        match why {
+            None => {
+                checks.push(Check::ok(
+                    hook.label(),
+                    format!("({}) from BTF", hook.params.join(", ")),
+                ));
+                raw.push(hook.classic);
+            }
+            Some(why) => checks.push(Check::missing(
+                hook.label(),
+                format!("{why}; {} runs as a classic tracepoint", hook.classic),
+                false,
+            )),
+        }
+    }
+    raw
+}
+
 /// The check lines of every hook when tracefs itself is missing.
 pub fn hooks_unreachable(why: &str) -> impl Iterator<Item = Check> + '_ {
     HOOKS
@@ -254,7 +368,12 @@ pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
     if let Ok(btf) = btf {
         o.drop.ignored_reasons = ignored_drop_reasons(btf);
     }
-    Resolved { offsets: o, checks }
+    let raw = resolve_raw(&o.members, btf, &mut checks);
+    Resolved {
+        offsets: o,
+        checks,
+        raw,
+    }
 }
 
 /// Drop reasons (`enum skb_drop_reason`, names without `SKB_DROP_REASON_`) that say nothing
@@ -368,11 +487,16 @@ impl Member {
 const NO_CONNECT_CALLS: &str =
     "connects that fail inside connect() (no route, no local port, a local policy) are not seen";
 
+/// What degrades without the members from which the raw `inet_sock_set_state` reads a socket's
+/// 4-tuple.
+const NO_RAW_SET_STATE: &str =
+    "inet_sock_set_state runs as a classic tracepoint (its raw program reads the socket's 4-tuple)";
+
 /// What degrades without the members that lead from a dropped packet to its headers and socket.
 const NO_LOCAL_DROPS: &str =
     "packets this host dropped are not joined to their connections; no icmp.from";
 
-const MEMBERS: [Member; 40] = [
+const MEMBERS: [Member; 44] = [
     Member {
         label: "sock.sk_err",
         strukt: "sock",
@@ -655,6 +779,38 @@ const MEMBERS: [Member; 40] = [
         size: 16,
         slot: |m| &mut m.skc_v6_rcv_saddr,
         degrades: "connect() failures carry no IPv6 source address",
+    },
+    Member {
+        label: "sock.__sk_common.skc_daddr",
+        strukt: "sock",
+        path: &["__sk_common", "skc_daddr"],
+        size: 4,
+        slot: |m| &mut m.skc_daddr,
+        degrades: NO_RAW_SET_STATE,
+    },
+    Member {
+        label: "sock.__sk_common.skc_dport",
+        strukt: "sock",
+        path: &["__sk_common", "skc_dport"],
+        size: 2,
+        slot: |m| &mut m.skc_dport,
+        degrades: NO_RAW_SET_STATE,
+    },
+    Member {
+        label: "inet_sock.inet_sport",
+        strukt: "inet_sock",
+        path: &["inet_sport"],
+        size: 2,
+        slot: |m| &mut m.inet_sport,
+        degrades: NO_RAW_SET_STATE,
+    },
+    Member {
+        label: "sock.__sk_common.skc_family",
+        strukt: "sock",
+        path: &["__sk_common", "skc_family"],
+        size: 2,
+        slot: |m| &mut m.skc_family,
+        degrades: NO_RAW_SET_STATE,
     },
     Member {
         label: "net.ipv4.ip_local_ports.range",

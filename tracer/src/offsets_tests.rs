@@ -237,8 +237,15 @@ fn every_hook_field_lands_in_its_own_slot() {
 fn without_btf_every_member_says_why_and_what_degrades() {
     let t = FakeTracefs::new("offsets-no-btf", &full_kernel());
     let r = resolve(&t.tracefs(), Err("cannot read BTF"));
-    let members = lines(&r.checks[HOOKS.len()..]);
+    let members = lines(&r.checks[HOOKS.len()..r.checks.len() - RAW_HOOKS.len()]);
     assert_eq!(members.len(), MEMBERS.len() + 2);
+    // Without BTF nothing runs raw, and each raw hook says so.
+    assert!(r.raw.is_empty());
+    assert_eq!(
+        lines(&r.checks[r.checks.len() - RAW_HOOKS.len()..])[0],
+        "missing raw tracepoint inet_sock_set_state: cannot read BTF; inet_sock_set_state runs \
+         as a classic tracepoint"
+    );
     assert_eq!(
         members[0],
         "missing field sock.sk_err: cannot read BTF; the errno of a failure comes only from \
@@ -294,11 +301,15 @@ fn each_member_fills_its_own_slot() {
         skc_v6_daddr: 32,
         skc_rcv_saddr: 33,
         skc_v6_rcv_saddr: 34,
-        net_port_range: 35,
-        skb_head: 36,
-        skb_network_header: 37,
-        skb_transport_header: 38,
-        skb_sk: 39,
+        skc_daddr: 35,
+        skc_dport: 36,
+        inet_sport: 37,
+        skc_family: 38,
+        net_port_range: 39,
+        skb_head: 40,
+        skb_network_header: 41,
+        skb_transport_header: 42,
+        skb_sk: 43,
         task_cgroups: MEMBER_MISSING,
         css_set_dfl_cgrp: MEMBER_MISSING,
         cgroup_kn: MEMBER_MISSING,

@@ -427,11 +427,18 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
         u8::from(!(args.containers.is_empty() && args.pods.is_empty() && args.units.is_empty()));
     config.wakeup_bytes = crate::source::wakeup_bytes(args.ring_buffer_kib * 1024);
     config.at_risk_timeouts = args.at_risk_timeouts;
+    let raw = if args.classic_tracepoints {
+        Vec::new()
+    } else {
+        resolved.raw.clone()
+    };
+    config.reports_in_state = u8::from(raw.contains(&"inet_sk_error_report"));
     let opts = LoadOptions {
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
         config,
         skip: skipped_programs(args, &resolved),
+        raw,
         dns: dns_root(args),
     };
     let loaded = loader::load(&resolved.offsets, &opts).map_err(|e| {

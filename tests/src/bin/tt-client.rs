@@ -74,6 +74,11 @@ enum Mode {
         /// 0: no TCP_USER_TIMEOUT (the kernel gives up after net.ipv4.tcp_retries2).
         #[arg(long)]
         user_timeout_ms: u32,
+        /// Set IP_RECVERR (an ICMP error on the established connection becomes its `sk_err`,
+        /// which the failing recv takes), and abort the connection (SO_LINGER 0) once recv has
+        /// failed: the close itself then carries no error.
+        #[arg(long)]
+        recverr: bool,
     },
     /// Connect, then write 1 KiB every 10 ms until killed (a healthy busy connection when the
     /// peer reads: `listen --drain`).
@@ -143,7 +148,8 @@ fn main() -> Result<()> {
         Mode::Send {
             addr,
             user_timeout_ms,
-        } => send(addr, user_timeout_ms),
+            recverr,
+        } => send(addr, user_timeout_ms, recverr),
         Mode::Stream { addr } => stream(addr),
         Mode::Listen {
             addr,
@@ -339,18 +345,36 @@ fn recv(addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-fn send(addr: SocketAddr, user_timeout_ms: u32) -> Result<()> {
+fn send(addr: SocketAddr, user_timeout_ms: u32, recverr: bool) -> Result<()> {
     let s = socket_for(addr)?;
     if user_timeout_ms > 0 {
         s.set_tcp_user_timeout(Some(Duration::from_millis(user_timeout_ms.into())))?;
+    }
+    if recverr {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int of the size given from a live local.
+        let ret = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::IPPROTO_IP,
+                libc::IP_RECVERR,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        anyhow::ensure!(ret == 0, "IP_RECVERR: {}", std::io::Error::last_os_error());
     }
     s.connect(&SockAddr::from(addr)).context("connect")?;
     say(&format!("connected sport={}", sport(&s)));
     let mut go = String::new();
     std::io::stdin().read_line(&mut go)?;
     let mut stream: std::net::TcpStream = s.into();
+    let keep = stream.try_clone()?;
     stream.write_all(&[b'x'; 8192])?;
     wait_in_recv(stream);
+    if recverr {
+        socket2::SockRef::from(&keep).set_linger(Some(Duration::ZERO))?;
+    }
     Ok(())
 }
 
