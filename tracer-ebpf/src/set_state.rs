@@ -140,14 +140,15 @@ fn transition<C: EbpfContext>(
     };
     state.old_state = old;
     state.new_state = new;
-    state.ts_ns = now_ns();
     if state.sport == 0 {
         // Address and destination are known at connect(); the source port only once the
         // socket is hashed, after that first transition.
         facts.sport(sk, state);
     }
 
+    // The clock only where a record is made (a clock read is not free in a VM).
     if old == tcp_state::SYN_SENT && new == tcp_state::ESTABLISHED {
+        state.ts_ns = now_ns();
         state.established_ns = state.ts_ns;
         state.kind = KIND_CONNECTED;
         submit(state);
@@ -155,6 +156,7 @@ fn transition<C: EbpfContext>(
         if old != tcp_state::SYN_SENT && ended_cleanly(sk, state) {
             count(Counter::CleanCloses);
         } else {
+            state.ts_ns = now_ns();
             submit_closed(skaddr, state);
         }
         if SOCKS.remove(skaddr).is_ok() {
