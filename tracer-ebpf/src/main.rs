@@ -25,7 +25,7 @@ mod set_state;
 mod state;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -67,8 +67,7 @@ static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(4, 0);
 /// an LRU insert cost three times as much on every connect(); an entry whose exit the kernel
 /// skipped the program for is swept by userspace (`Session`).
 #[map]
-static CONNECTS: HashMap<u64, PendingConnect> =
-    HashMap::with_max_entries(16_384, BPF_F_NO_PREALLOC);
+static CONNECTS: HashMap<u64, PendingConnect> = HashMap::with_max_entries(16_384, 0);
 
 /// The cgroups whose names were announced (`cgroup.rs`), with userspace's verdict for the
 /// workload filters (`CGROUP_*`). Evicting one only means it is announced again.
