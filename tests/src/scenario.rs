@@ -23,6 +23,21 @@ pub fn blackhole_port(port: &str) -> String {
     format!("add rule inet tt in tcp dport {port} drop\n")
 }
 
+/// A listener of the test client on a free loopback port of `ns` (`extra`: more `listen`
+/// flags), with that port.
+pub fn listener(ns: &Netns, extra: &[&str]) -> (crate::Proc, String) {
+    let mut args = vec!["listen", "--addr", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let server = ns.client(&args);
+    let port = field(
+        &server.wait_line("listening", Duration::from_secs(10)),
+        "port",
+    )
+    .expect("the listener says its port")
+    .to_string();
+    (server, port)
+}
+
 /// The client's lines, checked to have exited 0.
 pub fn client_run(ns: &Netns, args: &[&str], timeout: Duration) -> (u32, Vec<String>) {
     let client = ns.client(args);

@@ -8,7 +8,8 @@ use tracer_tests::{
     Netns, Tracer,
     process::field,
     scenario::{
-        CLOSED_PORT, assert_process, blackhole_port, client_run, for_port, sport_of, table,
+        CLOSED_PORT, assert_process, blackhole_port, client_run, for_port, listener, sport_of,
+        table,
     },
     tracer::Stopped,
 };
@@ -174,13 +175,7 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
     let ns = Netns::new("keepalive");
     ns.nft(&table(""));
     let tracer = Tracer::start(&ns, &[]);
-    let server = ns.client(&["listen", "--addr", "127.0.0.1:0"]);
-    let port = field(
-        &server.wait_line("listening", Duration::from_secs(5)),
-        "port",
-    )
-    .unwrap()
-    .to_string();
+    let (server, port) = listener(&ns, &[]);
     let client = ns.client(&[
         "keepalive",
         "--addr",
@@ -232,13 +227,7 @@ fn dropped_keepalive_when_the_idle_flow_is_blackholed() {
 fn successes_are_silent() {
     let ns = Netns::new("success");
     let tracer = Tracer::start(&ns, &[]);
-    let server = ns.client(&["listen", "--addr", "127.0.0.1:0"]);
-    let port = field(
-        &server.wait_line("listening", Duration::from_secs(5)),
-        "port",
-    )
-    .unwrap()
-    .to_string();
+    let (server, port) = listener(&ns, &[]);
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..100 {
         let (_, lines) = client_run(&ns, &["connect", "--addr", &addr], Duration::from_secs(5));
@@ -302,13 +291,7 @@ fn raw_and_classic_tracepoints_see_the_same() {
         for p in programs {
             assert!(attached.contains(&p), "{flags:?}: {p} not in {attached:?}");
         }
-        let server = ns.client(&["listen", "--addr", "127.0.0.1:0"]);
-        let port = field(
-            &server.wait_line("listening", Duration::from_secs(5)),
-            "port",
-        )
-        .unwrap()
-        .to_string();
+        let (server, port) = listener(&ns, &[]);
         let (_, ok) = client_run(
             &ns,
             &["connect", "--addr", &format!("127.0.0.1:{port}")],

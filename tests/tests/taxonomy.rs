@@ -8,21 +8,12 @@ use tracer_tests::{
     Netns, Tracer,
     process::field,
     scenario::{
-        CLOSED_PORT, assert_process, blackhole_port, client_run, for_port, sport_of, table,
+        CLOSED_PORT, assert_process, blackhole_port, client_run, for_port, listener, sport_of,
+        table,
     },
 };
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn listener(ns: &Netns, extra: &[&str]) -> (tracer_tests::Proc, String) {
-    let mut args = vec!["listen", "--addr", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let server = ns.client(&args);
-    let port = field(&server.wait_line("listening", WAIT), "port")
-        .unwrap()
-        .to_string();
-    (server, port)
-}
 
 fn by_src_port(port: u64) -> impl Fn(&Value) -> bool {
     move |r: &Value| r["src"]["port"] == port
