@@ -50,9 +50,14 @@ pub struct Config {
     /// tracked connect in the connect's own state (`RawEvent.error`), so a close need not look
     /// the 4-tuple up in `REPORTED` (which only the classic program fills).
     pub reports_in_state: u8,
-    pub _pad: u8,
+    /// 1 when a connect() call is read at its exit alone, from the registers the task saved
+    /// (`MemberOffsets::regs_*`): no entry program, no per-call map entry. 0: the entry program
+    /// keeps each call in `CONNECTS` until its exit (kernels without `bpf_task_pt_regs`).
+    pub calls_at_exit: u8,
+    /// The number of the connect() syscall on this architecture (`calls_at_exit`).
+    pub connect_syscall: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 400);
+const _: () = assert!(core::mem::size_of::<Config>() == 404);
 
 impl Config {
     pub const ALL: Config = Config {
@@ -74,7 +79,8 @@ impl Config {
         filter_workloads: 0,
         at_risk_timeouts: 0,
         reports_in_state: 0,
-        _pad: 0,
+        calls_at_exit: 0,
+        connect_syscall: 0,
     };
 }
 

@@ -240,9 +240,16 @@ pub struct MemberOffsets {
     pub skc_dport: u32,
     pub inet_sport: u32,
     pub skc_family: u32,
-    pub _pad: u32,
+    /// A connect() call's arguments at its exit, from the registers the task saved on entering
+    /// the kernel (`struct pt_regs`, per architecture: x86-64 `di`, `si`, `dx`, `orig_ax`;
+    /// arm64 `orig_x0`, `regs[1]`, `regs[2]`, `syscallno`): the file descriptor, the
+    /// `sockaddr` pointer, its length, and the number of the syscall in progress.
+    pub regs_fd: u32,
+    pub regs_uservaddr: u32,
+    pub regs_addrlen: u32,
+    pub regs_syscall: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 216);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 228);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -261,7 +268,7 @@ pub struct KernelOffsets {
     pub drop: DropFields,
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 344);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 356);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -340,7 +347,10 @@ impl KernelOffsets {
             skc_dport: MEMBER_MISSING,
             inet_sport: MEMBER_MISSING,
             skc_family: MEMBER_MISSING,
-            _pad: 0,
+            regs_fd: MEMBER_MISSING,
+            regs_uservaddr: MEMBER_MISSING,
+            regs_addrlen: MEMBER_MISSING,
+            regs_syscall: MEMBER_MISSING,
         },
     };
 }

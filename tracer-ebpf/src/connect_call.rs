@@ -3,15 +3,24 @@
 //! local port left, a local policy (cgroup BPF, LSM) refusing. The socket tracepoints see
 //! nothing of the first and last, and only an undone SYN_SENT of the second.
 //!
-//! At entry the calling thread's destination (read from its `sockaddr` in user memory) and fd
-//! are kept in `CONNECTS`, keyed by the thread; `inet_sock_set_state` notes there the socket the
-//! call took to SYN_SENT, and whether connect() undid that SYN_SENT before sending anything. At
-//! exit, an error other than "in progress" on a TCP socket that never reached SYN_SENT, or was
-//! undone, is submitted as `KIND_CONNECT_FAILED`. A connect that did go out (a refused or
-//! timed-out blocking connect) is the socket path's to report, so each failure is reported
-//! once; userspace joins the record to the undone socket's CLOSE. Every connect() on the host passes here (UNIX and UDP too): the entry
-//! reads two bytes of the family and returns for anything but IPv4/IPv6; the exit does one map
-//! lookup and returns on success.
+//! Where the kernel lets a program find the registers the task saved on entering the kernel
+//! (`bpf_task_pt_regs`, 5.15+; `Config::calls_at_exit`), the exit alone does it: a call that
+//! succeeded, is in progress, or failed the way only the socket path can tell (refused, timed
+//! out, interrupted) costs one record read; any other failure reads the call's arguments from
+//! those registers (fd, `sockaddr`) and is submitted as `KIND_CONNECT_FAILED`. Userspace joins
+//! it to its socket's CLOSE: an undone SYN_SENT (`VALID_NOT_SENT`) gives the source and the
+//! start; a CLOSE that already reported the failure (an ICMP error on a blocking connect) makes
+//! the call's record a duplicate, dropped.
+//!
+//! Elsewhere the entry keeps the calling thread's destination (read from its `sockaddr` in user
+//! memory) and fd in `CONNECTS`, keyed by the thread; `inet_sock_set_state` notes there the
+//! socket the call took to SYN_SENT, and whether connect() undid that SYN_SENT before sending
+//! anything. At exit, an error other than "in progress" on a TCP socket that never reached
+//! SYN_SENT, or was undone, is submitted as `KIND_CONNECT_FAILED`. A connect that did go out (a
+//! refused or timed-out blocking connect) is the socket path's to report, so each failure is
+//! reported once. Every connect() on the host passes here (UNIX and UDP too): the entry reads
+//! two bytes of the family and returns for anything but IPv4/IPv6; the exit does one map lookup
+//! and returns on success.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::tracepoint,
@@ -32,6 +41,11 @@ use crate::{
 const EINPROGRESS: i64 = 115;
 const EALREADY: i64 = 114;
 const EISCONN: i64 = 106;
+const ECONNREFUSED: i64 = 111;
+const ETIMEDOUT: i64 = 110;
+const EINTR: i64 = 4;
+/// Errors from here up (`ERESTARTSYS`…) are the kernel's own: the call is restarted.
+const KERNEL_INTERNAL: i64 = 512;
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -41,7 +55,12 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    let at_exit: u8 = config!(calls_at_exit);
+    let _ = if at_exit != 0 {
+        try_exit_alone(&ctx)
+    } else {
+        try_exit(&ctx)
+    };
     0
 }
 
@@ -52,6 +71,36 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     let rec = Record::<40>::read(ctx);
     let uservaddr: u64 = rec.field(f.uservaddr, 0);
     let addrlen: u64 = rec.field(f.addrlen, 0);
+    let (family, daddr, dport) = destination(uservaddr, addrlen)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !crate::filter::call_wanted(family, &daddr, dport, (pid_tgid >> 32) as u32, || {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    }) {
+        return None;
+    }
+    let fd: u64 = rec.field(f.fd, u64::MAX);
+    // Every field from a value computed here: zero constants next to each other are merged
+    // into a memset call, a byte loop in BPF.
+    let pending = PendingConnect {
+        start_ns: now_ns(),
+        sk: 0,
+        daddr,
+        dport,
+        family,
+        undone: 0,
+        fd: fd as i32,
+    };
+    if CONNECTS.insert(pid_tgid, &pending, 0).is_err() {
+        // Full: this call is not traced (counted like any state that could not be created).
+        count(Counter::InsertErrors);
+    }
+    Some(())
+}
+
+/// The destination of a connect() call: family, address (IPv4 in the first 4 bytes, network
+/// order) and port (host order), read from the caller's `sockaddr`; None for other families.
+#[inline(always)]
+fn destination(uservaddr: u64, addrlen: u64) -> Option<(u8, [u8; 16], u16)> {
     if uservaddr == 0 || addrlen < 16 {
         return None;
     }
@@ -82,29 +131,7 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: two u64 are 16 bytes, in memory order (the address bytes as read).
     let daddr = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([lo, hi]) };
     let dport = u16::from_be_bytes([bytes[2], bytes[3]]);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::filter::call_wanted(family, &daddr, dport, (pid_tgid >> 32) as u32, || {
-        bpf_get_current_comm().unwrap_or([0; 16])
-    }) {
-        return None;
-    }
-    let fd: u64 = rec.field(f.fd, u64::MAX);
-    // Every field from a value computed here: zero constants next to each other are merged
-    // into a memset call, a byte loop in BPF.
-    let pending = PendingConnect {
-        start_ns: now_ns(),
-        sk: 0,
-        daddr,
-        dport,
-        family,
-        undone: 0,
-        fd: fd as i32,
-    };
-    if CONNECTS.insert(pid_tgid, &pending, 0).is_err() {
-        // Full: this call is not traced (counted like any state that could not be created).
-        count(Counter::InsertErrors);
-    }
-    Some(())
+    Some((family, daddr, dport))
 }
 
 /// `N` words of the calling task's memory at `base`, or None if they cannot be read. Words,
@@ -149,6 +176,58 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     } else {
         socket_of(pending.fd)?
     };
+    report(pid_tgid, ret, sk, &pending)
+}
+
+/// The exit alone (`Config::calls_at_exit`): a failure only the call can tell has its
+/// arguments read from the registers the task saved on entering the kernel.
+#[inline(always)]
+fn try_exit_alone(ctx: &TracePointContext) -> Option<()> {
+    let ret: i64 = Record::<24>::read(ctx).field(offset!(connect_call.ret), 0);
+    if ret >= 0
+        || ret <= -KERNEL_INTERNAL
+        || matches!(
+            -ret,
+            EINPROGRESS | EALREADY | EISCONN | ECONNREFUSED | ETIMEDOUT | EINTR
+        )
+    {
+        // Connected, in progress, or how a SYN that left ended: the socket path's.
+        return None;
+    }
+    let regs = crate::read::current_regs();
+    let (mut fd, mut uservaddr, mut addrlen) = (0u64, 0u64, 0u64);
+    if !(member(regs, offset!(members.regs_fd), &mut fd)
+        && member(regs, offset!(members.regs_uservaddr), &mut uservaddr)
+        && member(regs, offset!(members.regs_addrlen), &mut addrlen))
+    {
+        return None;
+    }
+    let (family, daddr, dport) = destination(uservaddr, addrlen)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !crate::filter::call_wanted(family, &daddr, dport, (pid_tgid >> 32) as u32, || {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    }) {
+        return None;
+    }
+    let sk = socket_of(fd as i32)?;
+    // The call's start is not known here: userspace takes it from the undone SYN_SENT's state
+    // when there is one (a failure before SYN_SENT is immediate).
+    let pending = PendingConnect {
+        start_ns: now_ns(),
+        sk: sk as u64,
+        daddr,
+        dport,
+        family,
+        undone: 0,
+        fd: fd as i32,
+    };
+    report(pid_tgid, ret, sk, &pending)
+}
+
+/// Submits the failure `ret` of the connect() call `pending` on the socket `sk`, if the socket is
+/// TCP and in the traced namespace.
+#[inline(always)]
+fn report(pid_tgid: u64, ret: i64, sk: *const u8, pending: &PendingConnect) -> Option<()> {
     let mut protocol = 0u16;
     if !member(sk, offset!(members.sk_protocol), &mut protocol) || protocol != IPPROTO_TCP {
         return None;

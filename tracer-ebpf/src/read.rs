@@ -173,6 +173,27 @@ pub fn sock_netns(sk: *const u8) -> u32 {
     inum
 }
 
+/// The registers the running task saved on entering the kernel (its syscall's arguments),
+/// read only through `member`. Only where `Config::calls_at_exit` says the helpers exist
+/// (5.15+); the verifier never sees this call on other kernels, the branch being pruned on the
+/// read-only config.
+#[inline(always)]
+pub fn current_regs() -> *const u8 {
+    // SAFETY: helpers of tracing programs; the task pointer goes straight from one to the
+    // other, and the registers are read only through bpf_probe_read_kernel.
+    unsafe {
+        let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
+        aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8
+    }
+}
+
+/// Whether the running task is inside a connect() call (`Config::calls_at_exit` only).
+#[inline(always)]
+pub fn in_connect_call() -> bool {
+    let mut nr = u32::MAX;
+    member(current_regs(), offset!(members.regs_syscall), &mut nr) && nr == config!(connect_syscall)
+}
+
 #[inline(always)]
 fn probe_read<T>(dst: &mut T, base: *const u8, offset: usize) -> bool {
     // SAFETY: bpf_probe_read_kernel checks the source address and fails cleanly instead of

@@ -208,16 +208,21 @@ pub(crate) fn submit_closed(skaddr: u64, state: &mut RawEvent) {
         // syscall exit reports why (`connect_call.rs`). (Outside the call a SYN_SENT socket with
         // nothing sent is e.g. a TCP_FASTOPEN_CONNECT socket closed before its first write.)
         let mut segs_out = 0u32;
-        if member(sk, offset!(members.segs_out), &mut segs_out)
-            && segs_out == 0
-            && let Some(call) = CONNECTS.get_ptr_mut(bpf_get_current_pid_tgid())
-        {
-            // SAFETY: a map value pointer, valid while this program runs; the entry is this
-            // thread's, and the thread is inside connect() right now.
-            let call = unsafe { &mut *call };
-            if call.sk == skaddr {
-                call.undone = 1;
-                state.valid |= VALID_NOT_SENT;
+        let at_exit: u8 = config!(calls_at_exit);
+        if member(sk, offset!(members.segs_out), &mut segs_out) && segs_out == 0 {
+            if at_exit != 0 {
+                // The call's exit reads its own arguments; this CLOSE only says it was undone.
+                if crate::read::in_connect_call() {
+                    state.valid |= VALID_NOT_SENT;
+                }
+            } else if let Some(call) = CONNECTS.get_ptr_mut(bpf_get_current_pid_tgid()) {
+                // SAFETY: a map value pointer, valid while this program runs; the entry is this
+                // thread's, and the thread is inside connect() right now.
+                let call = unsafe { &mut *call };
+                if call.sk == skaddr {
+                    call.undone = 1;
+                    state.valid |= VALID_NOT_SENT;
+                }
             }
         }
     }
@@ -235,7 +240,11 @@ fn netns_wanted(sk: *const u8) -> bool {
 #[inline(always)]
 fn on_connect<C: EbpfContext>(ctx: &C, facts: &impl Facts, skaddr: u64) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(call) = CONNECTS.get_ptr_mut(pid_tgid) {
+    // Where the call's exit finds the socket itself (`calls_at_exit`), no entry is kept.
+    let at_exit: u8 = config!(calls_at_exit);
+    if at_exit == 0
+        && let Some(call) = CONNECTS.get_ptr_mut(pid_tgid)
+    {
         // SAFETY: a map value pointer, valid while this program runs; the entry is this
         // thread's, and the thread is inside connect() right now. From here the socket path
         // reports this connect.

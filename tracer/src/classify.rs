@@ -319,8 +319,25 @@ pub struct Classifier {
     /// Sockets whose connect() failure was reported without its CLOSE (sock_id, time): a late
     /// CLOSE of one of them is the same failure.
     calls_reported: VecDeque<(u64, u64)>,
+    /// Connect-phase failures the socket path reported with an errno connect() itself also
+    /// returns from a blocking call (an ICMP error): the call's record of the same socket, read
+    /// at its exit alone (`Config::calls_at_exit`), is the same failure.
+    socket_failures: VecDeque<SocketFailure>,
     pub counts: ClassifierCounts,
 }
+
+/// A connect-phase failure the socket path reported: which socket, to where, when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SocketFailure {
+    sock_id: u64,
+    daddr: [u8; 16],
+    dport: u16,
+    ts_ns: u64,
+}
+
+/// How long after a socket's CLOSE its blocking connect() call can return the same failure:
+/// the thread wakes right after the CLOSE; a second is generous even on a loaded host.
+const CALL_AFTER_CLOSE_NS: u64 = 1_000_000_000;
 
 impl Classifier {
     pub fn new(kernel: KernelParams) -> Self {
@@ -357,6 +374,9 @@ impl Classifier {
                 outcome
             }
             KIND_CONNECT_FAILED => {
+                if self.already_reported_by_socket(ev) {
+                    return None;
+                }
                 let close = self
                     .undone
                     .iter()
@@ -434,7 +454,27 @@ impl Classifier {
         {
             self.calls_reported.pop_front();
         }
+        while self
+            .socket_failures
+            .front()
+            .is_some_and(|f| f.ts_ns.saturating_add(CALL_AFTER_CLOSE_NS) <= now_ns)
+        {
+            self.socket_failures.pop_front();
+        }
         out
+    }
+
+    /// Whether the failed connect() call `ev` is a failure its socket's CLOSE already reported
+    /// (then forgotten: one call per failure).
+    fn already_reported_by_socket(&mut self, ev: &RawEvent) -> bool {
+        let found = self.socket_failures.iter().position(|f| {
+            f.sock_id == ev.sock_id
+                && f.daddr == ev.daddr_be
+                && f.dport == ev.dport
+                && f.ts_ns <= ev.ts_ns
+                && ev.ts_ns - f.ts_ns <= CALL_AFTER_CLOSE_NS
+        });
+        found.and_then(|i| self.socket_failures.remove(i)).is_some()
     }
 
     fn remember_call(&mut self, ev: &RawEvent) {
@@ -445,10 +485,23 @@ impl Classifier {
     }
 
     fn finish_close(&mut self, ev: &RawEvent, reported: Option<i32>) -> Option<Outcome> {
+        let errno = errno_of(ev, reported);
+        let connect_phase = ev.old_state == tcp_state::SYN_SENT && ev.established_ns == 0;
+        if connect_phase && errno.is_some_and(|e| e != ECONNREFUSED && e != ETIMEDOUT) {
+            if self.socket_failures.len() >= REPORT_CAPACITY {
+                self.socket_failures.pop_front();
+            }
+            self.socket_failures.push_back(SocketFailure {
+                sock_id: ev.sock_id,
+                daddr: ev.daddr_be,
+                dport: ev.dport,
+                ts_ns: ev.ts_ns,
+            });
+        }
         let outcome = closed(ev, reported, &self.kernel);
         match outcome.as_ref().map(|o| o.label) {
             Some(Label::Cancelled) => self.counts.cancelled += 1,
-            None if errno_of(ev, reported).is_some() => self.counts.unclassified += 1,
+            None if errno.is_some() => self.counts.unclassified += 1,
             _ => {}
         }
         outcome
@@ -618,7 +671,10 @@ fn connect_call(ev: &RawEvent, close: Option<&RawEvent>) -> Option<Outcome> {
     }
     let evidence = Evidence {
         phase: Some(Phase::ConnectCall),
-        elapsed_ms: ms(ev.ts_ns.saturating_sub(ev.start_ns)),
+        // From the call's entry, or (read at exit alone) from the SYN_SENT it undid.
+        elapsed_ms: ms(ev
+            .ts_ns
+            .saturating_sub(close.map_or(ev.start_ns, |c| c.start_ns.min(ev.start_ns)))),
         local_port_range: (label == Label::NoLocalPort && ev.has(VALID_PORT_RANGE))
             .then_some((ev.port_range_low, ev.port_range_high)),
         ..Evidence::default()

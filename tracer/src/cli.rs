@@ -156,10 +156,13 @@ pub struct RunArgs {
     /// the kernel's syscall-tracepoint path (about 20 ns each, measured by `cargo xtask bench`).
     #[arg(long, env = "TRACER_NO_CONNECT_CALLS")]
     pub no_connect_calls: bool,
-    /// Attach every program as a classic tracepoint. By default the socket state, RST-received,
+    /// Attach every program as a classic tracepoint, and keep each connect() call from its
+    /// entry to its exit: what older kernels get. By default the socket state, RST-received,
     /// error-report and socket-freed hooks run as raw tracepoints where the kernel's BTF declares
-    /// the arguments they read (cheaper: no trace record is built and copied per event; `tracer
-    /// check` says which); this is the way back if a kernel misbehaves with them.
+    /// the arguments they read (cheaper: no trace record is built and copied per event), and
+    /// connect()'s exit alone reads a failed call's arguments from the task's saved registers
+    /// (5.15+: no entry program); `tracer check` says which. This is the way back if a kernel
+    /// misbehaves with them.
     #[arg(long, env = "TRACER_CLASSIC_TRACEPOINTS")]
     pub classic_tracepoints: bool,
     /// Warn (`warning` record, label `at_risk`) when an established connection's retransmission

@@ -50,6 +50,9 @@ pub struct Resolved {
     pub checks: Vec<Check>,
     /// The programs of `HOOKS` that can run as raw tracepoints here (`RAW_HOOKS`).
     pub raw: Vec<&'static str>,
+    /// The connect() syscall's number, when its exit can read the call's arguments from the
+    /// task's saved registers (`Config::calls_at_exit`): no entry program needed.
+    pub connect_syscall: Option<u32>,
 }
 
 impl Resolved {
@@ -369,10 +372,83 @@ pub fn resolve(tracefs: &Tracefs, btf: Result<&KernelBtf, &str>) -> Resolved {
         o.drop.ignored_reasons = ignored_drop_reasons(btf);
     }
     let raw = resolve_raw(&o.members, btf, &mut checks);
+    let connect_syscall = resolve_call_regs(&mut o.members, btf, &mut checks);
     Resolved {
         offsets: o,
         checks,
         raw,
+        connect_syscall,
+    }
+}
+
+/// Where a syscall's arguments sit in `struct pt_regs` on this architecture, and connect()'s
+/// number: (member path, bytes into it, bytes read) of the fd, the `sockaddr` pointer, its
+/// length and the syscall number in progress.
+type CallRegs = (u32, [(&'static str, u32, u32); 4]);
+#[cfg(target_arch = "x86_64")]
+const CALL_REGS: Option<CallRegs> = Some((
+    42,
+    [("di", 0, 8), ("si", 0, 8), ("dx", 0, 8), ("orig_ax", 0, 4)],
+));
+#[cfg(target_arch = "aarch64")]
+const CALL_REGS: Option<CallRegs> = Some((
+    203,
+    [
+        ("orig_x0", 0, 8),
+        ("regs", 8, 8),
+        ("regs", 16, 8),
+        ("syscallno", 0, 4),
+    ],
+));
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const CALL_REGS: Option<CallRegs> = None;
+
+pub const CALL_REGS_CHECK: &str = "connect() arguments at exit (struct pt_regs, bpf_task_pt_regs)";
+const CALL_REGS_DEGRADES: &str = "each connect() call is kept in a map from its entry to its \
+     exit (an entry program and two map operations per call)";
+
+/// Whether connect()'s exit can read the call's own arguments from the task's saved registers
+/// (the helper `bpf_task_pt_regs`, 5.15+, and the architecture's `pt_regs` layout): connect()'s
+/// number if so, with the offsets filled in.
+fn resolve_call_regs(
+    m: &mut MemberOffsets,
+    btf: Result<&KernelBtf, &str>,
+    checks: &mut Vec<Check>,
+) -> Option<u32> {
+    let found = (|| {
+        let btf = btf.map_err(str::to_string)?;
+        let (nr, regs) = CALL_REGS.ok_or_else(|| {
+            format!("no pt_regs layout known for {}", std::env::consts::ARCH)
+        })?;
+        btf.enum_value("bpf_func_id", "BPF_FUNC_task_pt_regs")
+            .map_err(|_| "no bpf_task_pt_regs helper (kernels before 5.15)".to_string())?;
+        let mut offsets = [0u32; 4];
+        for (slot, (name, skip, width)) in offsets.iter_mut().zip(regs) {
+            let f = btf.member("pt_regs", &[name])?;
+            if f.size < (skip + width) as usize {
+                return Err(format!("pt_regs.{name}: size {} is too small", f.size));
+            }
+            *slot = f.offset + skip;
+        }
+        Ok((nr, offsets))
+    })();
+    match found {
+        Ok((nr, [fd, addr, len, sys])) => {
+            (m.regs_fd, m.regs_uservaddr, m.regs_addrlen, m.regs_syscall) = (fd, addr, len, sys);
+            checks.push(Check::ok(
+                CALL_REGS_CHECK,
+                format!("offsets {fd}, {addr}, {len} and {sys}; connect() is syscall {nr}"),
+            ));
+            Some(nr)
+        }
+        Err(e) => {
+            checks.push(Check::missing(
+                CALL_REGS_CHECK,
+                format!("{e}; {CALL_REGS_DEGRADES}"),
+                false,
+            ));
+            None
+        }
     }
 }
 

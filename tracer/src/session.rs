@@ -433,11 +433,19 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
         resolved.raw.clone()
     };
     config.reports_in_state = u8::from(raw.contains(&"inet_sk_error_report"));
+    // The compatibility mode keeps connect() calls from entry to exit, as older kernels must.
+    let calls_at_exit = resolved
+        .connect_syscall
+        .filter(|_| !args.classic_tracepoints);
+    if let Some(nr) = calls_at_exit {
+        config.calls_at_exit = 1;
+        config.connect_syscall = nr;
+    }
     let opts = LoadOptions {
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
         config,
-        skip: skipped_programs(args, &resolved),
+        skip: skipped_programs(args, &resolved, calls_at_exit.is_some()),
         raw,
         dns: dns_root(args),
     };
@@ -491,9 +499,14 @@ fn dns_root(args: &RunArgs) -> Option<std::path::PathBuf> {
 }
 
 /// The programs not to attach: those whose tracepoint this kernel lacks (their check says what
-/// degrades), and the connect() syscall's when `--no-connect-calls` asks, or when the socket
-/// behind a file descriptor cannot be found on this kernel (they would cost and see nothing).
-fn skipped_programs(args: &RunArgs, resolved: &Resolved) -> Vec<&'static str> {
+/// degrades), the connect() syscall's when `--no-connect-calls` asks, or when the socket
+/// behind a file descriptor cannot be found on this kernel (they would cost and see nothing),
+/// and its entry's when the exit reads the call's arguments itself (`calls_at_exit`).
+fn skipped_programs(
+    args: &RunArgs,
+    resolved: &Resolved,
+    calls_at_exit: bool,
+) -> Vec<&'static str> {
     let mut skip: Vec<&'static str> = HOOKS
         .iter()
         .filter(|h| !h.required)
@@ -505,6 +518,8 @@ fn skipped_programs(args: &RunArgs, resolved: &Resolved) -> Vec<&'static str> {
         .contains(&tracer_common::MEMBER_MISSING);
     if args.no_connect_calls || no_socket {
         skip.extend(CONNECT_CALL_PROGRAMS);
+    } else if calls_at_exit {
+        skip.push(CONNECT_CALL_PROGRAMS[0]);
     }
     skip
 }
