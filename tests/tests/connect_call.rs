@@ -57,11 +57,29 @@ fn client_fails(ns: &Netns, args: &[&str], errno: &str) -> u32 {
     pid
 }
 
+/// The compatibility mode (`--classic-tracepoints`): each connect() call kept from its entry to
+/// its exit, what kernels without `bpf_task_pt_regs` run. By default the exit reads a failed
+/// call's arguments alone.
+const ENTRY_TO_EXIT: &[&str] = &["--classic-tracepoints"];
+
 #[test]
 fn no_route_is_unreachable_from_the_connect_call() {
+    no_route(&[]);
+}
+
+#[test]
+fn no_route_is_unreachable_from_the_connect_call_kept_from_entry_to_exit() {
+    no_route(ENTRY_TO_EXIT);
+}
+
+fn no_route(mode: &[&str]) {
     // A fresh namespace has only lo: nothing routes 10.1.2.3.
     let ns = Netns::new("noroute");
-    let tracer = Tracer::start(&ns, &[]);
+    let tracer = Tracer::start(&ns, mode);
+    // The mode is the one asked for: the entry program only when calls are kept from entry.
+    let log = tracer.stderr();
+    assert!(log.contains("sys_exit_connect"), "{log}");
+    assert_eq!(log.contains("sys_enter_connect"), !mode.is_empty(), "{log}");
     let blocking = client_fails(
         &ns,
         &["connect", "--addr", "10.1.2.3:80", "--blocking"],
@@ -132,9 +150,18 @@ fn unreachable_prohibit_and_blackhole_routes() {
 
 #[test]
 fn exhausted_local_ports_are_no_local_port_not_cancelled() {
+    exhausted_local_ports(&[]);
+}
+
+#[test]
+fn exhausted_local_ports_are_no_local_port_kept_from_entry_to_exit() {
+    exhausted_local_ports(ENTRY_TO_EXIT);
+}
+
+fn exhausted_local_ports(mode: &[&str]) {
     let ns = Netns::new("portexh");
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40001");
-    let tracer = Tracer::start(&ns, &[]);
+    let tracer = Tracer::start(&ns, mode);
     // The listener's port is outside the range: a bound port is never an ephemeral one.
     let server = ns.client(&["listen", "--addr", "127.0.0.1:8080"]);
     server.wait_line("listening", WAIT);
@@ -262,15 +289,30 @@ fn five_hundred_parallel_unroutable_connects_are_each_reported_once() {
     assert_eq!(stats["decode_errors"], 0, "{stats}");
 }
 
+/// A blocking connect() returns how its SYN ended — refused, timed out, or an ICMP error — and
+/// the socket path reports that: one record each, none from the call. For the ICMP error the
+/// call's own exit sees a failure it cannot tell apart (EHOSTUNREACH is also a route failure
+/// inside the call): userspace joins it to the CLOSE that already reported it.
 #[test]
-fn refused_and_timed_out_blocking_connects_are_one_record_each() {
+fn refused_timed_out_and_unreachable_blocking_connects_are_one_record_each() {
+    one_record_each(&[]);
+}
+
+#[test]
+fn blocking_connects_are_one_record_each_kept_from_entry_to_exit() {
+    one_record_each(ENTRY_TO_EXIT);
+}
+
+fn one_record_each(mode: &[&str]) {
     let ns = Netns::new("onerecord");
     ns.sysctl("net.ipv4.tcp_syn_retries", "1");
     if Path::new("/proc/sys/net/ipv4/tcp_syn_linear_timeouts").exists() {
         ns.sysctl("net.ipv4.tcp_syn_linear_timeouts", "0");
     }
-    ns.nft(&table("tcp dport 48 drop"));
-    let tracer = Tracer::start(&ns, &[]);
+    ns.nft(&table(
+        "tcp dport 48 drop\n    tcp dport 49 reject with icmpx type host-unreachable",
+    ));
+    let tracer = Tracer::start(&ns, mode);
     // Nothing listens on 47: a RST, with connect() still asleep in the syscall.
     let refused = client_fails(
         &ns,
@@ -284,10 +326,22 @@ fn refused_and_timed_out_blocking_connects_are_one_record_each() {
         Duration::from_secs(20),
     );
     assert_eq!(field(&lines[0], "result"), Some("ETIMEDOUT"), "{lines:?}");
-    tracer.wait_failures(1, WAIT, for_port(47));
-    tracer.wait_failures(1, WAIT, for_port(48));
-    let Stopped { failures, stats } = tracer.finish_with(2);
-    // The syscall's view of these two is not even counted: the socket path reports them.
+    // Every SYN to 49 is answered with host-unreachable: connect() returns EHOSTUNREACH.
+    let (unreachable, lines) = client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:49", "--blocking"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        field(&lines[0], "result"),
+        Some("EHOSTUNREACH"),
+        "{lines:?}"
+    );
+    for port in [47, 48, 49] {
+        tracer.wait_failures(1, WAIT, for_port(port));
+    }
+    let Stopped { failures, stats } = tracer.finish_with(3);
+    // The syscall's view of these is not even counted: the socket path reports them.
     assert_eq!(stats["unclassified"], 0, "{stats}");
     for r in &failures {
         assert_ne!(
@@ -306,6 +360,11 @@ fn refused_and_timed_out_blocking_connects_are_one_record_each() {
     assert_eq!(r["evidence"]["gave_up"], "kernel", "{r}");
     assert_eq!(r["evidence"]["syn_retransmits"], 1, "{r}");
     assert_process(r, timed_out);
+    let r = failures.iter().find(|r| for_port(49)(r)).unwrap();
+    assert_eq!(r["label"], "unreachable", "{r}");
+    assert_eq!(r["errno"], "EHOSTUNREACH", "{r}");
+    assert_eq!(r["evidence"]["icmp"]["code"], 1, "{r}");
+    assert_process(r, unreachable);
 }
 
 #[test]

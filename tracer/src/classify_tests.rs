@@ -632,6 +632,47 @@ fn a_late_close_of_a_reported_call_is_not_a_second_failure() {
     assert_eq!(counts.cancelled, 0);
 }
 
+/// Read at its exit alone, a blocking connect() that an ICMP error ended returns that error
+/// from the call too: the socket's CLOSE reported it already, so the call's record is dropped
+/// (and not counted as unclassified). The same errno from another socket, or later than a
+/// blocking call wakes, is a failure of its own.
+#[test]
+fn a_call_failure_its_socket_already_reported_is_one_failure() {
+    let mut ev = connect();
+    ev.sock_id = 0xffff_8880_0000_1000;
+    let icmp = close(&ev, tcp_state::SYN_SENT, 1000, EHOSTUNREACH);
+    let mut call = call_failed(EHOSTUNREACH, VALID_ROUTED, 1000);
+    call.ts_ns += 50_000;
+    let (out, counts) = run(&[icmp, call]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].label, Label::Unreachable);
+    assert_eq!(out[0].evidence.phase, None, "the socket path's record");
+    assert_eq!(counts.unclassified, 0);
+
+    let mut other = call_failed(EHOSTUNREACH, VALID_ROUTED, 1000);
+    other.sock_id += 0x800;
+    let mut late = call_failed(EHOSTUNREACH, VALID_ROUTED, 1000);
+    late.ts_ns += 2 * CALL_AFTER_CLOSE_NS;
+    for second in [other, late] {
+        let (out, _) = run(&[icmp, second]);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!(out[1].evidence.phase, Some(Phase::ConnectCall));
+    }
+}
+
+/// Read at its exit alone, a call has no entry time: an undone connect's elapsed time runs from
+/// the SYN_SENT it undid (the kernel's `start_ns` of the call is its exit).
+#[test]
+fn an_undone_call_read_at_exit_times_from_its_syn_sent() {
+    let close = undone_close(3);
+    let mut call = call_failed(EADDRNOTAVAIL, VALID_ROUTED, 3);
+    call.start_ns = call.ts_ns;
+    let (out, _) = run(&[close, call]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].label, Label::NoLocalPort);
+    assert_eq!(out[0].evidence.elapsed_ms, 3.0);
+}
+
 #[test]
 fn a_close_in_syn_sent_that_sent_its_syn_is_still_a_cancel() {
     let ev = connect();

@@ -417,9 +417,8 @@ fn resolve_call_regs(
 ) -> Option<u32> {
     let found = (|| {
         let btf = btf.map_err(str::to_string)?;
-        let (nr, regs) = CALL_REGS.ok_or_else(|| {
-            format!("no pt_regs layout known for {}", std::env::consts::ARCH)
-        })?;
+        let (nr, regs) = CALL_REGS
+            .ok_or_else(|| format!("no pt_regs layout known for {}", std::env::consts::ARCH))?;
         btf.enum_value("bpf_func_id", "BPF_FUNC_task_pt_regs")
             .map_err(|_| "no bpf_task_pt_regs helper (kernels before 5.15)".to_string())?;
         let mut offsets = [0u32; 4];

@@ -237,14 +237,25 @@ fn every_hook_field_lands_in_its_own_slot() {
 fn without_btf_every_member_says_why_and_what_degrades() {
     let t = FakeTracefs::new("offsets-no-btf", &full_kernel());
     let r = resolve(&t.tracefs(), Err("cannot read BTF"));
-    let members = lines(&r.checks[HOOKS.len()..r.checks.len() - RAW_HOOKS.len()]);
+    // Members, then the raw hooks, then the connect() arguments at exit.
+    let raw_at = r.checks.len() - RAW_HOOKS.len() - 1;
+    let members = lines(&r.checks[HOOKS.len()..raw_at]);
     assert_eq!(members.len(), MEMBERS.len() + 2);
     // Without BTF nothing runs raw, and each raw hook says so.
     assert!(r.raw.is_empty());
     assert_eq!(
-        lines(&r.checks[r.checks.len() - RAW_HOOKS.len()..])[0],
+        lines(&r.checks[raw_at..])[0],
         "missing raw tracepoint inet_sock_set_state: cannot read BTF; inet_sock_set_state runs \
          as a classic tracepoint"
+    );
+    // Nor are connect() calls read at their exit alone.
+    assert_eq!(r.connect_syscall, None);
+    assert_eq!(
+        lines(&r.checks[r.checks.len() - 1..])[0],
+        format!(
+            "missing {CALL_REGS_CHECK}: cannot read BTF; each connect() call is kept in a map \
+             from its entry to its exit (an entry program and two map operations per call)"
+        )
     );
     assert_eq!(
         members[0],
@@ -315,7 +326,10 @@ fn each_member_fills_its_own_slot() {
         cgroup_kn: MEMBER_MISSING,
         kernfs_name: MEMBER_MISSING,
         kernfs_parent: MEMBER_MISSING,
-        _pad: 0,
+        regs_fd: MEMBER_MISSING,
+        regs_uservaddr: MEMBER_MISSING,
+        regs_addrlen: MEMBER_MISSING,
+        regs_syscall: MEMBER_MISSING,
         sock_keepopen_bit: MEMBER_MISSING,
         sk_error_queue_next: MEMBER_MISSING,
         skb_exterr_ee: MEMBER_MISSING,

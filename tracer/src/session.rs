@@ -502,11 +502,7 @@ fn dns_root(args: &RunArgs) -> Option<std::path::PathBuf> {
 /// degrades), the connect() syscall's when `--no-connect-calls` asks, or when the socket
 /// behind a file descriptor cannot be found on this kernel (they would cost and see nothing),
 /// and its entry's when the exit reads the call's arguments itself (`calls_at_exit`).
-fn skipped_programs(
-    args: &RunArgs,
-    resolved: &Resolved,
-    calls_at_exit: bool,
-) -> Vec<&'static str> {
+fn skipped_programs(args: &RunArgs, resolved: &Resolved, calls_at_exit: bool) -> Vec<&'static str> {
     let mut skip: Vec<&'static str> = HOOKS
         .iter()
         .filter(|h| !h.required)
