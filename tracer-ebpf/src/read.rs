@@ -140,28 +140,6 @@ pub fn member<T: Copy>(base: *const u8, offset: u32, dst: &mut T) -> bool {
     }
 }
 
-/// Reads a value at `base + offset` in the calling task's user memory into `dst`; false (and
-/// `dst` unchanged) if the read failed.
-#[inline(always)]
-pub fn user<T: Copy>(base: *const u8, offset: usize, dst: &mut T) -> bool {
-    let mut v = *dst;
-    // SAFETY: bpf_probe_read_user checks the user address and fails cleanly instead of
-    // faulting; `v` is a valid, initialised destination of exactly size_of::<T>() bytes.
-    let ret = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(
-            (&mut v as *mut T).cast::<c_void>(),
-            core::mem::size_of::<T>() as u32,
-            base.wrapping_add(offset).cast::<c_void>(),
-        )
-    };
-    if ret == 0 {
-        *dst = v;
-        true
-    } else {
-        false
-    }
-}
-
 /// The inode of the network namespace a socket belongs to, 0 if unknown (no netns has inode 0).
 #[inline(always)]
 pub fn sock_netns(sk: *const u8) -> u32 {
