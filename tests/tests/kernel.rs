@@ -265,6 +265,7 @@ fn raw_and_classic_tracepoints_see_the_same() {
             [
                 "inet_sock_set_state_raw",
                 "tcp_receive_reset_raw",
+                "tcp_send_reset_raw",
                 "tcp_destroy_sock_raw",
             ],
         ),
@@ -273,6 +274,7 @@ fn raw_and_classic_tracepoints_see_the_same() {
             [
                 "inet_sock_set_state",
                 "tcp_receive_reset",
+                "tcp_send_reset",
                 "tcp_destroy_sock",
             ],
         ),

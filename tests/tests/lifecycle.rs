@@ -8,13 +8,14 @@ use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
 
 /// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes), the
 /// raw tracepoint variants included (attached instead of the classic ones where BTF allows).
-const PROGRAMS: [&str; 14] = [
+const PROGRAMS: [&str; 15] = [
     "inet_sock_set_state",
     "inet_sock_set_state_raw",
     "tcp_retransmit_skb",
     "tcp_receive_reset",
     "tcp_receive_reset_raw",
     "tcp_send_reset",
+    "tcp_send_reset_raw",
     "inet_sk_error_report",
     "inet_sk_error_report_raw",
     "tcp_destroy_sock",

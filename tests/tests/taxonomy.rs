@@ -275,10 +275,23 @@ fn success_after_a_lost_syn_is_a_connect_record() {
 
 #[test]
 fn inbound_refusal_names_the_remote_client() {
+    inbound_refusal(&[], "tcp_send_reset_raw");
+}
+
+/// The classic program reads the two ends from the tracepoint's record, the raw one from the
+/// segment's headers: the same record either way.
+#[test]
+fn inbound_refusal_names_the_remote_client_with_classic_tracepoints() {
+    inbound_refusal(&["--classic-tracepoints"], "tcp_send_reset,");
+}
+
+fn inbound_refusal(mode: &[&str], program: &str) {
     let server = Netns::new("inbound");
     let remote = Netns::new("inbound-peer");
     server.veth(&remote, "10.200.0.1/24", Some("10.200.0.2/24"));
-    let tracer = Tracer::start(&server, &[]);
+    let tracer = Tracer::start(&server, mode);
+    let log = tracer.stderr();
+    assert!(log.contains(program), "{program} not attached: {log}");
     let (_, lines) = client_run(&remote, &["connect", "--addr", "10.200.0.1:47"], WAIT);
     assert_eq!(field(&lines[0], "result"), Some("ECONNREFUSED"));
     let r = tracer.wait_failures(1, WAIT, for_port(47)).remove(0);

@@ -4,7 +4,7 @@
 //! segment's TCP flags and the namespace it arrived in. A RST over a loopback device is only
 //! counted: the peer is this host, whose outbound connect is traced on its own.
 use tracer_common::{
-    AF_INET, AF_INET6, KIND_INBOUND_RESET, MEMBER_MISSING, VALID_LOOPBACK, VALID_NETNS,
+    AF_INET, AF_INET6, KIND_INBOUND_RESET, MEMBER_MISSING, RawEvent, VALID_LOOPBACK, VALID_NETNS,
     VALID_RST_SENT_REASON, VALID_TCP_FLAGS,
 };
 
@@ -20,14 +20,96 @@ const IFF_LOOPBACK: u32 = 0x8;
 /// Offset of the flags byte in a TCP header.
 const TCP_FLAGS_OFFSET: u32 = 13;
 
+/// Where a socket-less RST's two ends come from.
+pub trait Ends {
+    /// Fills family, source (the remote peer) and destination (the local end) of `ev`; false
+    /// for a family other than IPv4/IPv6.
+    fn ends(&self, ev: &mut RawEvent) -> bool;
+}
+
+/// The classic tracepoint's record, whose sockaddrs store the segment's ends reversed: saddr is
+/// the local end, daddr the remote peer.
+impl Ends for Record<SEND_RESET_BYTES> {
+    #[inline(always)]
+    fn ends(&self, ev: &mut RawEvent) -> bool {
+        let local: [u8; 28] = self.field(offset!(send_reset.saddr), [0; 28]);
+        let remote: [u8; 28] = self.field(offset!(send_reset.daddr), [0; 28]);
+        let family = u16::from_ne_bytes([local[0], local[1]]) as u8;
+        ev.family = family;
+        ev.sport = u16::from_be_bytes([remote[2], remote[3]]);
+        ev.dport = u16::from_be_bytes([local[2], local[3]]);
+        if family == AF_INET {
+            ev.saddr_be[..4].copy_from_slice(&remote[4..8]);
+            ev.daddr_be[..4].copy_from_slice(&local[4..8]);
+        } else if family == AF_INET6 {
+            ev.saddr_be.copy_from_slice(&remote[8..24]);
+            ev.daddr_be.copy_from_slice(&local[8..24]);
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
+/// The segment itself (the raw tracepoint's `skb`): its IP header's source is the remote peer,
+/// its destination the local end, and so for the TCP ports.
+pub struct FromSegment(pub u64);
+
+impl Ends for FromSegment {
+    #[inline(always)]
+    fn ends(&self, ev: &mut RawEvent) -> bool {
+        let skb = self.0 as *const u8;
+        let (mut head, mut network, mut transport) = (0u64, 0xffffu16, 0xffffu16);
+        if !(member(skb, offset!(members.skb_head), &mut head)
+            && member(skb, offset!(members.skb_network_header), &mut network)
+            && member(skb, offset!(members.skb_transport_header), &mut transport))
+            || network == 0xffff
+            || transport == 0xffff
+        {
+            return false;
+        }
+        let ip = (head + u64::from(network)) as *const u8;
+        let tcp = (head + u64::from(transport)) as *const u8;
+        let mut ports = [0u8; 4];
+        let mut version = 0u8;
+        if !(member(ip, 0, &mut version) && member(tcp, 0, &mut ports)) {
+            return false;
+        }
+        ev.sport = u16::from_be_bytes([ports[0], ports[1]]);
+        ev.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        match version >> 4 {
+            4 => {
+                let mut addrs = [0u8; 8];
+                if !member(ip, IPV4_ADDRS, &mut addrs) {
+                    return false;
+                }
+                ev.family = AF_INET;
+                ev.saddr_be[..4].copy_from_slice(&addrs[..4]);
+                ev.daddr_be[..4].copy_from_slice(&addrs[4..]);
+                true
+            }
+            6 => {
+                ev.family = AF_INET6;
+                member(ip, IPV6_SADDR, &mut ev.saddr_be) && member(ip, IPV6_DADDR, &mut ev.daddr_be)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Offsets of the addresses in an IPv4 header (source then destination) and an IPv6 header.
+const IPV4_ADDRS: u32 = 12;
+const IPV6_SADDR: u32 = 8;
+const IPV6_DADDR: u32 = 24;
+
+/// A RST this host sent for the segment `skb` that matched no socket, for `reason` (`u32::MAX`:
+/// unknown); its ends from `ends`.
 #[inline(always)]
-pub fn no_socket_reset(rec: &Record<SEND_RESET_BYTES>) -> Option<()> {
-    let reason: u32 = rec.field(offset!(send_reset.reason), u32::MAX);
+pub fn no_socket_reset(reason: u32, skb: u64, ends: &impl Ends) -> Option<()> {
     let no_socket: u32 = offset!(members.rst_reason_no_socket);
     if reason != u32::MAX && no_socket != MEMBER_MISSING && reason != no_socket {
         return None;
     }
-    let skb: u64 = rec.field(offset!(send_reset.skbaddr), 0);
     if skb == 0 {
         return None;
     }
@@ -71,21 +153,7 @@ pub fn no_socket_reset(rec: &Record<SEND_RESET_BYTES>) -> Option<()> {
     {
         ev.valid |= VALID_TCP_FLAGS;
     }
-    // For a socket-less RST the tracepoint stores the segment's ends reversed: saddr is the
-    // local end, daddr the remote peer.
-    let local: [u8; 28] = rec.field(offset!(send_reset.saddr), [0; 28]);
-    let remote: [u8; 28] = rec.field(offset!(send_reset.daddr), [0; 28]);
-    let family = u16::from_ne_bytes([local[0], local[1]]) as u8;
-    ev.family = family;
-    ev.sport = u16::from_be_bytes([remote[2], remote[3]]);
-    ev.dport = u16::from_be_bytes([local[2], local[3]]);
-    if family == AF_INET {
-        ev.saddr_be[..4].copy_from_slice(&remote[4..8]);
-        ev.daddr_be[..4].copy_from_slice(&local[4..8]);
-    } else if family == AF_INET6 {
-        ev.saddr_be.copy_from_slice(&remote[8..24]);
-        ev.daddr_be.copy_from_slice(&local[8..24]);
-    } else {
+    if !ends.ends(ev) {
         return None;
     }
     if !crate::filter::inbound_wanted(ev.family, &ev.daddr_be, ev.dport) {

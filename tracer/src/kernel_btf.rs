@@ -96,7 +96,8 @@ impl KernelBtf {
 
     /// The parameters of tracepoint `name`'s prototype after its context pointer, from the
     /// typedef `btf_trace_<name>` the kernel declares for raw tracepoint programs: "struct sock
-    /// *", "int" (4-byte integers), qualifiers dropped; anything else by its BTF kind.
+    /// *", "int" (4-byte integers), "enum NAME", qualifiers dropped; anything else by its BTF
+    /// kind.
     pub fn tracepoint_params(&self, name: &str) -> Result<Vec<String>, String> {
         let typedef = format!("btf_trace_{name}");
         let t = self
@@ -120,7 +121,7 @@ impl KernelBtf {
             .collect()
     }
 
-    /// "struct NAME *", "int" (a 4-byte integer), or the type's BTF kind.
+    /// "struct NAME *", "int" (a 4-byte integer), "enum NAME", or the type's BTF kind.
     fn describe(&self, t: Type) -> Result<String, String> {
         Ok(match &t {
             Type::Int(i) if i.size() == 4 => "int".to_string(),
@@ -131,6 +132,10 @@ impl KernelBtf {
                 ),
                 other => format!("{} *", other.name()),
             },
+            Type::Enum(e) => format!(
+                "enum {}",
+                self.btf.resolve_name(e).map_err(|e| e.to_string())?
+            ),
             other => other.name().to_string(),
         })
     }

@@ -271,7 +271,7 @@ impl RawHook {
     }
 }
 
-pub const RAW_HOOKS: [RawHook; 4] = [
+pub const RAW_HOOKS: [RawHook; 5] = [
     RawHook {
         classic: "inet_sock_set_state",
         program: "inet_sock_set_state_raw",
@@ -294,6 +294,18 @@ pub const RAW_HOOKS: [RawHook; 4] = [
         tracepoint: "tcp_receive_reset",
         params: &["struct sock *"],
         members: &[],
+    },
+    RawHook {
+        classic: "tcp_send_reset",
+        program: "tcp_send_reset_raw",
+        tracepoint: "tcp_send_reset",
+        params: &["struct sock *", "struct sk_buff *", "enum sk_rst_reason"],
+        members: &[
+            |m| m.skc_state,
+            |m| m.skb_head,
+            |m| m.skb_network_header,
+            |m| m.skb_transport_header,
+        ],
     },
     RawHook {
         classic: "inet_sk_error_report",

@@ -396,15 +396,35 @@ impl Bench {
             fmt_spread(&spreads[4], Some(base)),
         );
         let change = |i: usize| pct(spreads[i].median(), base);
-        // The tracer's own cost: its loss minus a floor's, in percentage points of throughput.
+        // The tracer's own cost: its loss minus a floor's, in percentage points of throughput,
+        // paired within each round (the floor's run minus the tracer's, over that round's run
+        // without a tracer: the three ran within seconds of each other), then the median over
+        // rounds. Drift of the machine between rounds, which moves all three alike, cancels.
+        let paired = |floor: usize| {
+            let mut points = Spread::default();
+            for r in 0..spreads[0].runs.len() {
+                let (none, tracer, f) = (
+                    spreads[0].runs[r],
+                    spreads[1].runs[r],
+                    spreads[floor].runs[r],
+                );
+                points.push((f - tracer) / none * 100.0);
+            }
+            points
+        };
+        let (above, above_raw) = (paired(3), paired(4));
         println!(
             "{:<22} {:>24} {:>24}",
             "",
             "",
             format!(
-                "{:+.1} / {:+.1} pts vs floors",
-                change(3) - change(1),
-                change(4) - change(1)
+                "{:+.1} [{:+.1}..{:+.1}] / {:+.1} [{:+.1}..{:+.1}] pts vs floors (paired per round)",
+                above.median(),
+                above.min(),
+                above.max(),
+                above_raw.median(),
+                above_raw.min(),
+                above_raw.max()
             )
         );
         let mut result = json!({
@@ -417,8 +437,10 @@ impl Bench {
             "bpftrace_change_pct": change(2),
             "floor_change_pct": change(3),
             "floor_raw_change_pct": change(4),
-            "tracer_points_above_floor": change(3) - change(1),
-            "tracer_points_above_floor_raw": change(4) - change(1),
+            "tracer_points_above_floor": above.median(),
+            "tracer_points_above_floor_raw": above_raw.median(),
+            "tracer_points_above_floor_rounds": above.json(),
+            "tracer_points_above_floor_raw_rounds": above_raw.json(),
         });
         if row == Row::Dns {
             result["tracer_dns_responses"] = json!(tracer_seen);
