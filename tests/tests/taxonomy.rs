@@ -273,6 +273,46 @@ fn success_after_a_lost_syn_is_a_connect_record() {
     assert_eq!(stopped.stats["connects"], 1, "{}", stopped.stats);
 }
 
+/// A socket bound to a port that connects to that same address and port meets its own SYN: a
+/// TCP simultaneous open (SYN_SENT → SYN_RECV → ESTABLISHED). It is a success, and its close is
+/// clean: the SYN_RECV step counts as established (the tracer skips every SYN_RECV →
+/// ESTABLISHED lookup, the way in of every accepted connection).
+const PYTHON_SELF_CONNECT: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+s.connect(("127.0.0.1", port))
+print("result=ok port=%d" % port, flush=True)
+s.close()
+"#;
+
+#[test]
+fn a_simultaneous_open_is_a_success() {
+    let ns = Netns::new("selfconnect");
+    let tracer = Tracer::start(&ns, &["--successes"]);
+    let python = ns.spawn(
+        std::path::Path::new("/usr/bin/python3"),
+        &["-c", PYTHON_SELF_CONNECT],
+    );
+    let pid = python.pid();
+    let (status, lines) = python.wait(WAIT);
+    assert!(status.success(), "python3 failed: {status} {lines:?}");
+    assert_eq!(
+        lines.first().and_then(|l| field(l, "result")),
+        Some("ok"),
+        "{lines:?}"
+    );
+    let port: u64 = field(&lines[0], "port").unwrap().parse().unwrap();
+    let r = tracer.wait_records("connect", 1, WAIT, |_| true).remove(0);
+    assert_eq!(r["src"]["port"], port, "{r}");
+    assert_eq!(r["dst"]["port"], port, "{r}");
+    assert_eq!(r["process"]["pid"], pid, "{r}");
+    let stopped = tracer.finish_with(0);
+    assert_eq!(stopped.stats["connects"], 1, "{}", stopped.stats);
+    assert_eq!(stopped.stats["cancelled"], 0, "{}", stopped.stats);
+}
+
 #[test]
 fn inbound_refusal_names_the_remote_client() {
     inbound_refusal(&[], "tcp_send_reset_raw");

@@ -126,6 +126,13 @@ fn transition<C: EbpfContext>(
         }
         return on_connect(ctx, facts, skaddr);
     }
+    if old == tcp_state::LISTEN || (old == tcp_state::SYN_RECV && new == tcp_state::ESTABLISHED) {
+        // An accepted connection's way in (cloned from its listener in LISTEN, then SYN_RECV →
+        // ESTABLISHED) or a listener's close: never a tracked connect, whose simultaneous open
+        // (SYN_SENT → SYN_RECV) counts as established (below). No lookup: on a server these
+        // are two of every inbound connection's transitions.
+        return None;
+    }
     // Only TCP sockets are tracked.
     let Some(state) = tracked(skaddr) else {
         if new == tcp_state::CLOSE && old == tcp_state::SYN_SENT {
@@ -146,8 +153,10 @@ fn transition<C: EbpfContext>(
         facts.sport(sk, state);
     }
 
-    // The clock only where a record is made (a clock read is not free in a VM).
-    if old == tcp_state::SYN_SENT && new == tcp_state::ESTABLISHED {
+    // The clock only where a record is made (a clock read is not free in a VM). A simultaneous
+    // open (the peer's SYN crossed ours; also a socket connecting to its own address and port)
+    // is established from here on: its SYN_RECV → ESTABLISHED is not looked up (above).
+    if old == tcp_state::SYN_SENT && (new == tcp_state::ESTABLISHED || new == tcp_state::SYN_RECV) {
         state.ts_ns = now_ns();
         state.established_ns = state.ts_ns;
         state.kind = KIND_CONNECTED;

@@ -453,6 +453,7 @@ impl Bench {
         let _stats = programs::StatsEnabled::new()?;
         let mut result = serde_json::Map::new();
         let mut line = String::new();
+        let mut ns_per_op = Vec::new();
         for kind in [
             Observer::Tracer,
             Observer::Bpftrace,
@@ -462,13 +463,16 @@ impl Bench {
             let out = self.out_file(&format!("{}-cost.out", kind.key()));
             let before = programs::loaded_ids()?;
             let running = observer::start(kind, &self.ns, &out, &[])?;
-            // TCP successes and refusals, then DNS queries (which `dns_ingress` parses).
-            for (addr, mode, seconds) in [
-                ("127.0.0.1:5003", load::Mode::Serve, 2.0),
-                ("127.0.0.1:5004", load::Mode::Refused, 2.0),
-                (DNS_ADDR, load::Mode::Dns, 1.0),
+            // TCP successes and refusals, then DNS queries (which `dns_ingress` parses); the
+            // kernel time each operation costs, all programs together, phase by phase.
+            let mut spent = 0u64;
+            let mut per_op = serde_json::Map::new();
+            for (addr, mode, seconds, phase) in [
+                ("127.0.0.1:5003", load::Mode::Serve, 2.0, "connect_close"),
+                ("127.0.0.1:5004", load::Mode::Refused, 2.0, "refused"),
+                (DNS_ADDR, load::Mode::Dns, 1.0, "dns"),
             ] {
-                load::run(
+                let r = load::run(
                     &self.ns,
                     &load::args(
                         addr,
@@ -478,7 +482,15 @@ impl Bench {
                         Some(LOAD_CPU),
                     ),
                 )?;
+                let now: u64 = programs::loaded_since(&before)?
+                    .iter()
+                    .map(|c| c.run_time_ns)
+                    .sum();
+                let ns = (now - spent) as f64 / r.attempts.max(1) as f64;
+                spent = now;
+                per_op.insert(phase.into(), json!(ns));
             }
+            ns_per_op.push((kind, per_op.clone()));
             let costs = programs::loaded_since(&before)?;
             running.stop()?;
             let runs: u64 = costs.iter().map(|c| c.runs).sum();
@@ -491,9 +503,28 @@ impl Bench {
                 " {:>24}",
                 format!("{:.0} ns/run", programs::mean_ns(&costs))
             ));
-            result.insert(kind.key().into(), programs::json(&costs));
+            let mut costs = programs::json(&costs);
+            costs["ns_per_operation"] = Value::Object(per_op);
+            result.insert(kind.key().into(), costs);
         }
         println!("{:<22} {:>24}{line}", "kernel time per run", "-");
+        // Kernel time per operation: what each load's operation costs in all programs together
+        // (a connect + close fires about a dozen hooks). Unlike throughput on a noisy machine,
+        // this is steady; the tracer's distance to the floors is its own work.
+        for (phase, label) in [
+            ("connect_close", "kernel ns / connect"),
+            ("refused", "kernel ns / refusal"),
+            ("dns", "kernel ns / DNS query"),
+        ] {
+            let mut row = String::new();
+            for (_, per_op) in &ns_per_op {
+                row.push_str(&format!(
+                    " {:>24}",
+                    format!("{:.0}", per_op[phase].as_f64().unwrap_or(0.0))
+                ));
+            }
+            println!("{label:<22} {:>24}{row}", "-");
+        }
         for kind in ["tracer", "bpftrace", "floor", "floor_raw"] {
             let detail: Vec<String> = result[kind]["programs"]
                 .as_array()
