@@ -158,8 +158,9 @@ pub struct RunArgs {
     pub no_connect_calls: bool,
     /// Attach every program as a classic tracepoint, and keep each connect() call from its
     /// entry to its exit: what older kernels get. By default the socket state, RST-received,
-    /// error-report and socket-freed hooks run as raw tracepoints where the kernel's BTF declares
-    /// the arguments they read (cheaper: no trace record is built and copied per event), and
+    /// RST-sent, error-report and socket-freed hooks run as raw tracepoints where the kernel's
+    /// BTF declares the arguments they read (cheaper: no trace record is built and copied per
+    /// event), and
     /// connect()'s exit alone reads a failed call's arguments from the task's saved registers
     /// (5.15+: no entry program); `tracer check` says which. This is the way back if a kernel
     /// misbehaves with them.
