@@ -71,13 +71,7 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     let rec = Record::<40>::read(ctx);
     let uservaddr: u64 = rec.field(f.uservaddr, 0);
     let addrlen: u64 = rec.field(f.addrlen, 0);
-    let (family, daddr, dport) = destination(uservaddr, addrlen)?;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::filter::call_wanted(family, &daddr, dport, (pid_tgid >> 32) as u32, || {
-        bpf_get_current_comm().unwrap_or([0; 16])
-    }) {
-        return None;
-    }
+    let (pid_tgid, family, daddr, dport) = wanted_call(uservaddr, addrlen)?;
     let fd: u64 = rec.field(f.fd, u64::MAX);
     // Every field from a value computed here: zero constants next to each other are merged
     // into a memset call, a byte loop in BPF.
@@ -95,6 +89,18 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         count(Counter::InsertErrors);
     }
     Some(())
+}
+
+/// The calling thread (`pid_tgid`) and the destination of its connect() call, if the filters
+/// (`--port/--dst/--pid/--comm`) want it.
+#[inline(always)]
+fn wanted_call(uservaddr: u64, addrlen: u64) -> Option<(u64, u8, [u8; 16], u16)> {
+    let (family, daddr, dport) = destination(uservaddr, addrlen)?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    crate::filter::call_wanted(family, &daddr, dport, (pid_tgid >> 32) as u32, || {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    })
+    .then_some((pid_tgid, family, daddr, dport))
 }
 
 /// The destination of a connect() call: family, address (IPv4 in the first 4 bytes, network
@@ -202,18 +208,12 @@ fn try_exit_alone(ctx: &TracePointContext) -> Option<()> {
     {
         return None;
     }
-    let (family, daddr, dport) = destination(uservaddr, addrlen)?;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::filter::call_wanted(family, &daddr, dport, (pid_tgid >> 32) as u32, || {
-        bpf_get_current_comm().unwrap_or([0; 16])
-    }) {
-        return None;
-    }
+    let (pid_tgid, family, daddr, dport) = wanted_call(uservaddr, addrlen)?;
     let sk = socket_of(fd as i32)?;
-    // The call's start is not known here: userspace takes it from the undone SYN_SENT's state
-    // when there is one (a failure before SYN_SENT is immediate).
+    // The call's start is not known here (0: the exit's time): userspace takes it from the
+    // undone SYN_SENT's state when there is one (a failure before SYN_SENT is immediate).
     let pending = PendingConnect {
-        start_ns: now_ns(),
+        start_ns: 0,
         sk: sk as u64,
         daddr,
         dport,
@@ -248,8 +248,12 @@ fn report(pid_tgid: u64, ret: i64, sk: *const u8, pending: &PendingConnect) -> O
     }
     ev.error = (-ret) as i32;
     ev.sock_id = sk as u64;
-    ev.start_ns = pending.start_ns;
     ev.ts_ns = now_ns();
+    ev.start_ns = if pending.start_ns == 0 {
+        ev.ts_ns
+    } else {
+        pending.start_ns
+    };
     ev.daddr_be = pending.daddr;
     ev.dport = pending.dport;
     read_socket_facts(sk, ev);
