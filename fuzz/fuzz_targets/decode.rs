@@ -6,11 +6,11 @@ use libfuzzer_sys::fuzz_target;
 use tracer_common::RAW_EVENT_SIZE;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = tracer::decode::decode(data);
+    let _ = tracer::kernel::decode::decode(data);
     let mut record = [0u8; RAW_EVENT_SIZE];
     let n = data.len().min(RAW_EVENT_SIZE);
     record[..n].copy_from_slice(&data[..n]);
-    if let Ok(ev) = tracer::decode::decode(&record) {
+    if let Ok(ev) = tracer::kernel::decode::decode(&record) {
         use tracer_common::{
             KIND_AT_RISK, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
             KIND_INBOUND_RESET,

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let server = std::net::IpAddr::from([10, 53, 0, 1]);
     for tcp in [false, true] {
-        if let Ok(answers) = tracer::dns::parse(data, tcp, server, 0) {
+        if let Ok(answers) = tracer::enrich::dns::parse(data, tcp, server, 0) {
             for (_, a) in answers {
                 assert!(a.server == server);
                 let _ = a.expired_at(u64::MAX);

@@ -3,20 +3,22 @@
 //! state machines see deep sequences, with windows closed and parked closes settled along the
 //! way. Every eighth piece becomes a cgroup record with arbitrary names (the workload rules and
 //! filters see any path), and connections are put in a few cgroups so that records carry
-//! workloads. Every outcome is also written as its output record. Nothing may panic, every
+//! workloads; refusals and SYN timeouts ask the listeners enricher. Every outcome is also written as its output record. Nothing may panic, every
 //! record is one line of valid JSON, and the held state stays within its caps.
 #![no_main]
 use std::num::NonZeroUsize;
 
 use libfuzzer_sys::fuzz_target;
 use tracer::{
-    aggregate::Aggregator,
-    classify::{KernelParams, Outcome},
-    clock::WallClock,
-    decode::decode,
+    analysis::aggregate::Aggregator,
+    analysis::classify::KernelParams,
+    analysis::clock::WallClock,
+    analysis::outcome::Outcome,
+    enrich::listeners::causes::ListenerCauses,
+    enrich::workload::{WorkloadFilter, Workloads},
+    export::names::ReasonNames,
+    kernel::decode::decode_event,
     pipeline::{Pipeline, Select},
-    record::ReasonNames,
-    workload::{WorkloadFilter, Workloads},
 };
 use tracer_common::{
     AF_INET, AF_INET6, CGROUP_LEVELS, KIND_AT_RISK, KIND_CGROUP, RAW_EVENT_SIZE, RawCgroup,
@@ -85,6 +87,12 @@ fuzz_target!(|data: &[u8]| {
         None,
         filter,
     ));
+    // The listeners enricher too, one worker for the whole run (starting one per input would
+    // cost a thread each): every outcome goes through DNS → workload → listeners.
+    pipeline.listeners = LISTENERS.take();
+    if pipeline.listeners.is_none() {
+        pipeline.listeners = Some(ListenerCauses::start(std::time::Duration::from_secs(2)));
+    }
     let mut now = 0u64;
     for (i, chunk) in data.chunks(RAW_EVENT_SIZE).enumerate() {
         let mut record = [0u8; RAW_EVENT_SIZE];
@@ -105,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
                 AF_INET6
             };
         }
-        if let Ok(ev) = decode(&record) {
+        if let Ok(ev) = decode_event(&record) {
             now = now.max(ev.ts_ns);
         }
         if let Some(o) = pipeline.process(&record) {
@@ -127,4 +135,10 @@ fuzz_target!(|data: &[u8]| {
         write(&pipeline, &o, &mut line);
     }
     pipeline.summaries(u64::MAX, |_| {});
+    LISTENERS.set(pipeline.listeners.take());
 });
+
+thread_local! {
+    /// The listeners' worker, handed from one input to the next.
+    static LISTENERS: std::cell::Cell<Option<ListenerCauses>> = const { std::cell::Cell::new(None) };
+}

@@ -66,6 +66,11 @@ impl Proc {
         )
     }
 
+    /// Whether the process has exited (by itself or not).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for the process to exit by itself; returns its status and every stdout line.
     pub fn wait(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
         let pid = self.pid();

@@ -324,7 +324,7 @@ fn refusals_arrive_as_log_records_and_metrics_with_their_attributes() {
         let sport = int_attr(a, "client.port").unwrap() as u64;
         let record = printed[&sport];
         assert_eq!(&body(r), record, "the body is the printed record");
-        let time = tracer::clock::WallClock::with_offset_ns(0).rfc3339(r.time_unix_nano);
+        let time = tracer::analysis::clock::WallClock::with_offset_ns(0).rfc3339(r.time_unix_nano);
         assert_eq!(record["time"], time, "time_unix_nano is the record's time");
         assert!(r.observed_time_unix_nano >= r.time_unix_nano);
         assert_eq!((r.severity_number, r.severity_text.as_str()), (13, "WARN"));

@@ -5,6 +5,10 @@
 //! struct member offsets come from the running kernel's BTF. A value that could not be resolved
 //! is `FIELD_MISSING` / `MEMBER_MISSING` and the programs skip that read.
 
+/// The bytes of `tcp:tcp_send_reset`'s record the program copies (its addresses end at 88 on
+/// 6.x); the loader checks the fields it needs lie within them.
+pub const SEND_RESET_BYTES: usize = 88;
+
 pub const FIELD_MISSING: u16 = u16::MAX;
 pub const MEMBER_MISSING: u32 = u32::MAX;
 

@@ -11,7 +11,8 @@ use tracer_common::{
 use crate::{
     CGROUPS, EVENTS, LAST_CGROUP,
     emit::{count, wakeup_flag},
-    read::{config, member, offset},
+    globals::{config, offset},
+    read::member,
 };
 
 /// Notes the cgroup of the task calling connect(); false when the workload filters exclude it.

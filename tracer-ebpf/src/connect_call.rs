@@ -34,7 +34,8 @@ use tracer_common::{
 use crate::{
     CONNECTS,
     emit::{count, now_ns, submit},
-    read::{Record, config, member, offset, sock_netns},
+    globals::{config, offset},
+    read::{Record, member, sock_netns},
     state::{SCRATCH_CONNECT_CALL, scratch},
 };
 

@@ -14,7 +14,8 @@ use tracer_common::{VALID_CLOSE_UNSEEN, tcp_state};
 use crate::{
     SOCKS,
     emit::{Counter, count, now_ns},
-    read::{Record, offset},
+    globals::offset,
+    read::Record,
     set_state::submit_closed,
     state::tracked,
 };

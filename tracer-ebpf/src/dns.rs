@@ -13,7 +13,8 @@ use tracer_common::{AF_INET, AF_INET6, DNS_PAYLOAD, KIND_DNS, RawDns};
 use crate::{
     EVENTS,
     emit::{Counter, count, now_ns, wakeup_flag},
-    read::{config, member, offset},
+    globals::{config, offset},
+    read::member,
 };
 
 const IPPROTO_TCP: u8 = 6;

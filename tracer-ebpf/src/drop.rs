@@ -14,7 +14,8 @@ use tracer_common::{DROP_REASON_BITMAP_BYTES, RawEvent};
 
 use crate::{
     emit::{Counter, count, now_ns},
-    read::{Record, member, offset},
+    globals::offset,
+    read::{Record, member},
     state::tracked,
 };
 
@@ -70,7 +71,7 @@ fn ignored(reason: u32) -> bool {
     // volatile read keeps the loader's value.
     let bits = unsafe {
         core::ptr::read_volatile(
-            (&raw const crate::OFFSETS.drop.ignored_reasons)
+            (&raw const crate::globals::OFFSETS.drop.ignored_reasons)
                 .cast::<u8>()
                 .add(byte),
         )

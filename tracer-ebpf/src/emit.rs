@@ -34,7 +34,7 @@ pub fn submit(event: &RawEvent) {
 /// record about to be submitted.
 #[inline(always)]
 pub fn wakeup_flag(size: usize) -> u64 {
-    let threshold: u32 = crate::read::config!(wakeup_bytes);
+    let threshold: u32 = crate::globals::config!(wakeup_bytes);
     if threshold == 0 {
         return 0;
     }

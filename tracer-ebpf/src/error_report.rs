@@ -15,7 +15,8 @@ const ECONNREFUSED: i32 = 111;
 
 use crate::{
     emit::{now_ns, submit},
-    read::{Record, member, offset, tuple},
+    globals::offset,
+    read::{Record, member, tuple},
     state::{SCRATCH_ERROR_REPORT, TupleKey, scratch, tracked},
 };
 

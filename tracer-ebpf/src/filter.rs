@@ -2,13 +2,13 @@
 //! nothing else is ever done for a connection the user did not ask about.
 use tracer_common::{AF_INET, AF_INET6, Cidr, MAX_CIDRS, MAX_COMMS, MAX_PIDS, MAX_PORTS, RawEvent};
 
-use crate::read::config;
+use crate::globals::config;
 
 /// Reads one element of a `CONFIG` array without letting the compiler fold it.
 macro_rules! config_at {
     ($field:ident, $i:expr) => {
         // SAFETY: as for `config!`; `$i` is below the array's length.
-        unsafe { core::ptr::read_volatile(&raw const crate::CONFIG.$field[$i]) }
+        unsafe { core::ptr::read_volatile(&raw const crate::globals::CONFIG.$field[$i]) }
     };
 }
 

@@ -4,14 +4,14 @@
 //! segment's TCP flags and the namespace it arrived in. A RST over a loopback device is only
 //! counted: the peer is this host, whose outbound connect is traced on its own.
 use tracer_common::{
-    AF_INET, AF_INET6, KIND_INBOUND_RESET, MEMBER_MISSING, RawEvent, VALID_LOOPBACK, VALID_NETNS,
-    VALID_RST_SENT_REASON, VALID_TCP_FLAGS,
+    AF_INET, AF_INET6, KIND_INBOUND_RESET, MEMBER_MISSING, RawEvent, SEND_RESET_BYTES,
+    VALID_LOOPBACK, VALID_NETNS, VALID_RST_SENT_REASON, VALID_TCP_FLAGS,
 };
 
 use crate::{
     emit::{Counter, count, now_ns, submit},
-    read::{Record, config, member, offset},
-    reset::SEND_RESET_BYTES,
+    globals::{config, offset},
+    read::{Record, member},
     state::{SCRATCH_INBOUND, scratch},
 };
 

@@ -17,6 +17,7 @@ mod drop;
 mod emit;
 mod error_report;
 mod filter;
+mod globals;
 mod inbound;
 mod read;
 mod reset;
@@ -29,17 +30,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{COUNTER_COUNT, Config, KernelOffsets, PendingConnect, RawEvent};
-
-/// Resolved by the loader; see `tracer_common::offsets`. Read only through `read::offset!`,
-/// field by field (see there why).
-#[unsafe(no_mangle)]
-static OFFSETS: KernelOffsets = KernelOffsets::MISSING;
-
-/// Run-time settings; see `tracer_common::Config`. Read only through `read::config!` and
-/// `filter::config_at!`, field by field.
-#[unsafe(no_mangle)]
-static CONFIG: Config = Config::ALL;
+use tracer_common::{COUNTER_COUNT, PendingConnect, RawEvent};
 
 /// Records for userspace. The loader sets the real size.
 #[map]

@@ -6,30 +6,10 @@ use aya_ebpf::{
 };
 use tracer_common::{AF_INET, AF_INET6, FIELD_MISSING, MEMBER_MISSING, RawEvent, TupleFields};
 
-use crate::emit::{Counter, count};
-
-/// Reads one `OFFSETS` value without letting the compiler fold the loader's value away.
-///
-/// `OFFSETS` and `CONFIG` are read one field at a time, never copied whole as a
-/// `Global::load()`-style read would: that copy of `KernelOffsets` (272 bytes) or `Config`
-/// (400 bytes) would go onto the 512-byte BPF stack, which the programs' own locals need.
-macro_rules! offset {
-    ($($path:ident).+) => {
-        // SAFETY: OFFSETS is a plain static of integers; a volatile read keeps the value the
-        // loader wrote into the object instead of the compile-time default.
-        unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$($path).+) }
-    };
-}
-pub(crate) use offset;
-
-/// Reads one `CONFIG` value likewise (field by field, as above).
-macro_rules! config {
-    ($field:ident) => {
-        // SAFETY: as for `offset!`.
-        unsafe { core::ptr::read_volatile(&raw const crate::CONFIG.$field) }
-    };
-}
-pub(crate) use config;
+use crate::{
+    emit::{Counter, count},
+    globals::{config, offset},
+};
 
 // The readers below never return an `Option` of the value: LLVM treats the payload of a `None`
 // as undefined and may copy that register on the merged path, which the verifier rejects

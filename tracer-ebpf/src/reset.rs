@@ -5,15 +5,13 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use tracer_common::{STATE_UNKNOWN, VALID_RST_SENT_REASON};
+use tracer_common::{SEND_RESET_BYTES, STATE_UNKNOWN, VALID_RST_SENT_REASON};
 
 use crate::{
-    read::{Record, member, offset},
+    globals::offset,
+    read::{Record, member},
     state::tracked,
 };
-
-/// The bytes of `tcp_send_reset`'s record the program copies (its addresses end at 88 on 6.x).
-pub(crate) const SEND_RESET_BYTES: usize = 88;
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {

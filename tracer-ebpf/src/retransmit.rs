@@ -11,7 +11,8 @@ use tracer_common::{
 
 use crate::{
     emit::{now_ns, submit},
-    read::{Record, config, member, offset},
+    globals::{config, offset},
+    read::{Record, member},
     set_state::read_tcp_counters,
     state::tracked,
 };

@@ -22,7 +22,8 @@ use tracer_common::{
 use crate::{
     CONNECTS, SOCKS,
     emit::{Counter, count, now_ns, submit},
-    read::{Record, config, member, offset, sock_netns, sock_sport, sock_tuple},
+    globals::{config, offset},
+    read::{Record, member, sock_netns, sock_sport, sock_tuple},
     state::{SCRATCH_CONNECT, TupleKey, scratch, tracked},
 };
 

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::otlp::OtlpArgs;
+use crate::export::otlp::OtlpArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,7 +42,7 @@ pub struct EnvArgs {
     #[arg(long, env = "TRACER_TRACEFS", value_name = "PATH")]
     pub tracefs: Option<PathBuf>,
     /// Kernel BTF to resolve struct offsets from.
-    #[arg(long, env = "TRACER_BTF", value_name = "PATH", default_value = crate::kernel_btf::VMLINUX_BTF)]
+    #[arg(long, env = "TRACER_BTF", value_name = "PATH", default_value = crate::kernel::btf::VMLINUX_BTF)]
     pub btf: PathBuf,
 }
 
@@ -56,12 +56,12 @@ pub struct RunArgs {
     pub netns: Option<u32>,
     /// Where records go, repeatable: `-` (stdout, the default), `PATH` (appended; reopened on
     /// SIGHUP), `unix:PATH` or `tcp:HOST:PORT` (NDJSON to a log shipper, reconnecting).
-    #[arg(long, env = "TRACER_OUTPUT", value_delimiter = ',', value_name = "TARGET", value_parser = crate::output::Target::parse)]
-    pub output: Vec<crate::output::Target>,
+    #[arg(long, env = "TRACER_OUTPUT", value_delimiter = ',', value_name = "TARGET", value_parser = crate::export::output::Target::parse)]
+    pub output: Vec<crate::export::output::Target>,
     /// Serve Prometheus / OpenMetrics at http://ADDR/metrics, and the probes /healthz and /readyz:
     /// `PORT` (binds 127.0.0.1), `IP` (port 10140) or `IP:PORT`; the flag alone is
     /// 127.0.0.1:10140.
-    #[arg(long, env = "TRACER_METRICS_ADDR", value_name = "ADDR", value_parser = crate::metrics::parse_addr,
+    #[arg(long, env = "TRACER_METRICS_ADDR", value_name = "ADDR", value_parser = crate::export::metrics::parse_addr,
           num_args = 0..=1, default_missing_value = "127.0.0.1:10140")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Destinations with their own metric series; the rest share ip="other".
@@ -109,18 +109,18 @@ pub struct RunArgs {
     /// Trace only connections made by this container: its id or a prefix of it (repeatable).
     /// With --pod and --unit: a connection is traced when any of them names its workload.
     #[arg(long = "container", env = "TRACER_CONTAINER", value_delimiter = ',', value_name = "ID_PREFIX",
-          value_parser = crate::workload::filter::parse_container)]
+          value_parser = crate::enrich::workload::filter::parse_container)]
     pub containers: Vec<String>,
     /// Trace only connections made by this Kubernetes pod, NAMESPACE/NAME (repeatable; names
     /// from the kubelet's logs, see --kubelet-log-root).
-    #[arg(long = "pod", env = "TRACER_POD", value_delimiter = ',', value_name = "NAMESPACE/NAME", value_parser = crate::workload::filter::parse_pod)]
+    #[arg(long = "pod", env = "TRACER_POD", value_delimiter = ',', value_name = "NAMESPACE/NAME", value_parser = crate::enrich::workload::filter::parse_pod)]
     pub pods: Vec<(String, String)>,
     /// Trace only connections made by this systemd unit (repeatable; `nginx` means nginx.service).
-    #[arg(long = "unit", env = "TRACER_UNIT", value_delimiter = ',', value_name = "NAME", value_parser = crate::workload::filter::parse_unit)]
+    #[arg(long = "unit", env = "TRACER_UNIT", value_delimiter = ',', value_name = "NAME", value_parser = crate::enrich::workload::filter::parse_unit)]
     pub units: Vec<String>,
     /// Where the kubelet writes container logs (`containers/`, `pods/`): Kubernetes namespace,
     /// pod and container names come from their file names.
-    #[arg(long, env = "TRACER_KUBELET_LOG_ROOT", value_name = "DIR", default_value = crate::workload::KUBELET_LOG_ROOT)]
+    #[arg(long, env = "TRACER_KUBELET_LOG_ROOT", value_name = "DIR", default_value = crate::enrich::workload::KUBELET_LOG_ROOT)]
     pub kubelet_log_root: PathBuf,
     /// Workload identities (one per cgroup) held; beyond it the least recently used is evicted
     /// (counted in stats.workloads_evicted).
@@ -259,6 +259,63 @@ fn parse_ring_kib(s: &str) -> Result<u32, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn flags_parse_and_need_the_endpoint() {
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+            "--otlp-metrics-interval",
+            "1",
+            "--otlp-resource",
+            "deployment.environment.name=prod",
+            "--otlp-resource",
+            "host.name=node-1,k8s.cluster.name=c1",
+        ])
+        .unwrap();
+        let o = &cli.run.otlp;
+        assert_eq!(
+            o.otlp_endpoint
+                .as_ref()
+                .map(crate::export::otlp::Endpoint::to_string)
+                .as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(o.otlp_metrics_interval, 1);
+        assert_eq!(o.otlp_resource.len(), 3);
+        let defaults = Cli::try_parse_from(["tracer"]).unwrap();
+        assert_eq!(defaults.run.otlp.otlp_endpoint, None);
+        assert_eq!(defaults.run.otlp.otlp_metrics_interval, 10);
+        let err = Cli::try_parse_from(["tracer", "--otlp-metrics-interval", "5"]).unwrap_err();
+        assert!(err.to_string().contains("--otlp-endpoint"), "{err}");
+        let err = Cli::try_parse_from([
+            "tracer",
+            "--otlp-endpoint",
+            "http://c:4318",
+            "--otlp-resource",
+            "novalue",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_otlp_endpoint_names_the_flag() {
+        for bad in [
+            "https://collector:4318",
+            "collector:4318",
+            "127.0.0.1:4318",
+            "ftp://collector",
+            "http://",
+            "http://c:4318?x=1",
+            "http://u:p@c:4318",
+            "",
+        ] {
+            let err = Cli::try_parse_from(["tracer", "--otlp-endpoint", bad]).unwrap_err();
+            assert!(err.to_string().contains("--otlp-endpoint"), "{err}");
+        }
+    }
 
     #[test]
     fn cli_is_consistent() {

@@ -4,7 +4,7 @@
 //! addresses beside them) are matched here, against the DNS answers seen (`DstFilter`).
 use std::net::IpAddr;
 
-use crate::classify::{Direction, Outcome};
+use crate::analysis::outcome::{Direction, Outcome};
 
 use tracer_common::{AF_INET, AF_INET6, Cidr, Config, MAX_CIDRS, MAX_COMMS, MAX_PIDS, MAX_PORTS};
 
@@ -236,6 +236,29 @@ pub fn config(
     Ok(c)
 }
 
+/// How the filters apply to a listener's overflow, which no process of this host made: `--netns`,
+/// `--port` and `--dst` select it by its namespace, port and address (the local end, as for an
+/// inbound refusal); `--pid`, `--comm` and the workload filters exclude it. The default selects
+/// every overflow.
+#[derive(Clone, Debug, Default)]
+pub struct OverflowFilter {
+    pub netns: Option<u32>,
+    pub ports: Vec<u16>,
+    pub dsts: Vec<Cidr>,
+    /// `--pid` or `--comm` is set.
+    pub by_process: bool,
+}
+
+impl OverflowFilter {
+    pub fn wants(&self, o: &Outcome) -> bool {
+        let dst = o.conn.dst;
+        !self.by_process
+            && self.netns.is_none_or(|n| o.conn.netns == Some(n))
+            && (self.ports.is_empty() || self.ports.contains(&dst.port()))
+            && (self.dsts.is_empty() || self.dsts.iter().any(|c| cidr_contains(c, dst.ip())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,9 +311,9 @@ mod tests {
 
     #[test]
     fn a_name_matches_the_answer_asked_or_its_canonical_names() {
-        use crate::classify::Label;
+        use crate::analysis::outcome::Label;
         let answer = |name: &str, chain: &[&str]| {
-            Some(std::sync::Arc::new(crate::dns::Answer {
+            Some(std::sync::Arc::new(crate::analysis::outcome::Answer {
                 name: name.into(),
                 chain: chain.iter().map(|c| c.to_string()).collect(),
                 server: "10.96.0.10".parse().unwrap(),

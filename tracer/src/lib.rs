@@ -1,35 +1,20 @@
 //! tracer: an eBPF TCP connection tracer that says why connections fail. See ARCHITECTURE.md.
-pub mod aggregate;
-pub mod check;
-pub mod classify;
+//!
+//! The modules follow the data flow, and each layer uses only the ones before it:
+//! `kernel` (the programs and what they hand over) < `analysis` (pure: outcomes from facts) <
+//! `enrich` (what is joined from outside a kernel record) < `export` (records, metrics, sinks) <
+//! the spine (`cli`, `filter`, `pipeline`) < `cmd` (the commands).
+pub mod analysis;
 pub mod cli;
-pub mod clock;
-pub mod counters;
-pub mod decode;
-pub mod dns;
+pub mod cmd;
+pub mod enrich;
+pub mod export;
 pub mod filter;
-pub mod health;
-pub mod hints;
-pub mod kernel_btf;
-pub mod listeners;
-pub mod loader;
-pub mod logging;
-pub mod loss;
-pub mod memory;
-pub mod metrics;
-pub mod offsets;
-pub mod otlp;
-pub mod output;
+pub mod kernel;
 pub mod pipeline;
-pub mod privileges;
-pub mod prog_stats;
-pub mod record;
-pub mod run;
-pub mod session;
-pub mod source;
-pub mod top;
-pub mod tracefs;
-pub mod workload;
 
 /// The JSON Schema of the output records (`tracer schema`).
 pub const SCHEMA: &str = include_str!("../schema/records.v1.json");
+
+#[cfg(test)]
+mod tests;

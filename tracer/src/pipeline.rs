@@ -1,15 +1,25 @@
-//! Userspace path of one record: bytes → decode → classify → count → output record. The
+//! Userspace path of one record: bytes → decode → classify → enrich (DNS → workload →
+//! listeners) → count → output record. The
 //! pipeline returns records; writing them is the caller's (`run`), and `top` and the fuzz
 //! target use the same path.
 use crate::{
-    aggregate::{Aggregator, Summary},
-    classify::{Classifier, Direction, KernelParams, Label, Outcome},
-    clock::WallClock,
-    counters::{KernelTotals, Totals},
-    decode::{decode, decode_cgroup},
-    metrics::Metrics,
-    record::{Connect, Failure, ReasonNames, Record, Stats, SummaryOut},
-    workload::{Workload, WorkloadFilter, Workloads},
+    analysis::aggregate::{Aggregator, Summary},
+    analysis::classify::{Classifier, KernelParams},
+    analysis::clock::WallClock,
+    analysis::outcome::{Direction, Label, Outcome},
+    enrich::{
+        Enricher,
+        dns::DnsCache,
+        listeners::causes::ListenerCauses,
+        workload::{Workload, WorkloadFilter, Workloads},
+    },
+    export::counters::Totals,
+    export::metrics::Metrics,
+    export::names::ReasonNames,
+    export::record::{Connect, Failure, Record, Stats, SummaryOut},
+    filter::{DstFilter, OverflowFilter},
+    kernel::decode::{DecodeError, Raw, decode},
+    kernel::ringbuf::KernelTotals,
 };
 
 /// Which records to print (`stats` always are).
@@ -42,9 +52,13 @@ pub struct Pipeline {
     reasons: ReasonNames,
     workloads: Workloads,
     /// DNS answers by (namespace, address).
-    pub dns: crate::dns::DnsCache,
+    pub dns: DnsCache,
     /// `--dst` with names: matched here, against the answers (the kernel matches prefixes).
-    pub dst_filter: Option<crate::filter::DstFilter>,
+    pub dst_filter: Option<DstFilter>,
+    /// The listeners of this host, for refusals and overflows (`--no-listeners`: none).
+    pub listeners: Option<ListenerCauses>,
+    /// The filters as they apply to a listener's overflow (the kernel filters everything else).
+    pub overflow_filter: OverflowFilter,
     /// The latest kernel time seen in a record: the pipeline's clock.
     now_ns: u64,
     pub events: u64,
@@ -73,12 +87,14 @@ impl Pipeline {
             reasons,
             workloads: Workloads::new(
                 std::num::NonZeroUsize::new(16_384).expect("non-zero"),
-                crate::workload::KUBELET_LOG_ROOT.into(),
+                crate::enrich::workload::KUBELET_LOG_ROOT.into(),
                 None,
                 WorkloadFilter::default(),
             ),
-            dns: crate::dns::DnsCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero")),
+            dns: DnsCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero")),
             dst_filter: None,
+            listeners: None,
+            overflow_filter: OverflowFilter::default(),
             now_ns: 0,
             events: 0,
             decode_errors: 0,
@@ -89,33 +105,20 @@ impl Pipeline {
     }
 
     /// Decodes and classifies one ring-buffer record; the outcome it completes, if any, is
-    /// counted (summaries, metrics, stats) and returned.
+    /// enriched, filtered and counted (summaries, metrics, stats) and returned.
     pub fn process(&mut self, bytes: &[u8]) -> Option<Outcome> {
-        if bytes.first() == Some(&tracer_common::KIND_DNS) {
-            match bytemuck::try_pod_read_unaligned::<tracer_common::RawDns>(bytes) {
-                Ok(d) => {
-                    self.events += 1;
-                    self.dns.observe(&d);
-                }
-                Err(_) => self.undecodable(crate::decode::DecodeError::Length {
-                    got: bytes.len(),
-                    expected: tracer_common::RAW_DNS_SIZE,
-                }),
-            }
-            return None;
-        }
-        if bytes.first() == Some(&tracer_common::KIND_CGROUP) {
-            match decode_cgroup(bytes) {
-                Ok(raw) => {
-                    self.events += 1;
-                    self.workloads.announce(&raw, self.now_ns);
-                }
-                Err(e) => self.undecodable(e),
-            }
-            return None;
-        }
         let ev = match decode(bytes) {
-            Ok(ev) => ev,
+            Ok(Raw::Event(ev)) => ev,
+            Ok(Raw::Cgroup(raw)) => {
+                self.events += 1;
+                self.workloads.announce(&raw, self.now_ns);
+                return None;
+            }
+            Ok(Raw::Dns(raw)) => {
+                self.events += 1;
+                self.dns.observe(&raw);
+                return None;
+            }
             Err(e) => {
                 self.undecodable(e);
                 return None;
@@ -124,24 +127,10 @@ impl Pipeline {
         self.events += 1;
         self.now_ns = self.now_ns.max(ev.ts_ns);
         let outcome = self.classifier.observe(&ev)?;
-        self.name_and_admit(outcome)
-    }
-
-    /// Names the destination of an outbound outcome from the DNS answers seen in its network
-    /// namespace, applies a `--dst` name filter, then `admit`s it.
-    fn name_and_admit(&mut self, mut outcome: Outcome) -> Option<Outcome> {
-        if let Some(netns) = outcome.conn.netns
-            && outcome.direction == Direction::Outbound
-        {
-            outcome.evidence.dns = self.dns.lookup(netns, outcome.conn.dst.ip());
-        }
-        if self.dst_filter.as_ref().is_some_and(|f| !f.wants(&outcome)) {
-            return None;
-        }
         self.admit(outcome)
     }
 
-    fn undecodable(&mut self, e: crate::decode::DecodeError) {
+    fn undecodable(&mut self, e: DecodeError) {
         self.decode_errors += 1;
         if self.decode_errors.is_power_of_two() {
             log::warn!("undecodable record ({e}); {} so far", self.decode_errors);
@@ -149,25 +138,38 @@ impl Pipeline {
     }
 
     /// The closes that waited long enough for an error report (see `Classifier::flush`),
-    /// classified and counted.
+    /// enriched, filtered and counted.
     pub fn flush(&mut self, now_mono_ns: u64) -> Vec<Outcome> {
         let outcomes = self.classifier.flush(now_mono_ns);
-        outcomes
-            .into_iter()
-            .filter_map(|o| self.name_and_admit(o))
-            .collect()
+        outcomes.into_iter().filter_map(|o| self.admit(o)).collect()
     }
 
-    /// Resolves the outcome's workload and applies the workload filters (a cgroup the kernel
-    /// has no verdict for yet is decided here); counts the outcome if it passes. Outcomes made
-    /// outside the classifier (a listener's overflow) come in here too.
-    pub fn admit(&mut self, outcome: Outcome) -> Option<Outcome> {
-        let outbound = outcome.direction == Direction::Outbound;
-        if outbound {
-            self.workloads
-                .ensure(outcome.conn.cgroup_id, self.now_ns.max(outcome.at_ns));
+    /// The listeners that overflowed their accept queue since the last call (one outcome per
+    /// listener and window), through the same stage as every outcome; none without listeners.
+    pub fn overflows(&mut self, now_mono_ns: u64) -> Vec<Outcome> {
+        let Some(listeners) = self.listeners.as_mut() else {
+            return Vec::new();
+        };
+        let filter = &self.overflow_filter;
+        let wanted: Vec<Outcome> = listeners
+            .overflows(now_mono_ns)
+            .into_iter()
+            .filter(|o| filter.wants(o))
+            .collect();
+        wanted.into_iter().filter_map(|o| self.admit(o)).collect()
+    }
+
+    /// The one enrichment stage every outcome goes through, in order: its DNS name (and a
+    /// `--dst` name filter on it), its workload (and the workload filters: a cgroup the kernel
+    /// has no verdict for yet is decided here), its listeners. Counts the outcome if it passes.
+    fn admit(&mut self, mut outcome: Outcome) -> Option<Outcome> {
+        let now = self.now_ns;
+        self.dns.enrich(&mut outcome, now);
+        if self.dst_filter.as_ref().is_some_and(|f| !f.wants(&outcome)) {
+            return None;
         }
-        let wanted = if outbound {
+        self.workloads.enrich(&mut outcome, now);
+        let wanted = if outcome.direction == Direction::Outbound {
             self.workloads.wanted(outcome.conn.cgroup_id)
         } else {
             // No process of this host made an inbound refusal.
@@ -175,6 +177,9 @@ impl Pipeline {
         };
         if !wanted {
             return None;
+        }
+        if let Some(l) = self.listeners.as_mut() {
+            l.enrich(&mut outcome, now);
         }
         self.count(&outcome);
         Some(outcome)

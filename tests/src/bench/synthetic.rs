@@ -8,12 +8,13 @@ use std::{
 
 use bytemuck::Zeroable;
 use tracer::{
-    aggregate::Aggregator,
-    classify::KernelParams,
-    clock::WallClock,
-    output::{Output, Sink},
+    analysis::aggregate::Aggregator,
+    analysis::classify::KernelParams,
+    analysis::clock::WallClock,
+    enrich::listeners::causes::ListenerCauses,
+    export::names::ReasonNames,
+    export::output::{Output, Sink},
     pipeline::{Pipeline, Select},
-    record::ReasonNames,
 };
 use tracer_common::{
     AF_INET, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_NETNS, VALID_PROBES_OUT, VALID_SK_ERR,
@@ -140,6 +141,8 @@ pub fn pass(records: &[Vec<u8>], min_time: Duration, allocations: fn() -> u64) -
         Select::default(),
         Some(aggregator),
     );
+    // As `tracer run` does: every outcome through DNS → workload → listeners.
+    pipeline.listeners = Some(ListenerCauses::start(Duration::from_secs(2)));
     // As `tracer run` does: each outcome's record, if selected, to the outputs.
     let mut feed = |r: &[u8]| {
         if let Some(outcome) = pipeline.process(r)

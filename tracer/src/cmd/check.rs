@@ -1,0 +1,117 @@
+//! `tracer check`: every prerequisite, hook and struct field, one line each.
+use std::process::ExitCode;
+
+use crate::{
+    cli::EnvArgs,
+    kernel::btf::KernelBtf,
+    kernel::offsets::{Check, hooks_unreachable, resolve},
+    kernel::privileges,
+    kernel::tracefs::Tracefs,
+};
+
+/// Everything `run` needs, as checks (privileges, tracefs, BTF, tracepoints, fields).
+pub fn checks(args: &EnvArgs) -> Vec<Check> {
+    let mut out = Vec::new();
+    let missing = privileges::missing_capabilities();
+    out.push(if missing.is_empty() {
+        Check::ok("privileges", "CAP_BPF and CAP_PERFMON (or root)")
+    } else {
+        Check::missing("privileges", privileges::explain(&missing), true)
+    });
+    out.push(if privileges::can_enter_namespaces() {
+        Check::ok(
+            "listeners",
+            "sock_diag in every network namespace (CAP_SYS_ADMIN enters them)",
+        )
+    } else {
+        Check::missing(
+            "listeners",
+            "no CAP_SYS_ADMIN: the listening sockets of other network namespaces than the \
+             tracer's own are unknown, so refusals there name no listeners and their listen-queue \
+             overflows are not seen (grant CAP_SYS_ADMIN, and run in the host's pid namespace)",
+            false,
+        )
+    });
+    let btf_path = args.btf.display().to_string();
+    let btf = KernelBtf::open(&btf_path);
+    out.push(match &btf {
+        Ok(_) => Check::ok("btf", btf_path.clone()),
+        Err(e) => Check::missing(
+            "btf",
+            format!("{e}: struct-field evidence (sk_err, netns, probes) degrades; needs a kernel built with CONFIG_DEBUG_INFO_BTF"),
+            false,
+        ),
+    });
+    out.push(match crate::enrich::workload::cgroupfs::Cgroupfs::find() {
+        Ok(fs) => Check::ok("cgroup v2", fs.mount().display().to_string()),
+        Err(e) => Check::missing(
+            "cgroup v2",
+            format!(
+                "{e}: every process's cgroup is the v2 root, so records name no unit, container \
+                 or pod (a cgroup v1-only host; mount cgroup2, e.g. `mount -t cgroup2 none \
+                 /sys/fs/cgroup/unified`, or boot with systemd.unified_cgroup_hierarchy=1)"
+            ),
+            false,
+        ),
+    });
+    out.push(dns_check());
+    match Tracefs::locate(args.tracefs.as_deref()) {
+        Ok(t) => {
+            out.push(Check::ok("tracefs", t.root().display().to_string()));
+            out.extend(resolve(&t, btf.as_ref().map_err(|e| e.as_str())).checks);
+        }
+        Err(e) => {
+            out.push(Check::missing("tracefs", e.to_string(), true));
+            out.extend(hooks_unreachable("tracefs is not mounted"));
+        }
+    }
+    out
+}
+
+/// The DNS capture: a cgroup_skb program (CAP_NET_ADMIN) on the cgroup v2 root.
+fn dns_check() -> Check {
+    let root = crate::enrich::workload::cgroupfs::Cgroupfs::find();
+    match (privileges::can_capture_dns(), root) {
+        (true, Ok(fs)) => Check::ok(
+            "dns",
+            format!(
+                "DNS answers of every namespace, cgroup_skb ingress on {}",
+                fs.mount().display()
+            ),
+        ),
+        (false, _) => Check::missing(
+            "dns",
+            "no CAP_NET_ADMIN: the DNS capture (a cgroup_skb program) cannot attach, so records \
+             name no destination (grant CAP_NET_ADMIN, or run with --no-dns)",
+            false,
+        ),
+        (true, Err(e)) => Check::missing(
+            "dns",
+            format!(
+                "{e}: the DNS capture attaches to the cgroup v2 root, so records name no \
+                 destination (mount cgroup2, or run with --no-dns)"
+            ),
+            false,
+        ),
+    }
+}
+
+pub fn main(args: &EnvArgs) -> ExitCode {
+    let checks = checks(args);
+    for c in &checks {
+        println!(
+            "{:<8} {}: {}",
+            if c.ok { "ok" } else { "missing" },
+            c.name,
+            c.detail
+        );
+    }
+    let bad = checks.iter().filter(|c| !c.ok).count();
+    if bad == 0 {
+        println!("all {} checks ok", checks.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{bad} of {} checks failed", checks.len());
+        ExitCode::FAILURE
+    }
+}
