@@ -99,9 +99,11 @@ impl Tracer {
                     t.stderr()
                 );
             }
-            // The start-up log ends with "attached N programs"; stderr has its own reader
-            // thread, so wait for that line too before a test reads the log.
-            (t.records().iter().any(|r| r["type"] == "stats") && t.stderr().contains("attached "))
+            // The contract: the first `stats` record. A test that reads the start-up log waits
+            // for it itself (`startup_log`).
+            t.records()
+                .iter()
+                .any(|r| r["type"] == "stats")
                 .then_some(())
         });
         t
@@ -140,6 +142,15 @@ impl Tracer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The start-up log, once its last line ("attached N programs (…)") has been read: stderr
+    /// has its own reader thread, which may trail the first `stats` record.
+    pub fn startup_log(&self) -> String {
+        wait_until("the start-up log", Duration::from_secs(10), || {
+            let log = self.stderr();
+            log.contains("attached ").then_some(log)
+        })
     }
 
     pub fn stderr(&self) -> String {

@@ -77,7 +77,7 @@ fn no_route(mode: &[&str]) {
     let ns = Netns::new("noroute");
     let tracer = Tracer::start(&ns, mode);
     // The mode is the one asked for: the entry program only when calls are kept from entry.
-    let log = tracer.stderr();
+    let log = tracer.startup_log();
     assert!(log.contains("sys_exit_connect"), "{log}");
     assert_eq!(log.contains("sys_enter_connect"), !mode.is_empty(), "{log}");
     let blocking = client_fails(
@@ -104,7 +104,7 @@ fn without_connect_calls_only_the_socket_path_reports() {
     let tracer = Tracer::start(&ns, &["--no-connect-calls"]);
     assert!(
         // The six socket tracepoints, kfree_skb and the DNS capture.
-        tracer.stderr().contains("attached 8 programs"),
+        tracer.startup_log().contains("attached 8 programs"),
         "{}",
         tracer.stderr()
     );

@@ -232,7 +232,7 @@ fn the_image_reports_a_refusal_in_a_test_namespace() {
     assert_eq!(r["process"]["comm"], "tt-client", "{r}");
     // The DaemonSet's capabilities attach the DNS capture (NET_ADMIN) to the host's cgroup v2
     // root, mounted over the container's own view.
-    let log = tracer.tracer().stderr();
+    let log = tracer.tracer().startup_log();
     assert!(
         log.contains("dns_ingress") && !log.contains("degraded: DNS capture"),
         "{log}"

@@ -102,7 +102,7 @@ fn without_btf_it_says_what_degrades_and_still_reports() {
     let ns = Netns::new("nobtf");
     // --netns needs BTF, so this tracer watches the whole host; the test picks its own record.
     let tracer = Tracer::start_unfiltered(&["--btf", "/nonexistent/vmlinux"]);
-    let log = tracer.stderr();
+    let log = tracer.startup_log();
     assert!(
         log.contains("/nonexistent/vmlinux") && log.contains("degraded"),
         "{log}"

@@ -283,7 +283,7 @@ fn raw_and_classic_tracepoints_see_the_same() {
         let mut args = vec!["--successes"];
         args.extend_from_slice(flags);
         let tracer = Tracer::start(&ns, &args);
-        let log = tracer.stderr();
+        let log = tracer.startup_log();
         let attached: Vec<&str> = log
             .lines()
             .find(|l| l.contains("attached "))

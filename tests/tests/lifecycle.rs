@@ -66,7 +66,7 @@ fn sigkill_twenty_times_mid_load_leaves_nothing_attached() {
         let tracer = Tracer::start(&ns, &[]);
         // "attached N programs (…)": 9 where connect()'s exit reads failed calls alone.
         let attached: usize = tracer
-            .stderr()
+            .startup_log()
             .split("attached ")
             .nth(1)
             .and_then(|rest| rest.split(' ').next())

@@ -156,7 +156,7 @@ fn with_raw_tracepoints_a_death_on_a_held_cpu_has_its_close_traced() {
     let mut held = HeldCpu::new(Netns::new("nestraw"));
     let tracer = Tracer::start(&held.ns, &[]);
     assert!(
-        tracer.stderr().contains("inet_sock_set_state_raw"),
+        tracer.startup_log().contains("inet_sock_set_state_raw"),
         "{}",
         tracer.stderr()
     );

@@ -18,7 +18,7 @@ fn prometheus_scrapes_the_failure_counter_per_destination() {
     let ns = Netns::new("prom");
     let tracer = Tracer::start(&ns, &["--metrics-addr", "127.0.0.1:0"]);
     let metrics: SocketAddr = tracer
-        .stderr()
+        .startup_log()
         .lines()
         .find_map(|l| {
             l.split("http://")

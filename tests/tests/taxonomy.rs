@@ -330,7 +330,7 @@ fn inbound_refusal(mode: &[&str], program: &str) {
     let remote = Netns::new("inbound-peer");
     server.veth(&remote, "10.200.0.1/24", Some("10.200.0.2/24"));
     let tracer = Tracer::start(&server, mode);
-    let log = tracer.stderr();
+    let log = tracer.startup_log();
     assert!(log.contains(program), "{program} not attached: {log}");
     let (_, lines) = client_run(&remote, &["connect", "--addr", "10.200.0.1:47"], WAIT);
     assert_eq!(field(&lines[0], "result"), Some("ECONNREFUSED"));

@@ -346,7 +346,7 @@ fn container_and_pod_filters_select_exactly_one_of_two_clients() {
     }
     let r = record_for(&tracer, cgroups[1].1);
     assert_eq!(r["workload"]["k8s.pod.name"], "db", "{r}");
-    let stderr = tracer.stderr();
+    let stderr = tracer.startup_log();
     assert!(
         stderr.contains("--pod prod/db named no running workload"),
         "{stderr}"

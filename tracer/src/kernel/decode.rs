@@ -11,19 +11,24 @@ use tracer_common::{
 
 /// What one ring-buffer record holds, told apart by its first byte (the kind).
 #[derive(Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "an event, the hot path, stays by value (no allocation); the rare kinds are boxed"
+)]
 pub enum Raw {
     /// A connection's state change, error, reset, call or warning.
     Event(RawEvent),
-    /// A cgroup the kernel saw for the first time (`KIND_CGROUP`).
-    Cgroup(RawCgroup),
-    /// A DNS message a socket received (`KIND_DNS`); boxed, as it is the largest by far.
+    /// A cgroup the kernel saw for the first time (`KIND_CGROUP`); boxed, as the rare kinds
+    /// are several times larger than an event.
+    Cgroup(Box<RawCgroup>),
+    /// A DNS message a socket received (`KIND_DNS`); boxed likewise.
     Dns(Box<RawDns>),
 }
 
 /// Decodes one ring-buffer record of any kind.
 pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
     match bytes.first() {
-        Some(&KIND_CGROUP) => decode_cgroup(bytes).map(Raw::Cgroup),
+        Some(&KIND_CGROUP) => decode_cgroup(bytes).map(|c| Raw::Cgroup(Box::new(c))),
         Some(&KIND_DNS) => decode_dns(bytes).map(|d| Raw::Dns(Box::new(d))),
         _ => decode_event(bytes).map(Raw::Event),
     }
