@@ -18,11 +18,11 @@ use hyper_util::{
 };
 use prost::Message;
 
+use crate::export::backoff::{BACKOFF_MIN, Backoff};
+
 /// How long one export may take before it counts as a connection error (and is retried).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retries wait 100 ms, doubling up to 5 s, unless the Collector says how long (`Retry-After`).
-pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` followed.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// The part of an answer's body kept (error messages, partial success).
@@ -209,25 +209,22 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The waits between retries of one export: 100 ms, doubling, at most 5 s.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
+/// The waits between retries of one export: the shared backoff (jittered, 100 ms to 5 s), or
+/// the Collector's `Retry-After`.
+#[derive(Debug, Default)]
+pub struct RetryWait {
+    backoff: Backoff,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: BACKOFF_MIN }
-    }
-}
-
-impl Backoff {
+impl RetryWait {
     /// How long to wait before the next attempt: the Collector's `Retry-After` (at most
-    /// `RETRY_AFTER_MAX`) if it gave one, else the next step of the backoff.
+    /// `RETRY_AFTER_MAX`) if it gave one of at least the backoff's floor, else the next step of
+    /// the backoff (so `Retry-After: 0` or a date past cannot make the exporter spin).
     pub fn wait(&mut self, retry_after: Option<Duration>) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        retry_after.map_or(step, |d| d.min(RETRY_AFTER_MAX))
+        match retry_after {
+            Some(d) if d >= BACKOFF_MIN => d.min(RETRY_AFTER_MAX),
+            _ => self.backoff.next_wait(),
+        }
     }
 }
 
@@ -380,17 +377,20 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_100_ms_to_5_s_and_follows_retry_after() {
-        let mut b = Backoff::default();
-        let waits: Vec<u64> = (0..9).map(|_| b.wait(None).as_millis() as u64).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        let mut b = Backoff::default();
-        assert_eq!(b.wait(Some(Duration::from_secs(2))), Duration::from_secs(2));
+    fn retries_follow_retry_after_capped_and_never_spin_on_a_zero_one() {
+        let mut w = RetryWait::default();
+        assert_eq!(w.wait(Some(Duration::from_secs(2))), Duration::from_secs(2));
         assert_eq!(
-            b.wait(Some(Duration::from_secs(3600))),
+            w.wait(Some(Duration::from_secs(3600))),
             RETRY_AFTER_MAX,
             "capped"
         );
-        assert_eq!(b.wait(None), Duration::from_millis(400));
+        // Retry-After: 0 (or a date past) gets the backoff: at least its floor, growing.
+        let first = w.wait(Some(Duration::ZERO));
+        assert_eq!(first, BACKOFF_MIN, "the backoff's first step is its floor");
+        let waits: Vec<Duration> = (0..8).map(|_| w.wait(Some(Duration::ZERO))).collect();
+        assert!(waits.iter().all(|d| *d >= BACKOFF_MIN), "{waits:?}");
+        let total: Duration = waits.iter().sum();
+        assert!(total >= Duration::from_millis(800), "{waits:?}");
     }
 }

@@ -30,7 +30,7 @@ use tokio::{
 };
 
 use super::{
-    http::{Backoff, Reporter, Transport, Verdict, judge},
+    http::{Reporter, RetryWait, Transport, Verdict, judge},
     wire::{Envelope, LogEncoder},
 };
 use crate::{
@@ -245,7 +245,7 @@ async fn send<T: Transport>(
     shared: &Shared,
     reporter: &mut Reporter,
 ) {
-    let mut backoff = Backoff::default();
+    let mut backoff = RetryWait::default();
     loop {
         let result = transport.post(uri, body.clone()).await;
         match judge(&result) {
@@ -474,8 +474,24 @@ mod tests {
         s.flush().unwrap();
         tokio::time::sleep(Duration::from_secs(30)).await;
         let times: Vec<u64> = fake.log(t0).iter().map(|e| e.0).collect();
-        // Sent after 1 s; then +100, +200, +400, +3000 (Retry-After), +1600, +3200 ms.
-        assert_eq!(times, [1000, 1100, 1300, 1700, 4700, 6300, 9500]);
+        // Sent after 1 s; then the jittered backoff (between 100 ms and a ceiling doubling from
+        // 100 ms), exactly 3 s for the Retry-After, then the backoff again.
+        assert_eq!(times.len(), 7, "{times:?}");
+        assert_eq!(times[0], 1000, "{times:?}");
+        let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        for (gap, (low, high)) in gaps.iter().zip([
+            (100u64, 100u64),
+            (100, 200),
+            (100, 400),
+            (3000, 3000),
+            (100, 800),
+            (100, 1600),
+        ]) {
+            assert!(
+                (low.saturating_sub(1)..=high + 1).contains(gap),
+                "a wait of {gap} ms, expected {low}..={high}: {times:?}"
+            );
+        }
         assert_eq!(delivered(&fake), 10);
         assert_eq!(s.dropped(), 0, "everything was delivered in the end");
     }

@@ -10,7 +10,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use tokio::{
@@ -20,11 +19,10 @@ use tokio::{
 };
 
 use super::Sink;
+use crate::export::backoff::Backoff;
 
 /// Lines held while the peer is away.
 pub const QUEUE_LINES: usize = 16_384;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShipperAddr {
@@ -95,7 +93,7 @@ async fn connect(addr: &ShipperAddr) -> io::Result<Box<dyn Conn>> {
 /// Owns the connection: connect (with backoff), write queued lines, reconnect on error keeping
 /// the line that failed.
 async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::default();
     let mut pending: Option<Vec<u8>> = None;
     let mut warned = false;
     loop {
@@ -108,8 +106,7 @@ async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
                     );
                     warned = true;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::time::sleep(backoff.next_wait()).await;
                 if rx.is_closed() && rx.is_empty() {
                     return;
                 }
@@ -119,7 +116,7 @@ async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
         if std::mem::take(&mut warned) {
             log::info!("output {addr}: connected");
         }
-        backoff = BACKOFF_MIN;
+        backoff.reset();
         let (mut reader, writer) = tokio::io::split(stream);
         let mut w = BufWriter::new(writer);
         let mut scratch = [0u8; 512];
