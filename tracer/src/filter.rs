@@ -4,31 +4,31 @@
 //! addresses beside them) are matched here, against the DNS answers seen (`DstFilter`).
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::analysis::outcome::{Direction, Outcome};
 
 use tracer_common::{AF_INET, AF_INET6, Cidr, Config, MAX_CIDRS, MAX_COMMS, MAX_PIDS, MAX_PORTS};
 
-/// `--dst`: an address (`10.1.2.3`, `::1`) or a prefix (`10.0.0.0/8`, `fd00::/8`).
+/// `--dst`: an address (`10.1.2.3`, `::1`) or a prefix (`10.0.0.0/8`, `fd00::/8`), parsed by
+/// `ipnet`, as the kernel's `Cidr`.
 pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     let form = "expected an IP address or a CIDR prefix, e.g. 10.0.0.0/8 or fd00::/8";
-    let (ip, len) = match s.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (s, None),
-    };
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("`{s}`: `{ip}` is not an IP address ({form})"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix_len = match len {
-        None => max,
-        Some(l) => l
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("`{s}`: prefix length must be 0 to {max} ({form})"))?,
+    let net = match s.split_once('/') {
+        Some((ip, _)) => s.parse::<IpNet>().map_err(|_| match ip.parse::<IpAddr>() {
+            Ok(ip) => format!(
+                "`{s}`: prefix length must be 0 to {} ({form})",
+                if ip.is_ipv4() { 32 } else { 128 }
+            ),
+            Err(_) => format!("`{s}`: `{ip}` is not an IP address ({form})"),
+        })?,
+        None => IpNet::from(
+            s.parse::<IpAddr>()
+                .map_err(|_| format!("`{s}`: `{s}` is not an IP address ({form})"))?,
+        ),
     };
     let mut addr_be = [0u8; 16];
-    let family = match ip {
+    let family = match net.addr() {
         IpAddr::V4(v4) => {
             addr_be[..4].copy_from_slice(&v4.octets());
             AF_INET
@@ -40,35 +40,28 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     };
     Ok(Cidr {
         family,
-        prefix_len,
+        prefix_len: net.prefix_len(),
         _pad: [0; 2],
         addr_be,
     })
 }
 
-/// Whether `ip` is in the prefix, as the kernel's `--dst` match decides (for what userspace
-/// makes itself: a listener's overflow).
-pub fn cidr_contains(c: &Cidr, ip: IpAddr) -> bool {
-    let (family, bytes) = match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&v4.octets());
-            (AF_INET, b)
+/// The kernel's `Cidr` as an `ipnet` prefix (`None` for a family the kernel would not match).
+fn ip_net(c: &Cidr) -> Option<IpNet> {
+    match c.family {
+        AF_INET => {
+            let a = &c.addr_be;
+            IpNet::new(IpAddr::from([a[0], a[1], a[2], a[3]]), c.prefix_len).ok()
         }
-        IpAddr::V6(v6) => (AF_INET6, v6.octets()),
-    };
-    if family != c.family {
-        return false;
+        AF_INET6 => IpNet::new(IpAddr::from(c.addr_be), c.prefix_len).ok(),
+        _ => None,
     }
-    let bits = usize::from(c.prefix_len);
-    let (whole, rest) = (bits / 8, bits % 8);
-    if bytes[..whole] != c.addr_be[..whole] {
-        return false;
-    }
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        bytes[whole] & mask == c.addr_be[whole] & mask
-    }
+}
+
+/// Whether `ip` is in the prefix, as the kernel's `--dst` match decides (for what userspace
+/// makes itself: a listener's overflow). An IPv4-mapped address is its IPv4 address.
+pub fn cidr_contains(c: &Cidr, ip: IpAddr) -> bool {
+    ip_net(c).is_some_and(|net| net.trunc().contains(&ip.to_canonical()))
 }
 
 /// One `--dst` value: a prefix, or a DNS name (`api.example.com`; `*.example.com` for every name
