@@ -85,7 +85,7 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         undone: 0,
         fd: fd as i32,
     };
-    if CONNECTS.insert(pid_tgid, &pending, 0).is_err() {
+    if CONNECTS.insert(pid_tgid, pending, 0).is_err() {
         // Full: this call is not traced (counted like any state that could not be created).
         count(Counter::InsertErrors);
     }

@@ -72,7 +72,7 @@ fn try_error_report(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     // For the close of this connection, if it is a tracked connect (`set_state.rs`).
-    let _ = crate::REPORTED.insert(&TupleKey::of(ev), &ev.ts_ns, 0);
+    let _ = crate::REPORTED.insert(TupleKey::of(ev), ev.ts_ns, 0);
     submit(ev);
     Some(())
 }

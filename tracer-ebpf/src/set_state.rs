@@ -199,7 +199,7 @@ fn ended_cleanly(sk: *const u8, state: &RawEvent) -> bool {
     }
     // SAFETY: a map value pointer, read at once while this program runs.
     let reported = crate::REPORTED
-        .get_ptr(&TupleKey::of(state))
+        .get_ptr(TupleKey::of(state))
         .is_some_and(|at| unsafe { *at } >= state.start_ns);
     !reported
 }

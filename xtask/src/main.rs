@@ -6,12 +6,12 @@
 mod fuzz;
 mod image;
 mod setup;
+mod tiers;
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, ExitCode, Stdio},
+    process::{Command, ExitCode},
 };
 
 use anyhow::{Context, Result, bail};
@@ -80,9 +80,18 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, requires = "run")]
         args: Vec<String>,
     },
-    /// Run the unit tests, the real-kernel scenario tests (needs root) and a short fuzz run.
+    /// Run everything CI runs: fmt and clippy (the lint gate), the unit tests, the real-kernel
+    /// tests (needs root), a short fuzz run and the short benchmark. `--unit` and `--kernel`
+    /// run one tier alone.
     Test {
-        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        /// Only the unit tests: no privilege, no image, no fuzz, no bench (debug build).
+        #[arg(long, conflicts_with = "kernel")]
+        unit: bool,
+        /// Only the real-kernel tests (needs root): `--kernel FILTER` runs those whose name
+        /// contains FILTER.
+        #[arg(long)]
+        kernel: bool,
+        /// A test name filter, and further arguments for `cargo nextest run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -93,7 +102,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Setup => setup::run(),
         Task::Run { args } => run(&args),
-        Task::Test { args } => test(&args),
+        Task::Test { unit, kernel, args } => match (unit, kernel) {
+            (true, _) => tiers::unit(&args, false).and_then(tiers::check),
+            (_, true) => setup::run()
+                .and_then(|()| tiers::kernel(&args))
+                .and_then(tiers::check),
+            _ => test(&args),
+        },
         Task::Soak { minutes } => {
             setup::run().and_then(|()| tool("tt-soak", &["--minutes".into(), minutes.to_string()]))
         }
@@ -218,109 +233,74 @@ fn tool(name: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask test`: setup, the release tracer and its container image, every test with
-/// `TRACER_BIN`, `TRACER_IMAGE` and `KUBERNETES_VALIDATE` set, the short fuzz run and the short
-/// benchmark; one closing result line.
+/// `cargo xtask test`: setup; the lint gate (fmt, clippy of the workspace and of the eBPF crate
+/// for its target); the unit tier and the kernel tier (nextest, release); the short fuzz run and
+/// the short benchmark; one closing result line that adds them all up. Every part runs even when
+/// an earlier one failed, so one run shows every failure.
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
-    let bin = build_release()?;
-    // The deployment tests run this image (tests/tests/deploy.rs): built once, here.
-    let image = image::build()?;
-    let mut cmd = vec![
-        "test",
-        "--release",
+    let total = std::cell::Cell::new(tiers::Count::default());
+    let add = |c: tiers::Count| {
+        let mut t = total.get();
+        t.add(c);
+        total.set(t);
+    };
+    let part = |name: &str, ok: bool| {
+        println!("{name} ... {}", if ok { "ok" } else { "FAILED" });
+        add(tiers::Count::one(ok));
+    };
+    let fmt = cargo(&["fmt", "--all", "--check"]);
+    if let Err(e) = &fmt {
+        eprintln!("xtask: {e:#}: run `cargo fmt --all`");
+    }
+    part("lint: cargo fmt --check", fmt.is_ok());
+    let clippy = cargo(&[
+        "clippy",
         "--workspace",
         "--exclude",
         "tracer-ebpf",
-    ];
-    cmd.extend(args.iter().map(String::as_str));
-    let mut child = Command::new(env!("CARGO"))
-        .args(&cmd)
-        .current_dir(workspace_root())
-        .env("PATH", setup::path_with_cargo_bin())
-        .env("TRACER_BIN", &bin)
-        .env("TRACER_IMAGE", &image.id)
-        .env("KUBERNETES_VALIDATE", setup::kubernetes_validate())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo test")?;
-    // Pass the output through and add up the per-binary results into one closing line.
-    let (mut passed, mut failed) = (0u64, 0u64);
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let line = line.context("reading cargo test output")?;
-        println!("{line}");
-        if let Some((p, f)) = parse_result(&line) {
-            passed += p;
-            failed += f;
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    if let Err(e) = &clippy {
+        eprintln!("xtask: {e:#}");
+    }
+    part("lint: cargo clippy", clippy.is_ok());
+    let ebpf = tiers::clippy_ebpf();
+    if let Err(e) = &ebpf {
+        eprintln!("xtask: {e:#}");
+    }
+    part("lint: cargo clippy (tracer-ebpf, bpfel)", ebpf.is_ok());
+    let unit = tiers::unit(args, true);
+    let kernel = tiers::kernel(args);
+    for (tier, result) in [("unit", unit), ("kernel", kernel)] {
+        match result {
+            Ok(c) => add(c),
+            Err(e) => {
+                eprintln!("xtask: the {tier} tier: {e:#}");
+                add(tiers::Count::one(false));
+            }
         }
     }
-    let status = child.wait().context("waiting for cargo test")?;
     // A short fuzz run of every target, each counted as a test.
-    let fuzzed = if status.success() {
-        fuzz::run(fuzz::SHORT_RUN_SECONDS)?
-    } else {
-        Vec::new()
-    };
-    for (target, ok) in &fuzzed {
-        println!(
-            "fuzz target {target} ... {}",
-            if *ok { "ok" } else { "FAILED" }
-        );
+    match fuzz::run(fuzz::SHORT_RUN_SECONDS) {
+        Ok(fuzzed) => {
+            for (target, ok) in fuzzed {
+                part(&format!("fuzz target {target}"), ok);
+            }
+        }
+        Err(e) => {
+            eprintln!("xtask: fuzz: {e:#}");
+            part("fuzz", false);
+        }
     }
-    passed += fuzzed.iter().filter(|(_, ok)| *ok).count() as u64;
-    failed += fuzzed.iter().filter(|(_, ok)| !*ok).count() as u64;
     // The benchmark in its short mode, counted as one test: its sanity checks, not its timings.
-    let bench = status.success() && {
-        let ok = tool("tt-bench", &["--short".into()]);
-        if let Err(e) = &ok {
-            eprintln!("xtask: {e:#}");
-        }
-        ok.is_ok()
-    };
-    if status.success() {
-        println!(
-            "benchmark (short) ... {}",
-            if bench { "ok" } else { "FAILED" }
-        );
-        if bench {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
+    let bench = tool("tt-bench", &["--short".into()]);
+    if let Err(e) = &bench {
+        eprintln!("xtask: {e:#}");
     }
-    println!("tests: {passed} passed, {failed} failed");
-    if !status.success() {
-        bail!("tests failed ({status})");
-    }
-    if failed > 0 {
-        bail!("a fuzz target or the short benchmark failed (see above)");
-    }
-    Ok(())
-}
-
-/// `test result: ok. 11 passed; 0 failed; …` → (11, 0).
-fn parse_result(line: &str) -> Option<(u64, u64)> {
-    let rest = line.strip_prefix("test result: ")?;
-    let count = |word: &str| -> Option<u64> {
-        rest.split(';')
-            .find_map(|part| {
-                part.trim()
-                    .trim_start_matches(|c: char| !c.is_ascii_digit())
-                    .strip_suffix(word)
-            })
-            .and_then(|n| n.trim().parse().ok())
-    };
-    Some((count(" passed")?, count(" failed")?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_result;
-
-    #[test]
-    fn parses_cargo_test_result_lines() {
-        let line = "test result: ok. 11 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 17.09s";
-        assert_eq!(parse_result(line), Some((11, 2)));
-        assert_eq!(parse_result("running 3 tests"), None);
-    }
+    part("benchmark (short)", bench.is_ok());
+    tiers::check(total.get())
 }

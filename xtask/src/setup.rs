@@ -196,6 +196,16 @@ pub fn run() -> Result<()> {
         )?;
     }
 
+    // 4b. cargo-nextest, the test runner (`cargo xtask test`); machines of this kind ship it.
+    if output(Command::new(env!("CARGO")).args(["nextest", "--version"])).is_some() {
+        say("ok: cargo-nextest");
+    } else {
+        run_step(
+            "cargo-nextest",
+            Command::new(env!("CARGO")).args(["install", "cargo-nextest", "--locked"]),
+        )?;
+    }
+
     // 5. tracefs, where the tracepoints are.
     if Path::new(TRACEFS).join("events").is_dir() {
         say(&format!("ok: tracefs at {TRACEFS}"));
