@@ -32,7 +32,7 @@ struct Discard {
 }
 
 impl Sink for Discard {
-    fn send(&mut self, line: &[u8]) -> io::Result<()> {
+    fn send(&mut self, line: &bytes::Bytes) -> io::Result<()> {
         self.bytes.set(self.bytes.get() + line.len() as u64);
         Ok(())
     }

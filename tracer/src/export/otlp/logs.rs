@@ -120,11 +120,11 @@ impl LogSink {
 
 impl Sink for LogSink {
     /// Lines are not exported: only records (`send_record`).
-    fn send(&mut self, _line: &[u8]) -> io::Result<()> {
+    fn send(&mut self, _line: &bytes::Bytes) -> io::Result<()> {
         Ok(())
     }
 
-    fn send_record(&mut self, record: &Record<'_>, line: &[u8]) -> io::Result<()> {
+    fn send_record(&mut self, record: &Record<'_>, line: &bytes::Bytes) -> io::Result<()> {
         if matches!(record, Record::Stats(_)) {
             return Ok(());
         }
@@ -401,7 +401,7 @@ mod tests {
             ));
             let mut line = serde_json::to_vec(&r).unwrap();
             line.push(b'\n');
-            sink.send_record(&r, &line).unwrap();
+            sink.send_record(&r, &line.into()).unwrap();
         }
     }
 
@@ -550,7 +550,8 @@ mod tests {
         assert_eq!(s.dropped(), 20_000 - QUEUE_RECORDS as u64);
         // Stats records are not log records: neither queued nor dropped.
         let stats = Record::Stats(Stats::default());
-        s.send_record(&stats, b"{}\n").unwrap();
+        s.send_record(&stats, &bytes::Bytes::from_static(b"{}\n"))
+            .unwrap();
         assert_eq!(s.dropped(), 20_000 - QUEUE_RECORDS as u64);
     }
 

@@ -47,7 +47,7 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn send(&mut self, line: &[u8]) -> io::Result<()> {
+    fn send(&mut self, line: &bytes::Bytes) -> io::Result<()> {
         match self.out.as_mut().map(|o| o.write_all(line)) {
             Some(Ok(())) => {}
             Some(Err(e)) => {

@@ -13,6 +13,7 @@ pub mod target;
 
 use std::{future::Future, io, pin::Pin};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 pub use target::Target;
@@ -25,11 +26,12 @@ pub type Closing = Pin<Box<dyn Future<Output = ()>>>;
 
 /// One destination for records: NDJSON lines, or (OTLP) the records themselves.
 pub trait Sink {
-    /// Queues or writes one line (with its newline). An error is fatal only for stdout.
-    fn send(&mut self, line: &[u8]) -> io::Result<()>;
+    /// Queues or writes one line (with its newline). The line is shared, not copied: a sink
+    /// that queues it keeps a reference. An error is fatal only for stdout.
+    fn send(&mut self, line: &Bytes) -> io::Result<()>;
     /// Queues or writes `record`, whose JSON line (with its newline) is `line`. Sinks of lines
     /// send the line; a sink that needs the record's fields (OTLP) overrides this.
-    fn send_record(&mut self, _record: &Record<'_>, line: &[u8]) -> io::Result<()> {
+    fn send_record(&mut self, _record: &Record<'_>, line: &Bytes) -> io::Result<()> {
         self.send(line)
     }
     /// Pushes out what is buffered.
@@ -51,7 +53,8 @@ pub trait Sink {
 
 /// All sinks, fed the same lines.
 pub struct Output {
-    line: Vec<u8>,
+    /// Where each line is serialized; its buffer is reused once every sink let go of the last.
+    line: BytesMut,
     sinks: Vec<Box<dyn Sink>>,
     /// The first write error; nothing is written after it.
     error: Option<io::Error>,
@@ -60,7 +63,7 @@ pub struct Output {
 impl Output {
     pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
         Self {
-            line: Vec::with_capacity(1024),
+            line: BytesMut::with_capacity(1024),
             sinks,
             error: None,
         }
@@ -95,14 +98,14 @@ impl Output {
             return;
         }
         self.line.clear();
-        let sent = serde_json::to_writer(&mut self.line, value)
+        let sent = serde_json::to_writer((&mut self.line).writer(), value)
             .map_err(io::Error::from)
             .and_then(|()| {
-                self.line.push(b'\n');
-                let line = &self.line;
+                self.line.put_u8(b'\n');
+                let line = self.line.split().freeze();
                 self.sinks.iter_mut().try_for_each(|s| match record {
-                    Some(r) => s.send_record(r, line),
-                    None => s.send(line),
+                    Some(r) => s.send_record(r, &line),
+                    None => s.send(&line),
                 })
             });
         self.error = sent.err();
@@ -154,7 +157,7 @@ mod tests {
 
     struct Capture(Rc<RefCell<Vec<u8>>>);
     impl Sink for Capture {
-        fn send(&mut self, line: &[u8]) -> io::Result<()> {
+        fn send(&mut self, line: &Bytes) -> io::Result<()> {
             self.0.borrow_mut().extend_from_slice(line);
             Ok(())
         }
@@ -172,7 +175,7 @@ mod tests {
         sent: Rc<RefCell<usize>>,
     }
     impl Sink for Failing {
-        fn send(&mut self, _line: &[u8]) -> io::Result<()> {
+        fn send(&mut self, _line: &Bytes) -> io::Result<()> {
             if *self.sent.borrow() >= self.ok {
                 return Err(io::ErrorKind::BrokenPipe.into());
             }
@@ -185,6 +188,47 @@ mod tests {
         fn describe(&self) -> String {
             "failing".into()
         }
+    }
+
+    /// Keeps every line it is handed, as a queueing sink does.
+    struct Keep(Rc<RefCell<Vec<Bytes>>>);
+    impl Sink for Keep {
+        fn send(&mut self, line: &Bytes) -> io::Result<()> {
+            self.0.borrow_mut().push(line.clone());
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "keep".into()
+        }
+    }
+
+    #[test]
+    fn queueing_sinks_share_one_serialized_line_and_later_lines_are_their_own() {
+        let (a, b) = (
+            Rc::new(RefCell::new(Vec::new())),
+            Rc::new(RefCell::new(Vec::new())),
+        );
+        let mut out = Output::new(vec![Box::new(Keep(a.clone())), Box::new(Keep(b.clone()))]);
+        out.write_value(&serde_json::json!({"n": 1}), None);
+        out.write_value(&serde_json::json!({"n": 22}), None);
+        let (a, b) = (a.borrow(), b.borrow());
+        assert_eq!(a.len(), 2);
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert_eq!(
+                x.as_ptr(),
+                y.as_ptr(),
+                "one copy of the line for both sinks"
+            );
+        }
+        assert_eq!(&a[0][..], b"{\"n\":1}\n");
+        assert_eq!(
+            &a[1][..],
+            b"{\"n\":22}\n",
+            "the next line did not overwrite a held one"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use tokio::{
     sync::mpsc,
 };
 
+use bytes::Bytes;
+
 use super::Sink;
 use crate::export::backoff::Backoff;
 
@@ -41,7 +43,7 @@ impl std::fmt::Display for ShipperAddr {
 
 pub struct SocketSink {
     addr: ShipperAddr,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Bytes>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -59,8 +61,9 @@ impl SocketSink {
 }
 
 impl Sink for SocketSink {
-    fn send(&mut self, line: &[u8]) -> io::Result<()> {
-        if self.tx.try_send(line.to_vec()).is_err() {
+    fn send(&mut self, line: &Bytes) -> io::Result<()> {
+        // A reference to the one serialized line, not a copy.
+        if self.tx.try_send(line.clone()).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -92,9 +95,9 @@ async fn connect(addr: &ShipperAddr) -> io::Result<Box<dyn Conn>> {
 
 /// Owns the connection: connect (with backoff), write queued lines, reconnect on error keeping
 /// the line that failed.
-async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Bytes>) {
     let mut backoff = Backoff::default();
-    let mut pending: Option<Vec<u8>> = None;
+    let mut pending: Option<Bytes> = None;
     let mut warned = false;
     loop {
         let stream = match connect(&addr).await {

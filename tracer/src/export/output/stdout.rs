@@ -22,7 +22,7 @@ impl Default for StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn send(&mut self, line: &[u8]) -> io::Result<()> {
+    fn send(&mut self, line: &bytes::Bytes) -> io::Result<()> {
         self.out.write_all(line)
     }
 
