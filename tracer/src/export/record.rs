@@ -36,6 +36,7 @@ pub enum Record<'a> {
 }
 
 /// One destination's window (`--summary-interval`).
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug, PartialEq)]
 pub struct SummaryOut<'a> {
     pub time: Timestamp,
@@ -48,9 +49,12 @@ pub struct SummaryOut<'a> {
     pub failures: FailureCounts,
     pub syn_retransmits: u64,
     /// Connect latency quantiles; null when nothing connected in the window.
+    #[serialize_always]
     pub connect_ms: Option<LatencyOut>,
     pub top_processes: Vec<TopProcess>,
+    #[serialize_always]
     pub first_failure: Option<String>,
+    #[serialize_always]
     pub last_failure: Option<String>,
     /// Consecutive failures up to the window's end (carried across windows until a success).
     pub failure_streak: u64,
@@ -60,7 +64,6 @@ pub struct SummaryOut<'a> {
     pub at_risk: u64,
     pub verdict: &'static str,
     /// The latest DNS answer that gave this address in the window.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsOut<'a>>,
 }
 
@@ -84,12 +87,12 @@ pub struct LatencyOut {
     pub max: f64,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug, PartialEq)]
 pub struct TopProcess {
     pub pid: u32,
     pub comm: String,
     pub attempts: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<Workload>,
 }
 
@@ -147,6 +150,7 @@ impl<'a> SummaryOut<'a> {
     }
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Endpoint<'a> {
     /// IPv4 dotted quad or IPv6 without brackets.
@@ -155,7 +159,6 @@ pub struct Endpoint<'a> {
     pub port: u16,
     /// The name the client asked DNS for when the answer gave this address (never a reverse
     /// lookup).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
 }
 
@@ -193,6 +196,7 @@ pub struct Process<'a> {
     pub uid: u32,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug)]
 pub struct Failure<'a> {
     pub time: Timestamp,
@@ -202,19 +206,23 @@ pub struct Failure<'a> {
     pub src: Endpoint<'a>,
     pub dst: Endpoint<'a>,
     /// The process that called connect(); null for inbound records.
+    #[serialize_always]
     pub process: Option<Process<'a>>,
+    #[serialize_always]
     pub cgroup_id: Option<u64>,
     /// The workload that connected (unit, container, pod); absent for inbound records and when
     /// unknown.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<&'a Workload>,
+    #[serialize_always]
     pub netns: Option<u32>,
     /// Symbolic errno (`ECONNREFUSED`), or null when the socket had none.
+    #[serialize_always]
     pub errno: Option<Cow<'static, str>>,
     pub evidence: EvidenceOut<'a>,
     /// Likely causes and the next diagnostic step, with this connection's address filled in
     /// (empty when no rule applies).
     #[serde(serialize_with = "hint_or_empty")]
+    #[serialize_always]
     pub hint: Option<Hint<'a>>,
 }
 
@@ -226,6 +234,7 @@ fn hint_or_empty<S: Serializer>(h: &Option<Hint<'_>>, s: S) -> Result<S::Ok, S::
 }
 
 /// A successful connect (`--successes`).
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Connect<'a> {
     pub time: Timestamp,
@@ -233,8 +242,8 @@ pub struct Connect<'a> {
     pub dst: Endpoint<'a>,
     pub process: Process<'a>,
     pub cgroup_id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<&'a Workload>,
+    #[serialize_always]
     pub netns: Option<u32>,
     /// From connect() to ESTABLISHED.
     pub latency_ms: f64,
@@ -243,84 +252,56 @@ pub struct Connect<'a> {
     #[serde(skip_serializing_if = "<[f64]>::is_empty")]
     pub syn_retransmit_ms: &'a [f64],
     /// The DNS answer that gave the destination, if one was seen.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsOut<'a>>,
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug, PartialEq)]
 pub struct EvidenceOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub gave_up: Option<&'static str>,
     pub syn_retransmits: u16,
     #[serde(skip_serializing_if = "<[f64]>::is_empty")]
     pub syn_retransmit_ms: &'a [f64],
     pub elapsed_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_age_ms: Option<f64>,
     pub data_retransmits: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub probes_sent: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_enabled: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_idle_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_interval_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_probes: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub srtt_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_sent: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_acked: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_received: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub unacked_bytes: Option<u32>,
     pub rst_received: bool,
     pub rst_sent: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rst_sent_reason: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub soft_errno: Option<Cow<'static, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_flags: Option<String>,
     /// Present (false) only when the kernel skipped the tracer at the close.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub close_traced: Option<bool>,
     /// `connect_call`: it failed inside connect(), before any SYN was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<&'static str>,
     /// The namespace's ephemeral port range, for `no_local_port`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub local_port_range: Option<PortRange>,
     /// Packets of this connection this host dropped, per direction.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub local_drops: Option<LocalDropsOut<'a>>,
     /// `at_risk`: retransmission timeouts in a row without progress.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeouts_in_a_row: Option<u8>,
     /// The connection had been warned about (`at_risk`) this long before, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub warned_ms_before: Option<f64>,
     /// `listen_overflow`: the listener and what it dropped.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<ListenOut<'a>>,
     /// A listener of this host on the destination's port that overflowed meanwhile.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub overflowed_listener: Option<ListenOut<'a>>,
     /// Who listens on the refused port in that network namespace (empty: nothing does).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub listeners: Option<ListenersOut<'a>>,
     /// The DNS answer the destination came from.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsOut<'a>>,
 }
 
@@ -359,13 +340,13 @@ pub struct PortRange {
 }
 
 /// The ICMP error the kernel queued on the socket.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Icmp {
     #[serde(rename = "type")]
     pub icmp_type: u8,
     pub code: u8,
     /// Who sent it: a router on the path, or the destination itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<IpAddr>,
 }
 
@@ -411,6 +392,7 @@ impl Serialize for LocalDropsOut<'_> {
 
 /// A listening socket's accept queue (`listen_overflow`, and the listener a timed-out connect
 /// went to).
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Debug, PartialEq)]
 pub struct ListenOut<'a> {
     #[serde(serialize_with = "display")]
@@ -420,9 +402,7 @@ pub struct ListenOut<'a> {
     pub queued: u32,
     pub dropped: u64,
     pub window_s: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<&'a str>,
 }
 
