@@ -42,6 +42,8 @@ struct Source {
     revision: String,
     /// The commit's time, seconds since the epoch: the image's and its files' time.
     epoch: u64,
+    /// The same time in RFC 3339 (`git log --format=%cI`), for the `created` label.
+    created: String,
     /// `git remote get-url origin`, when there is one.
     url: Option<String>,
 }
@@ -76,33 +78,26 @@ impl Source {
             })
             .unwrap_or(0);
         let url = git(root, &["remote", "get-url", "origin"]).filter(|u| !u.is_empty());
+        // Outside a git checkout, the binary's time as `date` writes it.
+        let created = git(root, &["log", "-1", "--format=%cI"])
+            .filter(|c| !c.is_empty())
+            .or_else(|| {
+                let out = Command::new("date")
+                    .args(["-u", "-d", &format!("@{epoch}"), "+%Y-%m-%dT%H:%M:%SZ"])
+                    .output()
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            })
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
         Source {
             revision: revision.unwrap_or_else(|| "unknown".into()),
             epoch,
+            created,
             url,
         }
     }
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (`2026-11-27T19:50:32Z`), for the `created` label.
-fn rfc3339(epoch: u64) -> String {
-    let (days, secs) = (epoch / 86_400, epoch % 86_400);
-    // Howard Hinnant's civil_from_days: days since 1970-01-01 to a proleptic Gregorian date.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// The shared libraries and the dynamic loader `ldd` lists for `program`; none for a static
@@ -205,7 +200,7 @@ pub fn build() -> Result<Image> {
         .arg(root.join("deploy/Containerfile"))
         .args(["--build-arg", &format!("VERSION={version}")])
         .args(["--build-arg", &format!("REVISION={}", source.revision)])
-        .args(["--build-arg", &format!("CREATED={}", rfc3339(source.epoch))])
+        .args(["--build-arg", &format!("CREATED={}", source.created)])
         .args(["--timestamp", &source.epoch.to_string()])
         .arg("--iidfile")
         .arg(&iidfile);
@@ -216,7 +211,7 @@ pub fn build() -> Result<Image> {
     let labels = [
         ("version", Some(version.to_string())),
         ("revision", Some(source.revision.clone())),
-        ("created", Some(rfc3339(source.epoch))),
+        ("created", Some(source.created.clone())),
         ("source", source.url.clone()),
     ];
     for (key, value) in labels {
@@ -355,16 +350,4 @@ pub fn run(image: &Image, opts: &RunOptions) -> Result<()> {
     eprintln!("xtask: {cmd:?}");
     let err = cmd.exec();
     Err(err).context("cannot start podman run")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn formats_epoch_seconds_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_798_487_432), "2026-12-28T19:50:32Z");
-    }
 }

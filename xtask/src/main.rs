@@ -81,17 +81,20 @@ enum Task {
         args: Vec<String>,
     },
     /// Run everything CI runs: fmt and clippy (the lint gate), the unit tests, the real-kernel
-    /// tests (needs root), a short fuzz run and the short benchmark. `--unit` and `--kernel`
-    /// run one tier alone.
+    /// tests (needs root), a short fuzz run and the short benchmark, and print one closing line
+    /// `tests: N passed, N failed`. `--unit` and `--kernel` run one tier alone. Tests run under
+    /// cargo-nextest (`.config/nextest.toml`), or `cargo test` where it is missing.
     Test {
-        /// Only the unit tests: no privilege, no image, no fuzz, no bench (debug build).
+        /// Only the unit tests (of tracer, tracer-common, xtask and the tests' library): no
+        /// setup, no privilege, no image, no fuzz, no bench (debug build).
         #[arg(long, conflicts_with = "kernel")]
         unit: bool,
-        /// Only the real-kernel tests (needs root): `--kernel FILTER` runs those whose name
-        /// contains FILTER.
+        /// Only the real-kernel tests, tests/tests/*.rs (setup first; needs root):
+        /// `--kernel FILTER` runs the test files and tests whose name contains FILTER.
         #[arg(long)]
         kernel: bool,
-        /// A test name filter, and further arguments for `cargo nextest run`.
+        /// A test name filter (`cargo xtask test -- NAME`, `--unit NAME`, `--kernel FILTER`),
+        /// and further arguments for `cargo nextest run`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -103,10 +106,12 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::Run { args } => run(&args),
         Task::Test { unit, kernel, args } => match (unit, kernel) {
-            (true, _) => tiers::unit(&args, false).and_then(tiers::check),
-            (_, true) => setup::run()
-                .and_then(|()| tiers::kernel(&args))
-                .and_then(tiers::check),
+            // No setup: it installs and mounts (root); the unit tier needs neither.
+            (true, _) => tiers::alone("unit", tiers::unit(&args, false, false)),
+            (_, true) => tiers::alone(
+                "kernel",
+                setup::run().and_then(|()| tiers::kernel(&args, false)),
+            ),
             _ => test(&args),
         },
         Task::Soak { minutes } => {
@@ -235,10 +240,15 @@ fn tool(name: &str, args: &[String]) -> Result<()> {
 
 /// `cargo xtask test`: setup; the lint gate (fmt, clippy of the workspace and of the eBPF crate
 /// for its target); the unit tier and the kernel tier (nextest, release); the short fuzz run and
-/// the short benchmark; one closing result line that adds them all up. Every part runs even when
-/// an earlier one failed, so one run shows every failure.
+/// the short benchmark; one closing result line that adds them all up. Every part after setup
+/// runs even when an earlier one failed, so one run shows every failure; a failed setup ends the
+/// run (counted as one failure).
 fn test(args: &[String]) -> Result<()> {
-    setup::run()?;
+    if let Err(e) = setup::run() {
+        eprintln!("xtask: setup: {e:#}");
+        println!("setup ... FAILED");
+        return tiers::check(tiers::Count::one(false));
+    }
     let total = std::cell::Cell::new(tiers::Count::default());
     let add = |c: tiers::Count| {
         let mut t = total.get();
@@ -273,8 +283,10 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask: {e:#}");
     }
     part("lint: cargo clippy (tracer-ebpf, bpfel)", ebpf.is_ok());
-    let unit = tiers::unit(args, true);
-    let kernel = tiers::kernel(args);
+    // A name filter applies to both tiers; matching nothing in one of them is no failure.
+    let filtered = !args.is_empty();
+    let unit = tiers::unit(args, true, filtered);
+    let kernel = tiers::kernel(args, filtered);
     for (tier, result) in [("unit", unit), ("kernel", kernel)] {
         match result {
             Ok(c) => add(c),

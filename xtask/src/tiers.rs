@@ -1,12 +1,15 @@
-//! The test tiers of `cargo xtask test`, run with cargo-nextest (`.config/nextest.toml`):
-//! - the unit tier: the library and binary unit tests of `tracer`, `tracer-common` and `xtask`;
-//!   no privilege, no image, no system change;
+//! The test tiers of `cargo xtask test`, run with cargo-nextest (`.config/nextest.toml`), or
+//! with `cargo test` where `cargo nextest` is missing (said on stderr):
+//! - the unit tier: the library and binary unit tests of `tracer`, `tracer-common`, `xtask` and
+//!   `tracer-tests` (its library's own); no privilege, no image, no system change;
 //! - the kernel tier: the real-kernel tests of `tests/tests/*.rs` (root), against the release
 //!   tracer and its image;
 //! - the eBPF crate's clippy, for its own target.
 use std::{
-    io::{BufRead, BufReader},
+    ffi::OsStr,
+    io::{BufRead, BufReader, IsTerminal},
     process::{Command, Stdio},
+    sync::OnceLock,
 };
 
 use anyhow::{Context, Result, bail};
@@ -44,51 +47,113 @@ pub fn check(count: Count) -> Result<()> {
     Ok(())
 }
 
-/// The unit tier (`release`: the release profile, shared with the kernel tier's build).
-pub fn unit(args: &[String], release: bool) -> Result<Count> {
-    let mut cmd = vec!["nextest", "run"];
-    if release {
-        cmd.push("--release");
+/// One tier run alone (`--unit`, `--kernel`): its closing line also when it could not run
+/// (a build failure: one failure).
+pub fn alone(tier: &str, result: Result<Count>) -> Result<()> {
+    let count = result.unwrap_or_else(|e| {
+        eprintln!("xtask: the {tier} tier: {e:#}");
+        Count::one(false)
+    });
+    check(count)
+}
+
+/// How a tier runs its tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// `cargo nextest run`: a process per test, `.config/nextest.toml`'s groups and timeouts.
+    Nextest,
+    /// `cargo test`, where cargo-nextest is missing.
+    CargoTest,
+}
+
+/// cargo-nextest if `cargo nextest --version` works, else `cargo test` (said once, on stderr).
+pub fn runner() -> Runner {
+    static RUNNER: OnceLock<Runner> = OnceLock::new();
+    *RUNNER.get_or_init(|| {
+        let works = Command::new(env!("CARGO"))
+            .args(["nextest", "--version"])
+            .env("PATH", setup::path_with_cargo_bin())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if works {
+            Runner::Nextest
+        } else {
+            eprintln!(
+                "xtask: `cargo nextest --version` failed: cargo-nextest is missing (`cargo xtask \
+                 setup` installs it); falling back to `cargo test` (no process per test, none of \
+                 .config/nextest.toml's test groups and timeouts)"
+            );
+            Runner::CargoTest
+        }
+    })
+}
+
+impl Runner {
+    /// `nextest run` or `test`, before the tier's own arguments. `filtered`: a filter that
+    /// matches nothing here is not a failure (nextest's default is to fail).
+    fn command(self, filtered: bool) -> Vec<String> {
+        match self {
+            Runner::Nextest => {
+                let mut cmd = vec!["nextest".to_string(), "run".to_string()];
+                if filtered {
+                    cmd.push("--no-tests=warn".into());
+                }
+                // nextest's output goes through a pipe here: keep its colors for a terminal.
+                if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+                    cmd.push("--color=always".into());
+                }
+                cmd
+            }
+            Runner::CargoTest => vec!["test".to_string()],
+        }
     }
-    cmd.extend([
-        "--package",
-        "tracer",
-        "--package",
-        "tracer-common",
-        "--package",
-        "xtask",
-        "--lib",
-        "--bins",
-    ]);
-    cmd.extend(args.iter().map(String::as_str));
-    nextest(&cmd, &[]).context(
+}
+
+/// The unit tier: `release` builds with the release profile (shared with the kernel tier's
+/// build); `filtered` (the full run with a name filter) lets the filter match no unit test.
+pub fn unit(args: &[String], release: bool, filtered: bool) -> Result<Count> {
+    let runner = runner();
+    let mut cmd = runner.command(filtered);
+    if release {
+        cmd.push("--release".into());
+    }
+    for package in ["tracer", "tracer-common", "xtask", "tracer-tests"] {
+        cmd.extend(["--package".into(), package.into()]);
+    }
+    cmd.extend(["--lib".into(), "--bins".into()]);
+    cmd.extend(args.iter().cloned());
+    run_counted(runner, &cmd, &[]).context(
         "the unit tier (the eBPF object is built too: `cargo xtask setup` installs its toolchain)",
     )
 }
 
 /// The kernel tier: the release tracer and its image built, then `tests/tests/*.rs`. A first
-/// argument that is a plain word selects the test binaries and tests whose name contains it.
-pub fn kernel(args: &[String]) -> Result<Count> {
+/// argument that is a plain word selects the test binaries and tests whose name contains it
+/// (under `cargo test`: the tests whose name contains it). `filtered` as for [`unit`].
+pub fn kernel(args: &[String], filtered: bool) -> Result<Count> {
     let bin = crate::build_release()?;
     // The deployment tests run this image (tests/tests/deploy.rs): built once, here.
     let image = image::build()?;
-    let filter = kernel_filter(args);
-    let mut cmd: Vec<&str> = vec![
-        "nextest",
-        "run",
-        "--release",
-        "--package",
-        "tracer-tests",
-        "--tests",
-    ];
-    cmd.extend(filter.iter().map(String::as_str));
+    let runner = runner();
+    let mut cmd = runner.command(filtered);
+    cmd.extend(
+        ["--release", "--package", "tracer-tests", "--tests"]
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    match runner {
+        Runner::Nextest => cmd.extend(kernel_filter(args)),
+        Runner::CargoTest => cmd.extend(args.iter().cloned()),
+    }
     let validate = setup::kubernetes_validate();
     let env = [
         ("TRACER_BIN", bin.as_os_str()),
         ("TRACER_IMAGE", image.id.as_ref()),
         ("KUBERNETES_VALIDATE", validate.as_os_str()),
     ];
-    nextest(&cmd, &env)
+    run_counted(runner, &cmd, &env)
 }
 
 /// `connect_call` → `-E 'binary(~connect_call) | test(~connect_call)'`; anything else as given.
@@ -137,47 +202,86 @@ pub fn clippy_ebpf() -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo ARGS` (a nextest run) with `env`, passing its output through, and counts the
-/// tests from nextest's summary line; a run that ends without one (a build failure) counts as
-/// one failure.
-fn nextest(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<Count> {
+/// Runs `cargo ARGS` (a nextest run or a cargo test run) with `env`, passing its output
+/// through, and counts the tests: from nextest's summary line (on stderr) or from cargo test's
+/// `test result:` lines (on stdout). A run that fails with no failure counted (a build failure,
+/// nextest's "no tests to run") counts as one failure.
+fn run_counted(runner: Runner, args: &[String], env: &[(&str, &OsStr)]) -> Result<Count> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(args)
         .current_dir(workspace_root())
-        .env("PATH", setup::path_with_cargo_bin())
-        .stderr(Stdio::piped());
+        .env("PATH", setup::path_with_cargo_bin());
+    match runner {
+        Runner::Nextest => cmd.stderr(Stdio::piped()),
+        Runner::CargoTest => cmd.stdout(Stdio::piped()),
+    };
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
-    // nextest writes its progress and summary on stderr: pass it through, keep the summary.
-    let mut count = None;
-    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
-        let line = line.context("reading nextest's output")?;
-        eprintln!("{line}");
-        if let Some(c) = parse_summary(&line) {
-            count = Some(c);
+    let mut count = None::<Count>;
+    match runner {
+        // nextest writes its progress and summary on stderr: pass it through, keep the summary.
+        Runner::Nextest => {
+            for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
+                let line = line.context("reading nextest's output")?;
+                eprintln!("{line}");
+                if let Some(c) = parse_summary(&line) {
+                    count = Some(c);
+                }
+            }
+        }
+        // cargo test prints one `test result:` line per test binary on stdout: add them up.
+        Runner::CargoTest => {
+            for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+                let line = line.context("reading cargo test's output")?;
+                println!("{line}");
+                if let Some(c) = parse_result(&line) {
+                    count.get_or_insert_default().add(c);
+                }
+            }
         }
     }
-    let status = child.wait().context("waiting for nextest")?;
+    let status = child.wait().context("waiting for cargo")?;
     match count {
         Some(c) if c.failed > 0 || status.success() => Ok(c),
         Some(c) => Ok(Count {
             failed: c.failed.max(1),
             ..c
         }),
-        None if status.success() => bail!("nextest ran no test (cargo {})", args.join(" ")),
+        None if status.success() => bail!("no test ran (cargo {})", args.join(" ")),
         None => Ok(Count::one(false)),
     }
 }
 
+/// `line` without its terminal color sequences (`ESC [ … letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// nextest's closing line, `Summary [  1.234s] 12 tests run: 10 passed, 1 failed, 1 timed
-/// out, 3 skipped` → passed 10, failed 2 (a timeout is a failure).
+/// out, 3 skipped` → passed 10, failed 2 (a timeout is a failure, and so is a test binary that
+/// could not be run: `1 exec failed`), with or without colors.
 pub fn parse_summary(line: &str) -> Option<Count> {
-    let line = line.trim_start();
-    let rest = line.strip_prefix("Summary")?;
+    let line = strip_ansi(line);
+    let rest = line.trim_start().strip_prefix("Summary")?;
     let (_, results) = rest.split_once("run: ")?;
     let mut count = Count::default();
     let mut seen = false;
@@ -191,7 +295,7 @@ pub fn parse_summary(line: &str) -> Option<Count> {
                 count.passed += n;
                 seen = true;
             }
-            Some("failed" | "timed") => {
+            Some("failed" | "timed" | "exec") => {
                 count.failed += n;
                 seen = true;
             }
@@ -199,6 +303,24 @@ pub fn parse_summary(line: &str) -> Option<Count> {
         }
     }
     seen.then_some(count)
+}
+
+/// cargo test's `test result: ok. 11 passed; 0 failed; …` → passed 11, failed 0.
+pub fn parse_result(line: &str) -> Option<Count> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';')
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .strip_suffix(word)
+            })
+            .and_then(|n| n.trim().parse().ok())
+    };
+    Some(Count {
+        passed: count(" passed")?,
+        failed: count(" failed")?,
+    })
 }
 
 #[cfg(test)]
@@ -228,6 +350,51 @@ mod tests {
             None
         );
         assert_eq!(parse_summary("Summary of nothing"), None);
+        assert_eq!(
+            parse_summary("     Summary [   0.000s] 0 tests run: 0 passed, 6 skipped"),
+            Some(Count::default())
+        );
+        assert_eq!(
+            parse_summary("     Summary [   0.007s] 1 test run: 1 passed, 5 skipped"),
+            Some(Count::one(true))
+        );
+        assert_eq!(
+            parse_summary(
+                "     Summary [   2.500s] 4/9 tests run: 2 passed, 1 failed, 1 exec failed, 5 skipped"
+            ),
+            Some(Count {
+                passed: 2,
+                failed: 2
+            })
+        );
+    }
+
+    #[test]
+    fn parses_a_colored_nextest_summary() {
+        let line = "\u{1b}[31;1m     Summary\u{1b}[0m [   0.157s] \u{1b}[1m2\u{1b}[0m tests run: \
+                    \u{1b}[1m1\u{1b}[0m \u{1b}[32;1mpassed\u{1b}[0m, \u{1b}[1m1\u{1b}[0m \
+                    \u{1b}[31;1mfailed\u{1b}[0m, \u{1b}[1m4\u{1b}[0m \u{1b}[33;1mskipped\u{1b}[0m";
+        assert_eq!(
+            parse_summary(line),
+            Some(Count {
+                passed: 1,
+                failed: 1
+            })
+        );
+    }
+
+    #[test]
+    fn parses_cargo_test_result_lines() {
+        let line = "test result: ok. 11 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; \
+                    finished in 17.09s";
+        assert_eq!(
+            parse_result(line),
+            Some(Count {
+                passed: 11,
+                failed: 2
+            })
+        );
+        assert_eq!(parse_result("running 3 tests"), None);
     }
 
     #[test]
