@@ -144,7 +144,7 @@ pub fn kernel(args: &[String], filtered: bool) -> Result<Count> {
             .map(|a| a.to_string()),
     );
     match runner {
-        Runner::Nextest => cmd.extend(kernel_filter(args)),
+        Runner::Nextest => cmd.extend(kernel_filter(args, &kernel_binaries())),
         Runner::CargoTest => cmd.extend(args.iter().cloned()),
     }
     let validate = setup::kubernetes_validate();
@@ -157,7 +157,7 @@ pub fn kernel(args: &[String], filtered: bool) -> Result<Count> {
 }
 
 /// `connect_call` → `-E 'binary(~connect_call) | test(~connect_call)'`; anything else as given.
-fn kernel_filter(args: &[String]) -> Vec<String> {
+fn kernel_filter(args: &[String], binaries: &[String]) -> Vec<String> {
     match args.split_first() {
         Some((word, rest))
             if !word.starts_with('-')
@@ -165,12 +165,32 @@ fn kernel_filter(args: &[String]) -> Vec<String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') =>
         {
-            let mut out = vec!["-E".to_string(), format!("binary(~{word}) | test(~{word})")];
+            // nextest refuses a `binary()` that names no test binary: only when one matches.
+            let expr = if binaries.iter().any(|b| b.contains(word.as_str())) {
+                format!("binary(~{word}) | test(~{word})")
+            } else {
+                format!("test(~{word})")
+            };
+            let mut out = vec!["-E".to_string(), expr];
             out.extend(rest.iter().cloned());
             out
         }
         _ => args.to_vec(),
     }
+}
+
+/// The kernel tier's test binaries: the files of `tests/tests`.
+fn kernel_binaries() -> Vec<String> {
+    std::fs::read_dir(workspace_root().join("tests/tests"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".rs").map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Clippy of the eBPF crate for its target (the workspace's clippy leaves it out: it builds
@@ -399,14 +419,20 @@ mod tests {
 
     #[test]
     fn a_plain_word_selects_binaries_and_tests() {
+        let bins = ["connect_call".to_string(), "kernel".to_string()];
         assert_eq!(
-            kernel_filter(&["connect_call".into()]),
+            kernel_filter(&["connect_call".into()], &bins),
             ["-E", "binary(~connect_call) | test(~connect_call)"]
         );
         assert_eq!(
-            kernel_filter(&["-E".into(), "test(=x)".into()]),
+            kernel_filter(&["unreachable_when".into()], &bins),
+            ["-E", "test(~unreachable_when)"],
+            "a word no binary has selects tests only (nextest refuses an empty binary())"
+        );
+        assert_eq!(
+            kernel_filter(&["-E".into(), "test(=x)".into()], &bins),
             ["-E", "test(=x)"]
         );
-        assert!(kernel_filter(&[]).is_empty());
+        assert!(kernel_filter(&[], &bins).is_empty());
     }
 }
