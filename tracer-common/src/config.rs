@@ -56,8 +56,10 @@ pub struct Config {
     pub calls_at_exit: u8,
     /// The number of the connect() syscall on this architecture (`calls_at_exit`).
     pub connect_syscall: u32,
+    /// `wakeup_bytes` for the DNS ring buffer (`DNS_EVENTS`).
+    pub dns_wakeup_bytes: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 404);
+const _: () = assert!(core::mem::size_of::<Config>() == 408);
 
 impl Config {
     pub const ALL: Config = Config {
@@ -81,6 +83,7 @@ impl Config {
         reports_in_state: 0,
         calls_at_exit: 0,
         connect_syscall: 0,
+        dns_wakeup_bytes: 0,
     };
 }
 

@@ -177,6 +177,22 @@ kernel_counters! {
         "local_drops",
         "Packets of traced connections this host dropped (skb:kfree_skb)",
     ),
+    /// DNS messages (queries and answers) not submitted because the DNS ring buffer
+    /// (`DNS_EVENTS`) was full: names lost, never a failure record (those have their own).
+    DnsLost = CounterSpec::stats(
+        "dns_lost",
+        "DNS messages the kernel dropped because the DNS ring buffer was full (names only)",
+    )
+    .metric("tracer_dns_lost")
+    .loss("DNS messages lost in the kernel", Some("DNS ring buffer full")),
+    /// Packets from port 53 that answer no query seen leaving that namespace (same id,
+    /// addresses and ports, within `DNS_QUERY_LIFETIME_NS`): forged, late, or asked before
+    /// the tracer started. Not submitted; they name nothing.
+    DnsUnsolicited = CounterSpec::stats(
+        "dns_unsolicited",
+        "Packets from port 53 that answer no query seen leaving their namespace (not used)",
+    )
+    .metric("tracer_dns_unsolicited"),
     /// Established connects that closed cleanly (no socket error, no RST received, no error
     /// report for the 4-tuple, never warned about): nothing to report, so not submitted.
     CleanCloses = CounterSpec::stats(

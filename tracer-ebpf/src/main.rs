@@ -36,6 +36,18 @@ use tracer_common::{COUNTER_COUNT, PendingConnect, RawEvent};
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
+/// DNS queries and their answers (`dns.rs`), apart from `EVENTS`: no DNS traffic can take the
+/// place of a failure record. The loader sets the real size.
+#[map]
+static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(256 << 10, 0);
+
+/// The DNS queries in flight (`dns.rs`): each transaction seen leaving, with when. An answer is
+/// submitted only if it takes its query out of here. An LRU: under a storm of queries the
+/// oldest are forgotten first (their late answers then name nothing).
+#[map]
+static DNS_QUERIES: LruHashMap<tracer_common::DnsKey, u64> =
+    LruHashMap::with_max_entries(16_384, 0);
+
 /// Per-socket state of outbound connects, from connect() to CLOSE. The loader sets the size.
 /// Each CPU keeps its own LRU list (`BPF_F_NO_COMMON_LRU`): an insert takes no global lock.
 #[map]

@@ -91,7 +91,10 @@ impl Pipeline {
                 None,
                 WorkloadFilter::default(),
             ),
-            dns: DnsCache::new(std::num::NonZeroUsize::new(65_536).expect("non-zero")),
+            dns: DnsCache::new(
+                std::num::NonZeroUsize::new(65_536).expect("non-zero"),
+                crate::enrich::dns::CACHE_BYTES,
+            ),
             dst_filter: None,
             listeners: None,
             overflow_filter: OverflowFilter::default(),
@@ -115,6 +118,8 @@ impl Pipeline {
                 return None;
             }
             Ok(Raw::Dns(raw)) => {
+                // DNS has a ring buffer of its own (`process_dns`); an old kernel object or a
+                // fuzzer may still hand one here.
                 self.events += 1;
                 self.dns.observe(&raw);
                 return None;
@@ -128,6 +133,17 @@ impl Pipeline {
         self.now_ns = self.now_ns.max(ev.ts_ns);
         let outcome = self.classifier.observe(&ev)?;
         self.admit(outcome)
+    }
+
+    /// Decodes one record of the DNS ring buffer: a query or an answer, for the cache.
+    pub fn process_dns(&mut self, bytes: &[u8]) {
+        match crate::kernel::decode::decode_dns(bytes) {
+            Ok(raw) => {
+                self.events += 1;
+                self.dns.observe(&raw);
+            }
+            Err(e) => self.undecodable(e),
+        }
     }
 
     fn undecodable(&mut self, e: DecodeError) {
@@ -275,12 +291,7 @@ impl Pipeline {
             classifier: self.classifier.counts,
             destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
             workloads: self.workloads.counts,
-            dns: (
-                self.dns.seen,
-                self.dns.parse_errors,
-                self.dns.evicted,
-                self.dns.truncated,
-            ),
+            dns: self.dns.counts,
             output_dropped,
         }
     }
@@ -408,23 +419,32 @@ mod tests {
         assert_eq!((p.events, p.decode_errors), (0, 1));
     }
 
-    /// A DNS answer for `api.test` → 10.0.0.2 (TTL 30) in namespace 7, as `dns_ingress` hands it
-    /// over.
-    fn dns_answer() -> Vec<u8> {
+    /// A DNS query for `api.test` and its answer → 10.0.0.2 (TTL 30) in namespace 7, as
+    /// `dns_egress` and `dns_ingress` hand them over.
+    fn dns_messages() -> [Vec<u8>; 2] {
         let mut m = vec![0x50, 0x6c, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
         m.extend_from_slice(b"\x03api\x04test\x00\x00\x01\x00\x01");
+        let mut q = m.clone();
+        (q[2], q[3], q[7]) = (0x01, 0, 0);
         m.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04");
         m.extend_from_slice(&[10, 0, 0, 2]);
-        let mut raw: tracer_common::RawDns = Zeroable::zeroed();
-        raw.kind = tracer_common::KIND_DNS;
-        raw.family = AF_INET;
-        raw.transport = 17;
-        raw.netns = 7;
-        raw.ts_ns = 500_000;
-        raw.len = m.len() as u16;
-        raw.wire_len = m.len() as u16;
-        raw.payload[..m.len()].copy_from_slice(&m);
-        bytemuck::bytes_of(&raw).to_vec()
+        [
+            (tracer_common::KIND_DNS_QUERY, q),
+            (tracer_common::KIND_DNS, m),
+        ]
+        .map(|(kind, m)| {
+            let mut raw: tracer_common::RawDns = Zeroable::zeroed();
+            raw.kind = kind;
+            raw.family = AF_INET;
+            raw.transport = 17;
+            raw.netns = 7;
+            raw.server_port = 53;
+            raw.ts_ns = 500_000;
+            raw.len = m.len() as u16;
+            raw.wire_len = m.len() as u16;
+            raw.payload[..m.len()].copy_from_slice(&m);
+            bytemuck::bytes_of(&raw).to_vec()
+        })
     }
 
     #[test]
@@ -433,7 +453,12 @@ mod tests {
         named.netns = 7;
         named.valid |= tracer_common::VALID_NETNS;
         let mut p = pipeline(Select::default());
-        assert!(p.process(&dns_answer()).is_none());
+        // The answer alone names nothing: no query was seen.
+        p.process_dns(&dns_messages()[1]);
+        assert!(p.dns.is_empty());
+        for m in dns_messages() {
+            p.process_dns(&m);
+        }
         let o = p.process(bytemuck::bytes_of(&named)).expect("a refusal");
         let Some(Record::Failure(f)) = p.record(&o) else {
             panic!("a failure record");
@@ -459,7 +484,9 @@ mod tests {
         let mut p = pipeline(Select::default());
         p.dst_filter =
             crate::filter::DstFilter::new(&[crate::filter::parse_dst("*.test").unwrap()]);
-        p.process(&dns_answer());
+        for m in dns_messages() {
+            p.process_dns(&m);
+        }
         assert!(p.process(bytemuck::bytes_of(&named)).is_some());
         assert!(p.process(bytemuck::bytes_of(&elsewhere)).is_none());
         assert_eq!(p.failures, 1);

@@ -1,7 +1,7 @@
 """A tiny DNS responder for the tests, UDP and TCP on BIND:53: every A question gets ADDR, every
 AAAA question ADDR6 (if given), with TTL; a name starting with `alias.` is answered with a CNAME to
 `real.test` and then the address. With MODE=garbage it answers every UDP query with bytes that are
-not a DNS message."""
+not a DNS message (but carry the query's id, so that they answer its transaction)."""
 import socket, struct, sys, threading
 
 ADDR, TTL, BIND = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -39,7 +39,7 @@ def answer(q):
 def udp(s):
     while True:
         q, a = s.recvfrom(512)
-        s.sendto(b"\xde\xad\xbe\xef garbage" if MODE == "garbage" else answer(q), a)
+        s.sendto(q[:2] + b"\xbe\xef garbage" if MODE == "garbage" else answer(q), a)
 
 
 def tcp(s):

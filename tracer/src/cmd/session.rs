@@ -26,11 +26,17 @@ use crate::{
     kernel::{
         attach::AttachRequest,
         loader::Loaded,
-        ringbuf::{DRAIN_INTERVAL, EventSource, KernelCounters, KernelTotals, register_readable},
+        ringbuf::{
+            BATCH, DRAIN_INTERVAL, EventSource, KernelCounters, KernelTotals, Ready,
+            register_readable,
+        },
     },
     pipeline::{Pipeline, Select},
 };
 
+/// The most records read from each ring buffer at exit: a whole buffer's worth of the smallest
+/// records, so that a storm still going on cannot hold the exit.
+const FINISH_LIMIT: usize = 1 << 18;
 /// How often closes waiting for their error report (no BTF) are settled.
 const SETTLE_INTERVAL: Duration = Duration::from_millis(200);
 /// How often heap freed after a burst goes back to the kernel (glibc keeps it otherwise).
@@ -48,6 +54,8 @@ pub struct Session {
     /// The programs and maps; attached while this lives.
     _loaded: Loaded,
     events: EventSource,
+    /// DNS queries and answers, from their own ring buffer; none without the DNS capture.
+    dns: Option<EventSource>,
     counters: KernelCounters,
     /// The kernel-side log; it must live as long as the programs (dropping it closes its map).
     logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
@@ -76,6 +84,11 @@ impl Session {
         };
         crate::cmd::memory::release_freed();
         let events = EventSource::new(loaded.take_events()?)?;
+        let dns = if loaded.attached.contains(&"dns_ingress") {
+            Some(EventSource::new(loaded.take_dns_events()?)?)
+        } else {
+            None
+        };
         let counters = KernelCounters::new(loaded.take_counters()?, loaded.program_fds()?);
         let connects = loaded.take_connects()?;
         let mut cgroups = loaded.take_cgroups()?;
@@ -100,6 +113,7 @@ impl Session {
         ));
         pipeline.dns = crate::enrich::dns::DnsCache::new(
             NonZeroUsize::new(args.dns_cache as usize).unwrap_or(NonZeroUsize::MIN),
+            crate::enrich::dns::CACHE_BYTES,
         );
         pipeline.dst_filter = DstFilter::new(&args.dsts);
         pipeline.listeners = (!args.no_listeners).then(|| ListenerCauses::start(LISTENERS_POLL));
@@ -122,6 +136,7 @@ impl Session {
         Ok(Self {
             _loaded: loaded,
             events,
+            dns,
             counters,
             logger,
             pipeline,
@@ -146,15 +161,26 @@ impl Session {
     pub async fn step(&mut self, mut each: impl FnMut(&Pipeline, Outcome)) -> Result<(), Exit> {
         let pipeline = &mut self.pipeline;
         tokio::select! {
-            batch = self.events.next_batch(|bytes| {
-                if let Some(o) = pipeline.process(bytes) {
-                    each(pipeline, o);
+            ready = self.events.ready() => {
+                let ready = ready?;
+                // The answers first: a connect made after its answer arrived finds it.
+                if let Some(dns) = self.dns.as_mut() {
+                    dns.drain_now(BATCH, |bytes| pipeline.process_dns(bytes));
                 }
-            }) => {
-                batch?;
+                ready.read(|bytes| {
+                    if let Some(o) = pipeline.process(bytes) {
+                        each(pipeline, o);
+                    }
+                });
+            }
+            Some(ready) = dns_ready(&mut self.dns) => {
+                ready?.read(|bytes| pipeline.process_dns(bytes));
             }
             _ = tick(&mut self.drain) => {
-                self.events.drain_now(|bytes| {
+                if let Some(dns) = self.dns.as_mut() {
+                    dns.drain_now(BATCH, |bytes| pipeline.process_dns(bytes));
+                }
+                self.events.drain_now(BATCH, |bytes| {
                     if let Some(o) = pipeline.process(bytes) {
                         each(pipeline, o);
                     }
@@ -180,7 +206,12 @@ impl Session {
     /// What is still in the ring buffer, and every close still waiting for its error report.
     pub fn finish(&mut self, mut each: impl FnMut(&Pipeline, Outcome)) {
         let pipeline = &mut self.pipeline;
-        self.events.drain_now(|bytes| {
+        // The answers first, so that the last failures can be named; each read bounded, so that
+        // a storm still going on cannot hold the exit.
+        if let Some(dns) = self.dns.as_mut() {
+            dns.drain_now(FINISH_LIMIT, |bytes| pipeline.process_dns(bytes));
+        }
+        self.events.drain_now(FINISH_LIMIT, |bytes| {
             if let Some(o) = pipeline.process(bytes) {
                 each(pipeline, o);
             }
@@ -251,6 +282,8 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
     config.filter_workloads =
         u8::from(!(args.containers.is_empty() && args.pods.is_empty() && args.units.is_empty()));
     config.wakeup_bytes = crate::kernel::ringbuf::wakeup_bytes(args.ring_buffer_kib * 1024);
+    config.dns_wakeup_bytes =
+        crate::kernel::ringbuf::wakeup_bytes(crate::kernel::ringbuf::DNS_RING_BYTES);
     config.at_risk_timeouts = args.at_risk_timeouts;
     let attached = crate::kernel::attach::attach(AttachRequest {
         tracefs: args.env.tracefs.clone(),
@@ -287,6 +320,14 @@ fn dns_root(args: &RunArgs) -> Option<std::path::PathBuf> {
             );
             None
         }
+    }
+}
+
+/// Readiness of the DNS ring buffer, or never when there is no DNS capture.
+async fn dns_ready(dns: &mut Option<EventSource>) -> Option<io::Result<Ready<'_>>> {
+    match dns {
+        Some(dns) => Some(dns.ready().await),
+        None => std::future::pending().await,
     }
 }
 

@@ -29,9 +29,8 @@ pub struct Totals {
     /// Lines the output sinks could not deliver.
     pub output_dropped: u64,
     pub workloads: crate::enrich::workload::WorkloadCounts,
-    /// DNS responses seen, malformed ones, answers evicted from the cache.
-    /// DNS responses seen, parse errors, evictions, answers cut at the captured length.
-    pub dns: (u64, u64, u64, u64),
+    /// What the DNS capture counted.
+    pub dns: crate::enrich::dns::DnsCounts,
 }
 
 /// A counter userspace computes from the totals.
@@ -44,29 +43,43 @@ pub struct Derived {
 /// The counters userspace computes, beside the kernel's (`tracer_common::Counter`).
 pub const DERIVED: &[Derived] = &[
     Derived {
-        spec: CounterSpec::stats("dns_responses", "DNS responses this host's sockets received"),
-        value: |t| t.dns.0,
+        spec: CounterSpec::stats(
+            "dns_responses",
+            "DNS answers to queries seen leaving (the kernel drops the others: dns_unsolicited)",
+        ),
+        value: |t| t.dns.responses,
+    },
+    Derived {
+        spec: CounterSpec::stats("dns_queries", "DNS queries this host's sockets sent"),
+        value: |t| t.dns.queries,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "dns_unmatched",
+            "DNS answers not used: another question than the query's, too late, or the query forgotten",
+        ),
+        value: |t| t.dns.unmatched,
     },
     Derived {
         spec: CounterSpec::stats(
             "dns_parse_errors",
-            "Captured DNS packets that were not a parsable response (counted, never a name)",
+            "Captured DNS packets that did not parse as a query or response (counted, never a name)",
         ),
-        value: |t| t.dns.1,
+        value: |t| t.dns.parse_errors,
     },
     Derived {
         spec: CounterSpec::stats(
             "dns_evicted",
-            "DNS answers dropped from the cache at its cap (least recently used first)",
+            "DNS cache entries dropped at the entry cap or the byte budget (least recently used first)",
         ),
-        value: |t| t.dns.2,
+        value: |t| t.dns.evicted,
     },
     Derived {
         spec: CounterSpec::stats(
             "dns_truncated",
             "DNS answers longer than the 512 bytes captured (EDNS): not parsed, no name",
         ),
-        value: |t| t.dns.3,
+        value: |t| t.dns.truncated,
     },
     Derived {
         spec: CounterSpec::stats("events", "Records received from the kernel")

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
     AF_INET, AF_INET6, KIND_AT_RISK, KIND_CGROUP, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED,
-    KIND_DNS, KIND_ERROR_REPORT, KIND_INBOUND_RESET, RAW_CGROUP_SIZE, RAW_DNS_SIZE, RAW_EVENT_SIZE,
-    RawCgroup, RawDns, RawEvent,
+    KIND_DNS, KIND_DNS_QUERY, KIND_ERROR_REPORT, KIND_INBOUND_RESET, RAW_CGROUP_SIZE, RAW_DNS_SIZE,
+    RAW_EVENT_SIZE, RawCgroup, RawDns, RawEvent,
 };
 
 /// What one ring-buffer record holds, told apart by its first byte (the kind).
@@ -21,7 +21,8 @@ pub enum Raw {
     /// A cgroup the kernel saw for the first time (`KIND_CGROUP`); boxed, as the rare kinds
     /// are several times larger than an event.
     Cgroup(Box<RawCgroup>),
-    /// A DNS message a socket received (`KIND_DNS`); boxed likewise.
+    /// A DNS query a socket sent (`KIND_DNS_QUERY`) or an answer to one it received
+    /// (`KIND_DNS`); boxed likewise.
     Dns(Box<RawDns>),
 }
 
@@ -29,7 +30,7 @@ pub enum Raw {
 pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
     match bytes.first() {
         Some(&KIND_CGROUP) => decode_cgroup(bytes).map(|c| Raw::Cgroup(Box::new(c))),
-        Some(&KIND_DNS) => decode_dns(bytes).map(|d| Raw::Dns(Box::new(d))),
+        Some(&KIND_DNS | &KIND_DNS_QUERY) => decode_dns(bytes).map(|d| Raw::Dns(Box::new(d))),
         _ => decode_event(bytes).map(Raw::Event),
     }
 }
@@ -87,7 +88,7 @@ pub fn decode_cgroup(bytes: &[u8]) -> Result<RawCgroup, DecodeError> {
     Ok(raw)
 }
 
-/// A DNS record (`KIND_DNS`, told apart by its first byte).
+/// A DNS record (`KIND_DNS` or `KIND_DNS_QUERY`, told apart by its first byte).
 pub fn decode_dns(bytes: &[u8]) -> Result<RawDns, DecodeError> {
     let length = DecodeError::Length {
         got: bytes.len(),
@@ -97,7 +98,7 @@ pub fn decode_dns(bytes: &[u8]) -> Result<RawDns, DecodeError> {
         return Err(length);
     }
     let raw: RawDns = bytemuck::try_pod_read_unaligned(bytes).map_err(|_| length)?;
-    if raw.kind != KIND_DNS {
+    if raw.kind != KIND_DNS && raw.kind != KIND_DNS_QUERY {
         return Err(DecodeError::Kind(raw.kind));
     }
     Ok(raw)

@@ -26,7 +26,8 @@ pub struct LoadOptions {
     pub skip: Vec<&'static str>,
     /// Programs of `HOOKS` to run as their raw tracepoint program (`RAW_HOOKS`) instead.
     pub raw: Vec<&'static str>,
-    /// Attach `dns_ingress` to this cgroup v2 mount (not with `--no-dns`): DNS answers.
+    /// Attach `dns_egress` and `dns_ingress` to this cgroup v2 mount (not with `--no-dns`): DNS
+    /// queries, and the answers to them.
     pub dns: Option<std::path::PathBuf>,
 }
 
@@ -84,6 +85,11 @@ impl Loaded {
         self.take("EVENTS")
     }
 
+    /// The ring buffer of DNS queries and answers (`DNS_EVENTS`).
+    pub fn take_dns_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        self.take("DNS_EVENTS")
+    }
+
     /// The per-CPU counters (`COUNTERS`).
     pub fn take_counters(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
         self.take("COUNTERS")
@@ -139,6 +145,7 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         .override_global("CONFIG", &opts.config, true)
         .map_max_entries("SOCKS", opts.max_sockets)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+        .map_max_entries("DNS_EVENTS", crate::kernel::ringbuf::DNS_RING_BYTES)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
     let mut attached = Vec::new();
@@ -188,7 +195,7 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
     }
     if let Some(root) = &opts.dns {
         match attach_dns(&mut ebpf, root) {
-            Ok(()) => attached.push("dns_ingress"),
+            Ok(()) => attached.extend(["dns_egress", "dns_ingress"]),
             Err(e) => log::warn!(
                 "degraded: DNS capture: {e:#}; records carry no DNS names (attaching a cgroup_skb \
                  program needs CAP_NET_ADMIN; `tracer check` says what is missing, `--no-dns` \
@@ -215,22 +222,41 @@ fn attach_raw(ebpf: &mut aya::Ebpf, program: &str, tracepoint: &str) -> anyhow::
     Ok(())
 }
 
-/// Loads `dns_ingress` and attaches it to the ingress of the cgroup v2 root at `root` (a link:
-/// other programs there stay; it goes with this process).
+/// Loads `dns_egress` and `dns_ingress` and attaches them to the cgroup v2 root at `root`
+/// (links: other programs there stay; they go with this process). The queries first: an answer
+/// is only taken when its query was seen. Both or neither: an answer without the query side
+/// names nothing.
 fn attach_dns(ebpf: &mut aya::Ebpf, root: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    let prog: &mut aya::programs::CgroupSkb = ebpf
-        .program_mut("dns_ingress")
-        .context("the object has no dns_ingress program")?
-        .try_into()?;
-    prog.load().context("loading dns_ingress")?;
-    let root = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
-    prog.attach(
-        root,
-        aya::programs::CgroupSkbAttachType::Ingress,
-        aya::programs::CgroupAttachMode::Single,
-    )
-    .context("attaching dns_ingress to the cgroup v2 root")?;
+    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
+    let mut links = Vec::new();
+    for (name, direction) in [
+        ("dns_egress", CgroupSkbAttachType::Egress),
+        ("dns_ingress", CgroupSkbAttachType::Ingress),
+    ] {
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .with_context(|| format!("the object has no {name} program"))?
+            .try_into()?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+        let cgroup =
+            std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
+        match prog.attach(cgroup, direction, CgroupAttachMode::Single) {
+            Ok(link) => links.push((name, link)),
+            Err(e) => {
+                for (name, link) in links {
+                    let prog: Result<&mut CgroupSkb, _> = ebpf
+                        .program_mut(name)
+                        .context("no program")
+                        .and_then(|p| p.try_into().map_err(Into::into));
+                    if let Ok(prog) = prog {
+                        let _ = prog.detach(link);
+                    }
+                }
+                return Err(e).with_context(|| format!("attaching {name} to the cgroup v2 root"));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -10,7 +10,10 @@ use aya::{
     programs::ProgramFd,
 };
 use std::ops::{Index, IndexMut};
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::io::{
+    Interest,
+    unix::{AsyncFd, AsyncFdReadyMutGuard},
+};
 
 use tracer_common::{COUNTER_COUNT, Counter};
 
@@ -52,6 +55,15 @@ impl IndexMut<Counter> for KernelTotals {
 
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Size of the DNS ring buffer (`DNS_EVENTS`): about 900 messages of 584 bytes. A burst of
+/// DNS beyond it loses names (`stats.dns_lost`), never a failure record.
+pub const DNS_RING_BYTES: u32 = 512 << 10;
+
+/// The most records one read hands over before it returns to the event loop: a storm of
+/// records (a DNS flood, a refusal storm) cannot keep the loop from its signals, its beats and
+/// `/healthz`. The rest is read at the loop's next turn, at once (the buffer stays readable).
+pub const BATCH: usize = 1024;
+
 /// Bytes waiting in a ring buffer of `ring_bytes` at which the kernel wakes the reader: a
 /// quarter of the buffer, so that a burst is read long before it could overflow, and a
 /// storm costs one wakeup per few thousand records instead of one per record.
@@ -70,24 +82,39 @@ impl EventSource {
         })
     }
 
-    /// Waits for records, then hands every available one to `each`; returns how many.
-    pub async fn next_batch(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
-        let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
+    /// Waits until records are waiting; the batch is read with `Ready::read` (so that the
+    /// caller may borrow what it hands them to only once it is ready).
+    pub async fn ready(&mut self) -> io::Result<Ready<'_>> {
+        Ok(Ready(self.ring.readable_mut().await?))
+    }
+
+    /// Hands over what is in the buffer now, without waiting: at most `limit` records.
+    pub fn drain_now(&mut self, limit: usize, mut each: impl FnMut(&[u8])) -> usize {
+        let ring = self.ring.get_mut();
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < limit {
+            let Some(item) = ring.next() else { break };
             each(&item);
             n += 1;
         }
-        guard.clear_ready();
-        Ok(n)
+        n
     }
+}
 
-    /// Hands over whatever is in the buffer now, without waiting.
-    pub fn drain_now(&mut self, mut each: impl FnMut(&[u8])) -> usize {
-        let ring = self.ring.get_mut();
+/// A ring buffer with records waiting.
+pub struct Ready<'a>(AsyncFdReadyMutGuard<'a, RingBuf<MapData>>);
+
+impl Ready<'_> {
+    /// Hands at most `BATCH` records to `each`. When more are waiting the buffer stays ready,
+    /// so the next wait returns at once: the caller's loop turns between batches.
+    pub fn read(mut self, mut each: impl FnMut(&[u8])) -> usize {
+        let ring = self.0.get_inner_mut();
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < BATCH {
+            let Some(item) = ring.next() else {
+                self.0.clear_ready();
+                return n;
+            };
             each(&item);
             n += 1;
         }
