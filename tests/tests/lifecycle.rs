@@ -8,7 +8,7 @@ use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
 
 /// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes), the
 /// raw tracepoint variants included (attached instead of the classic ones where BTF allows).
-const PROGRAMS: [&str; 15] = [
+const PROGRAMS: [&str; 16] = [
     "inet_sock_set_state",
     "inet_sock_set_state_raw",
     "tcp_retransmit_skb",
@@ -23,12 +23,13 @@ const PROGRAMS: [&str; 15] = [
     "sys_enter_connect",
     "sys_exit_connect",
     "kfree_skb",
+    "dns_egress",
     "dns_ingress",
 ];
 
 /// How many a tracer attaches at most: one per hook, raw or classic (connect()'s entry only
 /// where its exit cannot read a failed call's arguments alone).
-const HOOKS: usize = 10;
+const HOOKS: usize = 11;
 
 fn bpftool(what: &str) -> Vec<Value> {
     let o = Command::new("bpftool")
@@ -64,7 +65,7 @@ fn sigkill_twenty_times_mid_load_leaves_nothing_attached() {
     // Relative to what is loaded now: another tracer on the host keeps its own programs.
     for round in 0..20 {
         let tracer = Tracer::start(&ns, &[]);
-        // "attached N programs (…)": 9 where connect()'s exit reads failed calls alone.
+        // "attached N programs (…)": one fewer where connect()'s exit reads failed calls alone.
         let attached: usize = tracer
             .startup_log()
             .split("attached ")
