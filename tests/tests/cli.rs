@@ -1,5 +1,11 @@
 //! The tracer binary's user-facing errors and subcommands.
-use std::process::{Command, Output};
+use std::{
+    ffi::{OsStr, OsString},
+    io::Read,
+    os::unix::ffi::OsStringExt,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
 
 use tracer_tests::{require_kernel, schema, tracer_bin};
 
@@ -168,4 +174,144 @@ fn top_needs_a_terminal() {
         e.contains("needs a terminal") && e.contains("tracer run"),
         "{e}"
     );
+}
+
+/// Runs the tracer with `args` and these environment variables (and no other `TRACER_*`), as
+/// root, for at most 10 s: its exit code (`None`: still running then, killed) and its stderr.
+fn run_with_env(args: &[&OsStr], env: &[(&str, &OsStr)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(tracer_bin().unwrap());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TRACER_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tracer");
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, reader.join().unwrap())
+}
+
+/// Hostile values in the environment (and one argument that is not UTF-8): each is a usage
+/// error, exit 2, naming the variable and what it accepts, before anything is loaded; no
+/// panic, and no value can start a log line of its own.
+#[test]
+fn hostile_environment_values_are_usage_errors_before_anything_is_loaded() {
+    require_kernel(); // root: a value let through would load the programs
+    let s = |v: &str| OsString::from(v);
+    let run = [s("run"), s("--netns"), s("1")];
+    let endpoint = ("TRACER_OTLP_ENDPOINT", s("http://127.0.0.1:4318"));
+    // (the environment, the variable the error names, what it says is accepted)
+    type Case<'a> = (Vec<(&'a str, OsString)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("TRACER_STATS_INTERVAL", s("18446744073709551615"))],
+            "TRACER_STATS_INTERVAL",
+            "0 (off) to 86400",
+        ),
+        (
+            vec![("TRACER_SUMMARY_INTERVAL", s("18446744073709551615"))],
+            "TRACER_SUMMARY_INTERVAL",
+            "0 (off) to 86400",
+        ),
+        (
+            vec![("TRACER_STATS_INTERVAL", s("86401"))],
+            "TRACER_STATS_INTERVAL",
+            "0 (off) to 86400",
+        ),
+        (
+            vec![("TRACER_SUMMARY_INTERVAL", s("-1"))],
+            "TRACER_SUMMARY_INTERVAL",
+            "0 (off) to 86400",
+        ),
+        (
+            vec![
+                endpoint.clone(),
+                ("TRACER_OTLP_METRICS_INTERVAL", s("99999999999999999999999")),
+            ],
+            "TRACER_OTLP_METRICS_INTERVAL",
+            "0 (off) to 86400",
+        ),
+        (
+            vec![("TRACER_OTLP_ENDPOINT", s("http://127.0.0.1:99999"))],
+            "TRACER_OTLP_ENDPOINT",
+            "1..=65535",
+        ),
+        (
+            vec![("TRACER_OTLP_ENDPOINT", s("http://127.0.0.1:0"))],
+            "TRACER_OTLP_ENDPOINT",
+            "1..=65535",
+        ),
+        (
+            vec![("TRACER_OTLP_ENDPOINT", s("http://[::1]:65536/otlp"))],
+            "TRACER_OTLP_ENDPOINT",
+            "1..=65535",
+        ),
+        (
+            vec![(
+                "TRACER_PORT",
+                s("1\ntracer: error: forged by the environment"),
+            )],
+            "TRACER_PORT",
+            "--port",
+        ),
+        (
+            vec![(
+                "TRACER_STATS_INTERVAL",
+                OsString::from_vec(vec![b'1', 0xff]),
+            )],
+            "TRACER_STATS_INTERVAL",
+            "not UTF-8",
+        ),
+    ];
+    for (env, names, accepts) in &cases {
+        let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        let args: Vec<&OsStr> = run.iter().map(OsString::as_os_str).collect();
+        let (code, e) = run_with_env(&args, &env);
+        let case = format!("{env:?}");
+        assert_eq!(code, Some(2), "{case}: exit code, stderr:\n{e}");
+        assert!(
+            e.contains(names) && e.contains(accepts),
+            "{case}: names {names} and {accepts}:\n{e}"
+        );
+        assert!(!e.contains("panicked"), "{case}:\n{e}");
+        assert!(!e.contains("attached"), "{case}: nothing was loaded:\n{e}");
+        assert!(
+            !e.lines().any(|l| l.starts_with("tracer: error: forged")),
+            "{case}: a forged line:\n{e}"
+        );
+    }
+    // An argument that is not UTF-8 (the error path read the arguments as UTF-8 and panicked).
+    let bad = OsString::from_vec(vec![0xff, 0xfe]);
+    for args in [vec![s("run"), s("--comm"), bad.clone()], vec![bad.clone()]] {
+        let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+        let (code, e) = run_with_env(&args, &[]);
+        assert_eq!(code, Some(2), "{args:?}:\n{e}");
+        assert!(
+            !e.contains("panicked") && !e.contains("attached"),
+            "{args:?}:\n{e}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use opentelemetry_proto::tonic::{
     collector::{
-        logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+        logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
         metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
     },
     common::v1::{KeyValue, any_value::Value},
@@ -45,6 +45,14 @@ struct State {
     answered: Mutex<Vec<(String, u16)>>,
     /// Every request's Content-Type.
     content_types: Mutex<BTreeSet<String>>,
+    /// The `Retry-After` of a non-200 answer (unset: `1` with a 503, none otherwise).
+    retry_after: Mutex<Option<String>>,
+    /// With a 200 to `/v1/logs`: a partial success rejecting one record, with this message.
+    partial_success: Mutex<Option<String>>,
+    /// `/v1/metrics` is answered with this status and plain-text body, whatever `status` says.
+    metrics_error: Mutex<Option<(u16, String)>>,
+    /// When each request to `/v1/logs` came.
+    log_posts: Mutex<Vec<Instant>>,
 }
 
 impl State {
@@ -185,45 +193,66 @@ fn serve(stream: TcpStream, state: &State) {
             return;
         }
         state.content_types.lock().unwrap().insert(content_type);
-        let status = match state.status.load(Ordering::Relaxed) {
+        if path == "/v1/logs" {
+            state.log_posts.lock().unwrap().push(Instant::now());
+        }
+        let mut status = match state.status.load(Ordering::Relaxed) {
             0 => 200,
             s => s,
         };
-        let answer: Vec<u8> = if status == 200 {
-            match path.as_str() {
-                "/v1/logs" => {
-                    let req = ExportLogsServiceRequest::decode(body.as_slice())
-                        .expect("a valid ExportLogsServiceRequest");
-                    let mut logs = state.logs.lock().unwrap();
-                    for rl in req.resource_logs {
-                        let resource = rl.resource.unwrap_or_default().attributes;
-                        for sl in rl.scope_logs {
-                            for r in sl.log_records {
-                                logs.push((resource.clone(), r));
+        let mut answer_type = "application/x-protobuf";
+        let metrics_error = state.metrics_error.lock().unwrap().clone();
+        let answer: Vec<u8> =
+            if let Some((s, text)) = metrics_error.filter(|_| path == "/v1/metrics") {
+                status = s;
+                answer_type = "text/plain; charset=utf-8";
+                text.into_bytes()
+            } else if status == 200 {
+                match path.as_str() {
+                    "/v1/logs" => {
+                        let req = ExportLogsServiceRequest::decode(body.as_slice())
+                            .expect("a valid ExportLogsServiceRequest");
+                        let mut logs = state.logs.lock().unwrap();
+                        for rl in req.resource_logs {
+                            let resource = rl.resource.unwrap_or_default().attributes;
+                            for sl in rl.scope_logs {
+                                for r in sl.log_records {
+                                    logs.push((resource.clone(), r));
+                                }
                             }
                         }
+                        ExportLogsServiceResponse {
+                            partial_success: state.partial_success.lock().unwrap().clone().map(
+                                |error_message| ExportLogsPartialSuccess {
+                                    rejected_log_records: 1,
+                                    error_message,
+                                },
+                            ),
+                        }
+                        .encode_to_vec()
                     }
-                    ExportLogsServiceResponse::default().encode_to_vec()
+                    "/v1/metrics" => {
+                        let req = ExportMetricsServiceRequest::decode(body.as_slice())
+                            .expect("a valid ExportMetricsServiceRequest");
+                        state.metrics.lock().unwrap().push(req);
+                        ExportMetricsServiceResponse::default().encode_to_vec()
+                    }
+                    other => panic!("POST to {other}"),
                 }
-                "/v1/metrics" => {
-                    let req = ExportMetricsServiceRequest::decode(body.as_slice())
-                        .expect("a valid ExportMetricsServiceRequest");
-                    state.metrics.lock().unwrap().push(req);
-                    ExportMetricsServiceResponse::default().encode_to_vec()
-                }
-                other => panic!("POST to {other}"),
-            }
-        } else {
-            Vec::new()
-        };
+            } else {
+                Vec::new()
+            };
         state.answered.lock().unwrap().push((path, status));
-        let extra = if status == 503 {
-            "Retry-After: 1\r\n"
-        } else {
-            ""
+        let retry_after = match state.retry_after.lock().unwrap().clone() {
+            Some(v) if status != 200 => Some(v),
+            None if status == 503 => Some("1".to_string()),
+            _ => None,
         };
+        let extra = retry_after
+            .map(|v| format!("Retry-After: {v}\r\n"))
+            .unwrap_or_default();
         let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n{extra}\r\n",
+            "HTTP/1.1 {status} X\r\nContent-Type: {answer_type}\r\nContent-Length: {}\r\n{extra}\r\n",
             answer.len()
         );
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&answer).is_err() {
@@ -422,4 +451,136 @@ fn an_outage_loses_no_record_uncounted() {
     );
     assert_eq!((delivered, dropped), (9, 0), "the queue held them all");
     drop(second);
+}
+
+/// The Collector's text (a partial success' message, an error body) with a newline, a carriage
+/// return and terminal escapes in it: each warning about it is one stderr line, escaped; no
+/// line of stderr is the forged `tracer: error: …` it carries.
+#[test]
+fn the_collectors_text_cannot_forge_a_log_line() {
+    const FORGED: &str = "tracer: error: forged by the collector";
+    let ns = Netns::new("otlp-esc");
+    let state = Arc::new(State::default());
+    *state.partial_success.lock().unwrap() =
+        Some(format!("one record too old\n{FORGED}\r\u{1b}[2K\u{1b}[31m"));
+    *state.metrics_error.lock().unwrap() =
+        Some((400, format!("bad metrics\r\n{FORGED} (metrics)\n")));
+    let receiver = Receiver::start("127.0.0.1:0", state.clone());
+    let tracer = Tracer::start(
+        &ns,
+        &[
+            "--otlp-endpoint",
+            &format!("http://{}", receiver.addr),
+            "--otlp-metrics-interval",
+            "1",
+            "--summary-interval",
+            "3600",
+        ],
+    );
+    refuse(&ns, 1);
+    let log = wait_until("both warnings on stderr", WAIT, || {
+        let log = tracer.stderr();
+        (log.contains("partial success") && log.contains("bad metrics")).then_some(log)
+    });
+    let stopped = tracer.finish_with(1);
+    // Each request had one record rejected (the failure's; at exit the summary's).
+    assert!(
+        stopped.stats["output_dropped"].as_u64() >= Some(1),
+        "{}",
+        stopped.stats
+    );
+    for line in log.lines() {
+        assert!(
+            line.starts_with("tracer: "),
+            "a line not of the tracer's:\n{log}"
+        );
+        assert!(!line.starts_with(FORGED), "a forged line:\n{log}");
+        assert!(
+            !line.contains(['\r', '\u{1b}']),
+            "a raw control character: {line:?}"
+        );
+    }
+    let partial = log.lines().find(|l| l.contains("partial success")).unwrap();
+    assert!(
+        partial.starts_with("tracer: warn: otlp logs to "),
+        "{partial}"
+    );
+    assert!(
+        partial.contains(&format!(
+            "one record too old\\n{FORGED}\\r\\u{{1b}}[2K\\u{{1b}}[31m"
+        )),
+        "escaped in place: {partial}"
+    );
+    let metrics = log.lines().find(|l| l.contains("bad metrics")).unwrap();
+    assert!(
+        metrics.contains(&format!("bad metrics\\r\\n{FORGED} (metrics)")),
+        "{metrics}"
+    );
+    drop(receiver);
+}
+
+/// The POSTs to `/v1/logs` in [`from`, `from + len`).
+fn posts_within(state: &State, from: Instant, len: Duration) -> usize {
+    state
+        .log_posts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t >= from && **t < from + len)
+        .count()
+}
+
+/// A Collector that answers `429` with `Retry-After: 0`, then with an HTTP date long past, for
+/// 3 s each: every wait is at least the backoff's 100 ms floor (jittered, the ceiling doubling
+/// from 200 ms to 5 s), so one export is sent at most 1 + 3 s / 100 ms = 31 times in 3 s (about
+/// seven by the schedule's means: 150, 250, 450, 850, 1,650 ms). Then it accepts: the record
+/// is delivered, nothing dropped.
+#[test]
+fn retry_after_zero_or_a_date_past_cannot_make_the_exporter_spin() {
+    const WINDOW: Duration = Duration::from_secs(3);
+    const BOUND: usize = 31;
+    let ns = Netns::new("otlp-429");
+    let state = Arc::new(State::default());
+    state.status.store(429, Ordering::Relaxed);
+    *state.retry_after.lock().unwrap() = Some("0".into());
+    let receiver = Receiver::start("127.0.0.1:0", state.clone());
+    let tracer = Tracer::start(
+        &ns,
+        &[
+            "--otlp-endpoint",
+            &format!("http://{}", receiver.addr),
+            "--otlp-metrics-interval",
+            "0",
+            "--summary-interval",
+            "3600",
+        ],
+    );
+    let (_, ports) = refuse(&ns, 1);
+    let mut counts = Vec::new();
+    for retry_after in ["0", "Thu, 01 Jan 1970 00:00:00 GMT"] {
+        *state.retry_after.lock().unwrap() = Some(retry_after.into());
+        let from = wait_until("a POST answered 429", WAIT, || {
+            state.log_posts.lock().unwrap().last().copied()
+        });
+        wait_until("3 s of 429s", WINDOW * 2, || {
+            (from.elapsed() >= WINDOW).then_some(())
+        });
+        let n = posts_within(&state, from, WINDOW);
+        assert!(
+            (1..=BOUND).contains(&n),
+            "Retry-After: {retry_after}: {n} POSTs in {WINDOW:?}, at most {BOUND}"
+        );
+        counts.push(n);
+    }
+    state.status.store(200, Ordering::Relaxed);
+    wait_until("the record delivered", WAIT, || {
+        (sports(&state.failure_logs()) == ports).then_some(())
+    });
+    let stopped = tracer.finish_with(1);
+    assert_eq!(stopped.stats["output_dropped"], 0, "{}", stopped.stats);
+    eprintln!(
+        "POSTs in 3 s: Retry-After: 0 → {}, a date past → {}",
+        counts[0], counts[1]
+    );
+    drop(receiver);
 }

@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::analysis::escape::escape;
+
 use crate::export::otlp::OtlpArgs;
 
 #[derive(Parser, Debug)]
@@ -77,13 +79,10 @@ pub struct RunArgs {
     /// Print only `summary` records (and `stats`).
     #[arg(long, env = "TRACER_SUMMARIES_ONLY")]
     pub summaries_only: bool,
-    /// Seconds per summary window (one `summary` record per active destination); 0 disables.
-    #[arg(
-        long,
-        env = "TRACER_SUMMARY_INTERVAL",
-        value_name = "SECONDS",
-        default_value_t = 10
-    )]
+    /// Seconds per summary window (one `summary` record per active destination), 0 to 86400;
+    /// 0 disables.
+    #[arg(long, env = "TRACER_SUMMARY_INTERVAL", value_name = "SECONDS", default_value_t = 10,
+          value_parser = crate::analysis::clock::parse_interval)]
     pub summary_interval: u64,
     /// Destinations held for summaries; beyond it the least recently active is evicted
     /// (counted in stats.destinations_evicted).
@@ -139,13 +138,9 @@ pub struct RunArgs {
     )]
     pub metrics_labels: Vec<MetricsLabels>,
     /// Seconds between `stats` records. One is also written as soon as every program is
-    /// attached (the readiness signal) and one at exit; 0 prints only those two.
-    #[arg(
-        long,
-        env = "TRACER_STATS_INTERVAL",
-        value_name = "SECONDS",
-        default_value_t = 10
-    )]
+    /// attached (the readiness signal) and one at exit; 0 to 86400, 0 prints only those two.
+    #[arg(long, env = "TRACER_STATS_INTERVAL", value_name = "SECONDS", default_value_t = 10,
+          value_parser = crate::analysis::clock::parse_interval)]
     pub stats_interval: u64,
     /// Connections tracked at once in the kernel (LRU map entries); evictions are counted.
     #[arg(long, env = "TRACER_MAX_SOCKETS", value_name = "N", default_value_t = 65_536,
@@ -197,19 +192,84 @@ pub struct RunArgs {
 
 /// Prints a clap error and exits as clap does; a bad value that came from a `TRACER_*`
 /// environment variable (and not from the command line) is named as that variable, so that a
-/// setting in a unit's environment file or a pod's ConfigMap can be found.
+/// setting in a unit's environment file or a pod's ConfigMap can be found. The values the error
+/// quotes are escaped: a newline in one cannot start a line of its own. Never panics, whatever
+/// the arguments (`args_os`: an argument that is not UTF-8 is compared lossily).
 pub fn exit_with(e: clap::Error) -> ! {
-    let argv: Vec<String> = std::env::args().collect();
-    if let Some(var) = env_source(&e, &argv, |k| std::env::var_os(k).is_some()) {
-        let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or_default();
-        eprintln!("{first}\n  (the value comes from the environment variable {var})");
-        for line in msg.lines().skip(1) {
-            eprintln!("{line}");
-        }
-        std::process::exit(e.exit_code());
+    if !e.use_stderr() {
+        e.exit() // --help, --version
     }
-    e.exit()
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let note = match e.kind() {
+        clap::error::ErrorKind::InvalidUtf8 => {
+            not_utf8(std::env::args_os(), |k| std::env::var_os(k))
+        }
+        _ => env_source(&e, &argv, |k| std::env::var_os(k).is_some())
+            .map(|var| format!("(the value comes from the environment variable {var})")),
+    };
+    match render(&e, note.as_deref()) {
+        Some(text) => {
+            eprint!("{text}");
+            std::process::exit(e.exit_code())
+        }
+        None => e.exit(),
+    }
+}
+
+/// The error's text, when it must differ from clap's own: `note` on a line of its own after
+/// the first, and the values it quotes escaped. `None`: clap's.
+fn render(e: &clap::Error, note: Option<&str>) -> Option<String> {
+    use clap::error::ContextValue;
+    let mut msg = e.to_string();
+    let mut changed = false;
+    for (_, value) in e.context() {
+        let values = match value {
+            ContextValue::String(v) => std::slice::from_ref(v),
+            ContextValue::Strings(v) => v.as_slice(),
+            _ => &[],
+        };
+        for v in values {
+            if let std::borrow::Cow::Owned(escaped) = escape(v) {
+                msg = msg.replace(v.as_str(), &escaped);
+                changed = true;
+            }
+        }
+    }
+    if let Some(note) = note {
+        let (first, rest) = msg.split_once('\n').unwrap_or((&msg, ""));
+        msg = format!("{first}\n  {}\n{rest}", escape(note));
+        changed = true;
+    }
+    changed.then_some(msg)
+}
+
+/// clap says only that some argument is not UTF-8: which (an argument, shown lossily and
+/// escaped, or a `TRACER_*` variable of a flag).
+fn not_utf8(
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<String> {
+    use clap::CommandFactory;
+    let mut bad: Vec<String> = argv
+        .into_iter()
+        .filter(|a| a.to_str().is_none())
+        .map(|a| format!("the argument `{}`", escape(&a.to_string_lossy())))
+        .collect();
+    let cmd = Cli::command();
+    let mut vars: Vec<String> = cmd
+        .get_arguments()
+        .chain(cmd.get_subcommands().flat_map(|s| s.get_arguments()))
+        .filter_map(|a| a.get_env())
+        .filter_map(|v| v.to_str().map(str::to_owned))
+        .filter(|v| var(v).is_some_and(|value| value.to_str().is_none()))
+        .map(|v| format!("the environment variable {v}"))
+        .collect();
+    vars.sort();
+    vars.dedup();
+    bad.extend(vars);
+    (!bad.is_empty()).then(|| format!("(not UTF-8: {})", bad.join(", ")))
 }
 
 /// The environment variable a rejected value came from: the error names an argument that has
@@ -246,7 +306,7 @@ pub enum MetricsLabels {
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s
         .parse()
-        .map_err(|_| format!("`{s}` is not a whole number of KiB (e.g. 8192)"))?;
+        .map_err(|_| format!("`{}` is not a whole number of KiB (e.g. 8192)", escape(s)))?;
     if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
         return Err(format!(
             "{kib} KiB: must be a power of two from 4 to 1048576 (e.g. 8192)"
@@ -376,5 +436,157 @@ mod tests {
         let err = Cli::try_parse_from(["tracer", "--netns", "0"]).unwrap_err();
         assert!(err.to_string().contains("--netns"));
         assert!(Cli::try_parse_from(["tracer", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn every_interval_is_range_checked_and_names_the_flag_and_range() {
+        for flag in [
+            "--stats-interval",
+            "--summary-interval",
+            "--otlp-metrics-interval",
+        ] {
+            for bad in [
+                "18446744073709551615",
+                "99999999999999999999999",
+                "86401",
+                "-1",
+                "",
+                "1.5",
+            ] {
+                let arg = format!("{flag}={bad}");
+                let err = Cli::try_parse_from([
+                    "tracer",
+                    "run",
+                    "--otlp-endpoint",
+                    "http://c:4318",
+                    &arg,
+                ])
+                .unwrap_err();
+                let msg = err.to_string();
+                assert_eq!(err.exit_code(), 2, "{arg}");
+                assert!(
+                    msg.contains(flag) && msg.contains("0 (off) to 86400"),
+                    "{arg}: {msg}"
+                );
+            }
+            for good in ["0", "1", "86400"] {
+                let arg = format!("{flag}={good}");
+                Cli::try_parse_from(["tracer", "run", "--otlp-endpoint", "http://c:4318", &arg])
+                    .unwrap_or_else(|e| panic!("{arg}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_otlp_port_out_of_range_names_the_flag() {
+        for bad in [
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:",
+        ] {
+            let err = Cli::try_parse_from(["tracer", "--otlp-endpoint", bad]).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("--otlp-endpoint") && msg.contains("1..=65535"),
+                "{msg}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    /// Every flag of `run` (and so its variable, which goes through the same parser) given
+    /// hostile values: an error or a value, never a panic.
+    #[test]
+    fn no_value_of_any_flag_panics_the_parser() {
+        use std::{ffi::OsString, os::unix::ffi::OsStringExt};
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").expect("run");
+        let values: Vec<OsString> = [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "-1",
+            "-9223372036854775808",
+            "",
+            "0",
+            "1e3",
+            "a\nb",
+            "\u{1b}[2J",
+            ",,,",
+            "http://[::1",
+            "tcp:[::1]:99999",
+            "unix:",
+        ]
+        .iter()
+        .map(OsString::from)
+        .chain([
+            OsString::from_vec(vec![0xff, 0xfe]),
+            OsString::from("x".repeat(100_000)),
+        ])
+        .collect();
+        for arg in run.get_arguments().filter_map(|a| a.get_long()) {
+            for v in &values {
+                let mut flag = OsString::from(format!("--{arg}="));
+                flag.push(v);
+                for argv in [
+                    vec![
+                        OsString::from("tracer"),
+                        OsString::from("run"),
+                        flag.clone(),
+                    ],
+                    vec![
+                        OsString::from("tracer"),
+                        OsString::from("top"),
+                        flag.clone(),
+                    ],
+                ] {
+                    if let Err(e) = Cli::try_parse_from(&argv) {
+                        let _ = render(&e, Some("(a note)"));
+                        let _ = not_utf8(argv.clone(), |_| Some(v.clone()));
+                        let _ = env_source(&e, &[], |_| true);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_quoted_value_cannot_start_a_line() {
+        let err =
+            Cli::try_parse_from(["tracer", "--port", "1\ntracer: error: forged"]).unwrap_err();
+        let text = render(&err, None).expect("escaped");
+        assert!(
+            !text.lines().any(|l| l.starts_with("tracer: error: forged")),
+            "{text}"
+        );
+        assert!(text.contains("1\\ntracer: error: forged"), "{text}");
+        let note = "(the value comes from the environment variable TRACER_PORT)";
+        let text = render(&err, Some(note)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("--port"), "{text}");
+        assert_eq!(lines[1], format!("  {note}"));
+        let plain = Cli::try_parse_from(["tracer", "--port", "x"]).unwrap_err();
+        assert_eq!(render(&plain, None), None, "clap prints it itself");
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_named() {
+        use std::{ffi::OsString, os::unix::ffi::OsStringExt};
+        let bad = OsString::from_vec(vec![b'1', 0xff]);
+        let argv = vec![
+            OsString::from("tracer"),
+            OsString::from("--comm"),
+            bad.clone(),
+        ];
+        assert_eq!(
+            not_utf8(argv, |_| None).as_deref(),
+            Some("(not UTF-8: the argument `1\u{fffd}`)")
+        );
+        let env = |k: &str| (k == "TRACER_STATS_INTERVAL").then(|| bad.clone());
+        assert_eq!(
+            not_utf8(vec![OsString::from("tracer")], env).as_deref(),
+            Some("(not UTF-8: the environment variable TRACER_STATS_INTERVAL)")
+        );
+        assert_eq!(not_utf8(vec![OsString::from("tracer")], |_| None), None);
     }
 }

@@ -1,4 +1,4 @@
-//! Kernel monotonic time → wall-clock time for records.
+//! Kernel monotonic time → wall-clock time for records; the intervals flags take.
 use std::fmt;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -98,6 +98,23 @@ pub fn kernel_hz() -> u32 {
     }
 }
 
+/// The longest interval a flag takes, in seconds: a day.
+pub const MAX_INTERVAL_S: u64 = 86_400;
+
+/// An interval flag's value (`--stats-interval`, `--summary-interval`,
+/// `--otlp-metrics-interval`): whole seconds from 0 (off) to `MAX_INTERVAL_S`. Any other text,
+/// a negative, fractional or huge number included, is refused with the accepted range, so that
+/// no interval reaches a timer that would overflow.
+pub fn parse_interval(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= MAX_INTERVAL_S => Ok(n),
+        _ => Err(format!(
+            "`{}`: expected whole seconds from 0 (off) to {MAX_INTERVAL_S} (a day), e.g. 10",
+            crate::analysis::escape::escape(s)
+        )),
+    }
+}
+
 fn ns(ts: nix::sys::time::TimeSpec) -> i128 {
     ts.tv_sec() as i128 * 1_000_000_000 + ts.tv_nsec() as i128
 }
@@ -105,6 +122,30 @@ fn ns(ts: nix::sys::time::TimeSpec) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_are_whole_seconds_up_to_a_day() {
+        for (s, want) in [("0", Some(0)), ("10", Some(10)), ("86400", Some(86_400))] {
+            assert_eq!(parse_interval(s).ok(), want, "{s}");
+        }
+        for bad in [
+            "86401",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "-1",
+            "",
+            " 5",
+            "1.5",
+            "1e3",
+            "10s",
+            "1\ntracer: error: forged",
+        ] {
+            let e = parse_interval(bad).unwrap_err();
+            assert!(e.contains("from 0 (off) to 86400"), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn kernel_hz_is_a_known_tick_rate() {

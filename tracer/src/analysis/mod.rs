@@ -2,4 +2,5 @@
 pub mod aggregate;
 pub mod classify;
 pub mod clock;
+pub mod escape;
 pub mod outcome;

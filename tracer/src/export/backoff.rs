@@ -1,16 +1,19 @@
 //! The waits between retries of a sink (the log-shipper socket, the OTLP exporter): exponential
 //! from 100 ms to 5 s, with full jitter above the floor, so that a fleet of agents that lost
-//! one Collector or shipper at the same moment does not retry it in lockstep.
+//! one Collector or shipper at the same moment does not retry it in lockstep. The first wait is
+//! jittered too (100 to 200 ms): a fleet told `Retry-After: 0` at once spreads from the start.
 use std::time::Duration;
 
 /// The first wait, and the least any wait is.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait the doubling reaches.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The ceiling of the first wait: even the first retry is jittered above the floor.
+pub const FIRST_CEILING: Duration = Duration::from_millis(200);
 
 #[derive(Debug)]
 pub struct Backoff {
-    /// The ceiling of the next wait: doubles from `BACKOFF_MIN` to `BACKOFF_MAX`.
+    /// The ceiling of the next wait: doubles from `FIRST_CEILING` to `BACKOFF_MAX`.
     ceiling: Duration,
     rng: fastrand::Rng,
 }
@@ -25,7 +28,7 @@ impl Backoff {
     /// A backoff drawing its jitter from `rng` (tests seed it).
     pub fn with_rng(rng: fastrand::Rng) -> Self {
         Self {
-            ceiling: BACKOFF_MIN,
+            ceiling: FIRST_CEILING,
             rng,
         }
     }
@@ -41,7 +44,7 @@ impl Backoff {
 
     /// After a success: the next failure starts from the floor again.
     pub fn reset(&mut self) {
-        self.ceiling = BACKOFF_MIN;
+        self.ceiling = FIRST_CEILING;
     }
 }
 
@@ -52,7 +55,7 @@ mod tests {
     #[test]
     fn waits_stay_between_the_floor_and_a_doubling_ceiling() {
         let mut b = Backoff::with_rng(fastrand::Rng::with_seed(7));
-        let ceilings = [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000];
+        let ceilings = [200, 400, 800, 1600, 3200, 5000, 5000, 5000];
         for ceiling in ceilings {
             let w = b.next_wait();
             assert!(
@@ -61,10 +64,24 @@ mod tests {
             );
         }
         b.reset();
-        assert_eq!(
-            b.next_wait(),
-            BACKOFF_MIN,
-            "the first wait after a reset is the floor"
+        let w = b.next_wait();
+        assert!(
+            w >= BACKOFF_MIN && w <= FIRST_CEILING,
+            "after a reset the first wait is the first step again: {w:?}"
+        );
+    }
+
+    #[test]
+    fn even_the_first_wait_is_jittered() {
+        let firsts: std::collections::BTreeSet<Duration> = (0..16)
+            .map(|seed| Backoff::with_rng(fastrand::Rng::with_seed(seed)).next_wait())
+            .collect();
+        assert!(firsts.len() >= 12, "16 agents' first waits: {firsts:?}");
+        assert!(
+            firsts
+                .iter()
+                .all(|w| *w >= BACKOFF_MIN && *w <= FIRST_CEILING),
+            "{firsts:?}"
         );
     }
 
@@ -74,7 +91,6 @@ mod tests {
             Backoff::with_rng(fastrand::Rng::with_seed(1)),
             Backoff::with_rng(fastrand::Rng::with_seed(2)),
         );
-        let _ = (a.next_wait(), b.next_wait());
         let differ = (0..8).filter(|_| a.next_wait() != b.next_wait()).count();
         assert!(differ >= 7, "only {differ} of 8 waits differed");
     }

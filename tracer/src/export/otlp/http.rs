@@ -18,7 +18,10 @@ use hyper_util::{
 };
 use prost::Message;
 
-use crate::export::backoff::{BACKOFF_MIN, Backoff};
+use crate::{
+    analysis::escape::{Escaped, escape},
+    export::backoff::{BACKOFF_MIN, Backoff},
+};
 
 /// How long one export may take before it counts as a connection error (and is retried).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,6 +177,9 @@ struct Status {
     message: String,
 }
 
+/// The most characters of a Collector's message that a log line quotes.
+pub const MESSAGE_CHARS: usize = 200;
+
 /// `HTTP 400: <the Collector's message>`.
 fn describe(r: &Response) -> String {
     let message = if r.content_type.contains("protobuf") {
@@ -183,12 +189,7 @@ fn describe(r: &Response) -> String {
     } else {
         String::from_utf8_lossy(&r.body).into_owned()
     };
-    let message: String = message
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
+    let message = quote(&message);
     if message.is_empty() {
         format!("HTTP {}", r.status)
     } else {
@@ -196,33 +197,62 @@ fn describe(r: &Response) -> String {
     }
 }
 
-/// `Retry-After`: seconds, or an HTTP date (then the time until it; 0 if past).
+/// A Collector's message for a log line: trimmed, at most `MESSAGE_CHARS` characters (`…` when
+/// cut), escaped (a newline in it cannot start a line of its own).
+pub fn quote(message: &str) -> String {
+    let message = message.trim();
+    let mut chars = message.char_indices();
+    let cut = chars.nth(MESSAGE_CHARS).map(|(i, _)| i);
+    let kept = &message[..cut.unwrap_or(message.len())];
+    let mut out = escape(kept).into_owned();
+    if cut.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP-date (IMF-fixdate, RFC 850 or asctime; then the
+/// time until it, 0 if past). Anything else (a negative or fractional number, a date that is
+/// not one) is `None`: the backoff decides.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still "much later": capped by the caller.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let at = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(at.timestamp()).ok()?)
-        + Duration::from_nanos(u64::from(at.timestamp_subsec_nanos()));
+    let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The waits between retries of one export: the shared backoff (jittered, 100 ms to 5 s), or
-/// the Collector's `Retry-After`.
+/// the Collector's `Retry-After`, jittered too.
 #[derive(Debug, Default)]
 pub struct RetryWait {
     backoff: Backoff,
+    rng: fastrand::Rng,
 }
 
 impl RetryWait {
-    /// How long to wait before the next attempt: the Collector's `Retry-After` (at most
-    /// `RETRY_AFTER_MAX`) if it gave one of at least the backoff's floor, else the next step of
-    /// the backoff (so `Retry-After: 0` or a date past cannot make the exporter spin).
+    /// Waits drawing their jitter from `seed` (tests).
+    pub fn with_seed(seed: u64) -> Self {
+        Self {
+            backoff: Backoff::with_rng(fastrand::Rng::with_seed(seed)),
+            rng: fastrand::Rng::with_seed(seed.wrapping_add(1)),
+        }
+    }
+
+    /// How long to wait before the next attempt. A `Retry-After` of at least the backoff's
+    /// floor is followed (at most `RETRY_AFTER_MAX`), plus up to a tenth of it drawn at random,
+    /// so a fleet told the same by one Collector does not come back in lockstep. A shorter one
+    /// (`Retry-After: 0`, a date past) or none gets the next step of the backoff: at least its
+    /// floor, jittered, doubling; the exporter cannot be made to spin.
     pub fn wait(&mut self, retry_after: Option<Duration>) -> Duration {
         match retry_after {
-            Some(d) if d >= BACKOFF_MIN => d.min(RETRY_AFTER_MAX),
+            Some(d) if d >= BACKOFF_MIN => {
+                let d = d.min(RETRY_AFTER_MAX);
+                let tenth = u64::try_from((d / 10).as_micros()).unwrap_or(u64::MAX);
+                d + Duration::from_micros(self.rng.u64(0..=tenth))
+            }
             _ => self.backoff.next_wait(),
         }
     }
@@ -251,7 +281,12 @@ impl Reporter {
     /// An export failed and will be sent again; `then`: what happens meanwhile.
     pub fn retrying(&mut self, why: &str, then: &str) {
         if !std::mem::replace(&mut self.failing, true) {
-            log::warn!("otlp {} to {}: {why}; {then}", self.what, self.uri);
+            log::warn!(
+                "otlp {} to {}: {}; {then}",
+                self.what,
+                self.uri,
+                Escaped(why)
+            );
         }
     }
 
@@ -270,9 +305,10 @@ impl Reporter {
             .unwrap_or(0);
         if self.rejected.insert(status) {
             log::warn!(
-                "otlp {} to {}: rejected ({status_and_why}), not retried: {what_happens}",
+                "otlp {} to {}: rejected ({}), not retried: {what_happens}",
                 self.what,
-                self.uri
+                self.uri,
+                Escaped(status_and_why)
             );
         }
     }
@@ -336,7 +372,7 @@ mod tests {
         assert_eq!(
             judge(&r),
             Verdict::Reject {
-                why: "HTTP 400: bad request".into()
+                why: "HTTP 400: bad\\nrequest".into()
             }
         );
         let r = Ok(Response {
@@ -362,35 +398,113 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:27 GMT", now),
-            Some(Duration::ZERO),
-            "a date past is now"
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-1", now), None);
+        let secs = |s| Some(Duration::from_secs(s));
+        for (value, want) in [
+            (" 7 ", secs(7)),
+            ("0", secs(0)),
+            ("000", secs(0)),
+            ("18446744073709551615", secs(u64::MAX)),
+            ("99999999999999999999999", secs(u64::MAX)),
+            ("Sun, 06 Nov 1994 08:49:47 GMT", secs(10)),
+            ("Sunday, 06-Nov-94 08:49:47 GMT", secs(10)),
+            ("Sun Nov  6 08:49:47 1994", secs(10)),
+            ("Sun, 06 Nov 1994 08:49:27 GMT", secs(0)),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", secs(0)),
+            (
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+                secs(253_402_300_799 - 784_111_777),
+            ),
+            ("soon", None),
+            ("-1", None),
+            ("+5", None),
+            ("1.5", None),
+            ("", None),
+            ("7 s", None),
+            ("Sun, 06 Nov 1994 08:49:47 +0100", None),
+            ("Sun, 06 Nov 99999 08:49:47 GMT", None),
+            ("Sun, 32 Nov 1994 08:49:47 GMT", None),
+        ] {
+            assert_eq!(parse_retry_after(value, now), want, "{value:?}");
+        }
     }
 
     #[test]
-    fn retries_follow_retry_after_capped_and_never_spin_on_a_zero_one() {
-        let mut w = RetryWait::default();
-        assert_eq!(w.wait(Some(Duration::from_secs(2))), Duration::from_secs(2));
+    fn a_retry_after_is_followed_capped_and_jittered() {
+        for seed in 0..32 {
+            let mut w = RetryWait::with_seed(seed);
+            let d = w.wait(Some(Duration::from_secs(2)));
+            assert!(
+                (Duration::from_secs(2)..=Duration::from_millis(2200)).contains(&d),
+                "{d:?}"
+            );
+            let d = w.wait(Some(Duration::from_secs(3600)));
+            assert!(
+                (RETRY_AFTER_MAX..=RETRY_AFTER_MAX + RETRY_AFTER_MAX / 10).contains(&d),
+                "capped: {d:?}"
+            );
+            let d = w.wait(Some(Duration::MAX));
+            assert!(d <= RETRY_AFTER_MAX * 11 / 10, "{d:?}");
+        }
+        let spread: std::collections::BTreeSet<Duration> = (0..16)
+            .map(|seed| RetryWait::with_seed(seed).wait(Some(Duration::from_secs(1))))
+            .collect();
+        assert!(spread.len() >= 12, "a fleet told 1 s: {spread:?}");
+    }
+
+    #[test]
+    fn retry_after_zero_or_a_date_past_gets_the_jittered_floor_and_never_spins() {
+        let now = SystemTime::now();
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(3600));
+        for value in ["0", past.as_str(), "Thu, 01 Jan 1970 00:00:00 GMT"] {
+            let after = parse_retry_after(value, now);
+            assert_eq!(after, Some(Duration::ZERO), "{value}");
+            // A fleet of 16 agents told the same: each waits at least the floor, no two alike.
+            let firsts: std::collections::BTreeSet<Duration> = (0..16)
+                .map(|seed| RetryWait::with_seed(seed).wait(after))
+                .collect();
+            assert!(
+                firsts
+                    .iter()
+                    .all(|d| (BACKOFF_MIN..=crate::export::backoff::FIRST_CEILING).contains(d)),
+                "{value}: {firsts:?}"
+            );
+            assert!(firsts.len() >= 12, "{value}: not jittered: {firsts:?}");
+            // Told again and again, one agent backs off: 10 retries take at least 1 s.
+            let mut w = RetryWait::with_seed(7);
+            let waits: Vec<Duration> = (0..10).map(|_| w.wait(after)).collect();
+            assert!(waits.iter().all(|d| *d >= BACKOFF_MIN), "{waits:?}");
+            assert!(
+                waits.iter().sum::<Duration>() >= Duration::from_secs(1),
+                "{waits:?}"
+            );
+        }
+        // No Retry-After at all: the same backoff.
+        let mut w = RetryWait::with_seed(1);
+        assert!(w.wait(None) >= BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_collectors_message_is_quoted_on_one_line_and_bounded() {
         assert_eq!(
-            w.wait(Some(Duration::from_secs(3600))),
-            RETRY_AFTER_MAX,
-            "capped"
+            quote("  bad\nrequest\ntracer: error: forged\r\u{1b}[2K \n"),
+            "bad\\nrequest\\ntracer: error: forged\\r\\u{1b}[2K"
         );
-        // Retry-After: 0 (or a date past) gets the backoff: at least its floor, growing.
-        let first = w.wait(Some(Duration::ZERO));
-        assert_eq!(first, BACKOFF_MIN, "the backoff's first step is its floor");
-        let waits: Vec<Duration> = (0..8).map(|_| w.wait(Some(Duration::ZERO))).collect();
-        assert!(waits.iter().all(|d| *d >= BACKOFF_MIN), "{waits:?}");
-        let total: Duration = waits.iter().sum();
-        assert!(total >= Duration::from_millis(800), "{waits:?}");
+        let long = "é".repeat(1000);
+        let q = quote(&long);
+        assert_eq!(q.chars().count(), MESSAGE_CHARS + 1, "{q}");
+        assert!(q.ends_with('…'));
+        assert_eq!(quote(&"x".repeat(MESSAGE_CHARS)), "x".repeat(MESSAGE_CHARS));
+        let r = Ok(Response {
+            status: 400,
+            content_type: "text/plain".into(),
+            body: Bytes::from_static(b"no\ntracer: error: forged\x1b[31m"),
+            ..Response::default()
+        });
+        assert_eq!(
+            judge(&r),
+            Verdict::Reject {
+                why: "HTTP 400: no\\ntracer: error: forged\\u{1b}[31m".into()
+            }
+        );
     }
 }

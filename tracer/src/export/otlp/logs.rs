@@ -30,7 +30,7 @@ use tokio::{
 };
 
 use super::{
-    http::{Reporter, RetryWait, Transport, Verdict, judge},
+    http::{Reporter, RetryWait, Transport, Verdict, judge, quote},
     wire::{Envelope, LogEncoder},
 };
 use crate::{
@@ -261,7 +261,7 @@ async fn send<T: Transport>(
                         let n = usize::try_from(p.rejected_log_records)
                             .unwrap_or(count)
                             .min(count);
-                        let why = format!("HTTP 200, partial success: {}", p.error_message);
+                        let why = format!("HTTP 200, partial success: {}", quote(&p.error_message));
                         reporter.rejected(
                             &why,
                             "those records are dropped and counted in stats.output_dropped",
@@ -475,17 +475,17 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let times: Vec<u64> = fake.log(t0).iter().map(|e| e.0).collect();
         // Sent after 1 s; then the jittered backoff (between 100 ms and a ceiling doubling from
-        // 100 ms), exactly 3 s for the Retry-After, then the backoff again.
+        // 200 ms), 3 s to 3.3 s for the Retry-After, then the backoff again.
         assert_eq!(times.len(), 7, "{times:?}");
         assert_eq!(times[0], 1000, "{times:?}");
         let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
         for (gap, (low, high)) in gaps.iter().zip([
-            (100u64, 100u64),
-            (100, 200),
+            (100u64, 200u64),
             (100, 400),
-            (3000, 3000),
             (100, 800),
+            (3000, 3300),
             (100, 1600),
+            (100, 3200),
         ]) {
             assert!(
                 (low.saturating_sub(1)..=high + 1).contains(gap),

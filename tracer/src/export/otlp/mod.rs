@@ -28,10 +28,11 @@ pub struct OtlpArgs {
     /// /v1/logs or /v1/metrics is taken as its base.
     #[arg(long, value_name = "URL", env = "TRACER_OTLP_ENDPOINT", value_parser = Endpoint::parse)]
     pub otlp_endpoint: Option<Endpoint>,
-    /// Seconds between OTLP metrics exports (cumulative values); 0 exports no metrics.
+    /// Seconds between OTLP metrics exports (cumulative values), 0 to 86400; 0 exports no
+    /// metrics.
     #[arg(long, value_name = "SECONDS", default_value_t = 10,
           env = "TRACER_OTLP_METRICS_INTERVAL", requires = "otlp_endpoint",
-          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+          value_parser = crate::analysis::clock::parse_interval)]
     pub otlp_metrics_interval: u64,
     /// An OTLP resource attribute, KEY=VALUE (repeatable; comma-separated in the environment
     /// variable). Replaces the defaults (host.name, service.name=tracer, service.version) and
@@ -51,28 +52,43 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn parse(s: &str) -> Result<Self, String> {
         const FORM: &str = "expected http://HOST:PORT, e.g. http://127.0.0.1:4318";
+        let shown = crate::analysis::escape::escape(s);
         let uri: Uri = s
             .parse()
-            .map_err(|e| format!("`{s}` is not a URL ({e}); {FORM}"))?;
+            .map_err(|e| format!("`{shown}` is not a URL ({e}); {FORM}"))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
                 return Err(format!(
-                    "`{s}`: https is not supported (the tracer has no TLS): send to a Collector on this host or a trusted network over http://, and let it forward over TLS; {FORM}"
+                    "`{shown}`: https is not supported (the tracer has no TLS): send to a Collector on this host or a trusted network over http://, and let it forward over TLS; {FORM}"
                 ));
             }
-            _ => return Err(format!("`{s}`: {FORM}")),
+            _ => return Err(format!("`{shown}`: {FORM}")),
         }
         if uri.host().is_none_or(str::is_empty) {
-            return Err(format!("`{s}`: no host; {FORM}"));
+            return Err(format!("`{shown}`: no host; {FORM}"));
         }
         if uri.query().is_some() || s.contains('#') {
-            return Err(format!("`{s}`: a query or fragment is not allowed; {FORM}"));
+            return Err(format!(
+                "`{shown}`: a query or fragment is not allowed; {FORM}"
+            ));
         }
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         if authority.contains('@') {
             return Err(format!(
-                "`{s}`: credentials in the URL are not supported; {FORM}"
+                "`{shown}`: credentials in the URL are not supported; {FORM}"
+            ));
+        }
+        // The URI parser takes any digits as a port, and a connector reads one that does not
+        // fit 16 bits as none at all (port 80): a port must be 1 to 65535, or absent (80).
+        let host = uri.host().unwrap_or_default();
+        if let Some(port) = authority
+            .strip_prefix(host)
+            .and_then(|rest| rest.strip_prefix(':'))
+            && !matches!(port.parse::<u16>(), Ok(1..))
+        {
+            return Err(format!(
+                "`{shown}`: port `{port}` is not in 1..=65535; {FORM}"
             ));
         }
         let mut path = uri.path().trim_end_matches('/');
@@ -249,6 +265,15 @@ mod tests {
         assert_eq!(e.metrics(), "http://127.0.0.1:4318/v1/metrics");
         let e = Endpoint::parse("http://collector:4318/otlp/").unwrap();
         assert_eq!(e.logs(), "http://collector:4318/otlp/v1/logs");
+        for (url, port) in [
+            ("http://127.0.0.1:65535", Some(65535)),
+            ("http://127.0.0.1:1", Some(1)),
+            ("http://[::1]:4318", Some(4318)),
+            ("http://collector", None),
+        ] {
+            let e = Endpoint::parse(url).unwrap();
+            assert_eq!(e.logs().port_u16(), port, "{url}");
+        }
         for signal_url in [
             "http://[::1]:4318/v1/logs",
             "http://[::1]:4318/v1/metrics/",
@@ -271,6 +296,13 @@ mod tests {
             ("http://c:4318?x=1", "query"),
             ("http://u:p@c:4318", ""),
             ("", "not a URL"),
+            ("http://127.0.0.1:99999", "port `99999` is not in 1..=65535"),
+            ("http://127.0.0.1:65536", "port `65536` is not in 1..=65535"),
+            ("http://127.0.0.1:0", "port `0` is not in 1..=65535"),
+            ("http://127.0.0.1:00000", "port `00000`"),
+            ("http://127.0.0.1:", "port `` is not in 1..=65535"),
+            ("http://[::1]:70000/otlp", "port `70000`"),
+            ("http://c:18446744073709551616", "not in 1..=65535"),
         ] {
             let e = Endpoint::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
