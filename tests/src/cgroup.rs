@@ -274,3 +274,93 @@ impl Drop for DenyConnectCgroup {
         }
     }
 }
+
+/// A memory cgroup with a limit (`memory.max` on cgroup v2, `memory.limit_in_bytes` where the
+/// memory controller is on a v1 hierarchy, as on a hybrid host), for running the tracer as the
+/// DaemonSet runs it: in 256 MiB. Removed on drop, with any process left in it killed by pid.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+/// Where the memory controller is: the cgroup v2 mount if it offers `memory`, else the cgroup v1
+/// hierarchy mounted with it. `true`: v2.
+fn memory_hierarchy() -> (PathBuf, bool) {
+    if let Some(v2) = find_cgroup2_mount()
+        && std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+    {
+        return (v2, true);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
+    let v1 = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory"))
+            .then(|| PathBuf::from(f[1]))
+    });
+    (
+        v1.expect("no memory controller: neither on the cgroup v2 mount nor on a v1 hierarchy"),
+        false,
+    )
+}
+
+impl MemoryCgroup {
+    /// Creates `tt-<pid>-<n>-<tag>` at the memory hierarchy's root, limited to `bytes`.
+    pub fn new(tag: &str, bytes: u64) -> Self {
+        let (root, v2) = memory_hierarchy();
+        if v2 {
+            // The root's children get the controller only if the root hands it down.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = root.join(format!("tt-{}-{n}-{tag}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", dir.display()));
+        let cg = MemoryCgroup { dir };
+        let file = if v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(cg.dir.join(file), bytes.to_string())
+            .unwrap_or_else(|e| panic!("cannot set {file} of {}: {e}", cg.dir.display()));
+        cg
+    }
+
+    /// Makes `cmd`'s process join this cgroup before it execs (it writes 0 to `cgroup.procs`).
+    pub fn join_at_exec(&self, cmd: &mut Command) {
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        let fd = procs.as_raw_fd();
+        // The fd must stay open in the parent until the child has forked: it is leaked into the
+        // closure, which the Command keeps (and drops with it).
+        let procs = std::sync::Arc::new(procs);
+        // SAFETY: the closure runs in the forked child before exec and only calls write(2),
+        // which is async-signal-safe, on an fd the closure keeps open (the `Arc` it holds).
+        unsafe {
+            cmd.pre_exec(move || {
+                let _keep = &procs;
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
+    /// The pids in the cgroup.
+    pub fn members(&self) -> Vec<i32> {
+        members(&self.dir)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        empty(&self.dir);
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            eprintln!("could not remove cgroup {}: {e}", self.dir.display());
+        }
+    }
+}

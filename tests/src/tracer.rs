@@ -48,11 +48,33 @@ impl Tracer {
     }
 
     fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Self {
-        crate::require_kernel();
-        let bin = crate::tracer_bin().unwrap();
-        let mut cmd = Command::new(bin);
-        cmd.args(args).envs(env.iter().copied());
+        let mut cmd = Self::command(args);
+        cmd.envs(env.iter().copied());
         Self::start_command(cmd)
+    }
+
+    /// `tracer ARGS` as a command, for a test that sets more on it (a cgroup to join, a limit)
+    /// before `start_command`.
+    pub fn command(args: &[&str]) -> Command {
+        crate::require_kernel();
+        let mut cmd = Command::new(crate::tracer_bin().unwrap());
+        cmd.args(args);
+        cmd
+    }
+
+    /// Where `--metrics-addr` listens, from the start-up log (`serving metrics at
+    /// http://ADDR/metrics`): the port `127.0.0.1:0` was given.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.startup_log()
+            .lines()
+            .find_map(|l| {
+                l.split("http://")
+                    .nth(1)?
+                    .strip_suffix("/metrics")?
+                    .parse()
+                    .ok()
+            })
+            .expect("the tracer says where it serves metrics")
     }
 
     /// Starts `cmd`, a command whose stdout and stderr are the tracer's (the binary, or an

@@ -46,6 +46,8 @@ impl Default for Select {
 pub struct Pipeline {
     classifier: Classifier,
     metrics: Option<Metrics>,
+    /// What the metrics listener refused (`set_http_stats`).
+    http: Option<std::sync::Arc<crate::export::http_server::ServerStats>>,
     aggregator: Option<Aggregator>,
     clock: WallClock,
     select: Select,
@@ -81,6 +83,7 @@ impl Pipeline {
         Self {
             classifier: Classifier::new(kernel),
             metrics: None,
+            http: None,
             aggregator,
             clock,
             select,
@@ -274,6 +277,14 @@ impl Pipeline {
         self.metrics = Some(metrics);
     }
 
+    /// Counts what the metrics listener refuses into the totals.
+    pub fn set_http_stats(
+        &mut self,
+        stats: std::sync::Arc<crate::export::http_server::ServerStats>,
+    ) {
+        self.http = Some(stats);
+    }
+
     /// The metrics, if counted (`set_metrics`).
     pub fn metrics(&self) -> Option<&Metrics> {
         self.metrics.as_ref()
@@ -292,6 +303,7 @@ impl Pipeline {
             destinations_evicted: self.aggregator.as_ref().map_or(0, |a| a.evicted),
             workloads: self.workloads.counts,
             dns: self.dns.counts,
+            http: self.http.as_ref().map(|h| h.counts()).unwrap_or_default(),
             output_dropped,
         }
     }

@@ -86,6 +86,15 @@ enum Mode {
         #[arg(long)]
         addr: SocketAddr,
     },
+    /// Open COUNT connections to ADDR one after another (this process's open-file limit raised
+    /// to its hard limit first), say `held ok=N failed=M`, then hold them open, sending
+    /// nothing, until killed: idle connections that cost their server a file descriptor each.
+    Hold {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        count: usize,
+    },
     /// Call getppid() in a loop until killed: a syscall whose tracepoint a test's BPF program
     /// can hold the CPU in.
     Spin,
@@ -158,12 +167,31 @@ fn main() -> Result<()> {
             backlog,
             no_accept,
         } => listen(addr, reset_after_ms, drain, backlog, no_accept),
+        Mode::Hold { addr, count } => hold(addr, count),
         Mode::Spin => {
             say("spinning");
             loop {
                 std::hint::black_box(nix::unistd::getppid());
             }
         }
+    }
+}
+
+fn hold(addr: SocketAddr, count: usize) -> Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let mut held = Vec::with_capacity(count);
+    let mut failed = 0;
+    for _ in 0..count {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(s) => held.push(s),
+            Err(_) => failed += 1,
+        }
+    }
+    say(&format!("held ok={} failed={failed}", held.len()));
+    loop {
+        std::thread::park();
     }
 }
 

@@ -16,8 +16,9 @@ use crate::{
         session::Session,
     },
     export::health::Health,
+    export::http_server::{self, LIMITS, ServerStats},
     export::loss::{LossMonitor, Notice},
-    export::metrics::Metrics,
+    export::metrics::{Metrics, Pages},
     export::otlp::metrics::MetricsExporter,
     export::output::Output,
     pipeline::{Pipeline, Select},
@@ -58,11 +59,10 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
     }
     let mut metrics_tick = metrics_listener.and_then(|listener| {
         let registry = session.pipeline.metrics().map(Metrics::registry)?;
-        tokio::spawn(crate::export::metrics::serve(
-            listener,
-            registry,
-            health.clone(),
-        ));
+        let stats = Arc::new(ServerStats::default());
+        session.pipeline.set_http_stats(stats.clone());
+        let pages = Pages::new(registry, health.clone());
+        tokio::spawn(http_server::serve(listener, LIMITS, stats, pages.handler()));
         every(1)
     });
     let mut otlp_metrics_tick = otlp_metrics

@@ -31,6 +31,8 @@ pub struct Totals {
     pub workloads: crate::enrich::workload::WorkloadCounts,
     /// What the DNS capture counted.
     pub dns: crate::enrich::dns::DnsCounts,
+    /// What the metrics listener refused (`--metrics-addr`; zero without it).
+    pub http: crate::export::http_server::ServerCounts,
 }
 
 /// A counter userspace computes from the totals.
@@ -183,6 +185,38 @@ pub const DERIVED: &[Derived] = &[
             .metric("tracer_output_dropped")
             .loss("lines the outputs could not deliver", None),
         value: |t| t.output_dropped,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "metrics_listener_evicted",
+            "Connections to the metrics listener closed to make room for a new one (at its connection cap, or out of file descriptors), oldest first",
+        )
+        .metric("tracer_metrics_listener_evicted"),
+        value: |t| t.http.evicted,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "metrics_listener_timeouts",
+            "Connections to the metrics listener closed because their request head (5 s) or a response (10 s) took too long",
+        )
+        .metric("tracer_metrics_listener_timeouts"),
+        value: |t| t.http.timeouts,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "metrics_listener_refused",
+            "Requests to the metrics listener answered 431 (a head over 16 KiB) or 400 (not HTTP/1), then closed",
+        )
+        .metric("tracer_metrics_listener_refused"),
+        value: |t| t.http.refused,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "metrics_listener_accept_errors",
+            "accept() failures on the metrics listener (out of file descriptors: backed off, 100 ms doubling to 1 s)",
+        )
+        .metric("tracer_metrics_listener_accept_errors"),
+        value: |t| t.http.accept_errors,
     },
 ];
 

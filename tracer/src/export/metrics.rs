@@ -4,21 +4,18 @@
 //! health.
 use std::{
     collections::{HashMap, HashSet},
-    convert::Infallible,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use http_body_util::Full;
-use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, body::Bytes};
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
     metrics::{MetricType, counter::Counter, family::Family, histogram::exponential_buckets},
     registry::Registry,
 };
-use tokio::net::TcpListener;
 
 use crate::{
     analysis::outcome::{Direction, Label, Outcome},
@@ -445,49 +442,78 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// Serves `GET /metrics`, `/healthz` and `/readyz` until the process ends.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<Health>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (registry, health) = (registry.clone(), health.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (registry, health) = (registry.clone(), health.clone());
-                async move { Ok::<_, Infallible>(respond(&req, &registry, &health)) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// How long one rendering of `/metrics` is served: every response within it shares the same
+/// bytes, so a flood of scrapes costs one rendering a second, and slow readers (each answered
+/// within the server's response timeout) hold a few copies at most, not one each.
+const PAGE_TTL: Duration = Duration::from_secs(1);
+
+/// What the metrics listener answers: `GET /metrics`, `/healthz` and `/readyz` (the server and
+/// its bounds: `http_server`).
+pub struct Pages {
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    /// The last rendering of `/metrics`, and when.
+    page: Mutex<Option<(Instant, Bytes)>>,
 }
 
-fn respond<B>(req: &Request<B>, registry: &Registry, health: &Health) -> Response<Full<Bytes>> {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    let (status, ctype, body) = match req.uri().path() {
-        "/metrics" => (
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(registry),
-        ),
-        "/healthz" => (200, TEXT, "ok\n".to_string()),
-        "/readyz" => match health.readiness(crate::analysis::clock::WallClock::now_mono_ns()) {
-            Ok(()) => (200, TEXT, "ready\n".to_string()),
-            Err(why) => (503, TEXT, format!("not ready: {why}\n")),
-        },
-        _ => (
-            404,
-            TEXT,
-            "not found: /metrics, /healthz and /readyz are served here\n".to_string(),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", ctype)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid response")
+impl Pages {
+    pub fn new(registry: Arc<Registry>, health: Arc<Health>) -> Self {
+        Self {
+            registry,
+            health,
+            page: Mutex::new(None),
+        }
+    }
+
+    /// This, as the server's handler.
+    pub fn handler(self) -> crate::export::http_server::Handler {
+        Arc::new(move |req| self.respond(req))
+    }
+
+    /// The OpenMetrics text, rendered at most once per `PAGE_TTL`.
+    fn metrics(&self) -> Bytes {
+        let mut page = self
+            .page
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, body)) = page.as_ref()
+            && at.elapsed() < PAGE_TTL
+        {
+            return body.clone();
+        }
+        let body = Bytes::from(render(&self.registry));
+        *page = Some((Instant::now(), body.clone()));
+        body
+    }
+
+    fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        let (status, ctype, body) = match req.uri().path() {
+            "/metrics" => (
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics(),
+            ),
+            "/healthz" => (200, TEXT, Bytes::from_static(b"ok\n")),
+            "/readyz" => match self
+                .health
+                .readiness(crate::analysis::clock::WallClock::now_mono_ns())
+            {
+                Ok(()) => (200, TEXT, Bytes::from_static(b"ready\n")),
+                Err(why) => (503, TEXT, Bytes::from(format!("not ready: {why}\n"))),
+            },
+            _ => (
+                404,
+                TEXT,
+                Bytes::from_static(b"not found: /metrics, /healthz and /readyz are served here\n"),
+            ),
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", ctype)
+            .body(Full::new(body))
+            .expect("a valid response")
+    }
 }
 
 #[cfg(test)]
@@ -691,11 +717,11 @@ mod tests {
 
     #[test]
     fn probes_answer_on_the_metrics_listener() {
-        let registry = Registry::default();
-        let health = Health::default();
-        let get = |path: &str, health: &Health| {
+        let health = Arc::new(Health::default());
+        let pages = Pages::new(Arc::new(Registry::default()), health.clone());
+        let get = |path: &str, _: &Health| {
             let req = Request::builder().uri(path).body(()).unwrap();
-            let resp = respond(&req, &registry, health);
+            let resp = pages.respond(&req);
             let body = String::from_utf8(
                 resp.body()
                     .clone()
