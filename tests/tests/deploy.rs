@@ -1,6 +1,7 @@
-//! The deployment artifacts (issue 14): the Kubernetes manifests pass `kubernetes-validate
-//! --strict` against the newest Kubernetes it knows; the systemd unit passes `systemd-analyze
-//! verify` without a single warning; and the container image that `cargo xtask image` built,
+//! The deployment artifacts (issue 14): the Kubernetes manifests (the NetworkPolicy of the
+//! metrics port among them, issue 25) pass `kubernetes-validate --strict` against the newest
+//! Kubernetes it knows; the systemd unit (with its file and memory limits) passes
+//! `systemd-analyze verify` without a single warning; and the container image that `cargo xtask image` built,
 //! run as the DaemonSet runs it (its capabilities only, a read-only root, a RuntimeDefault-like
 //! seccomp profile, the hostPath mounts read-only, no host network, no host pid namespace),
 //! reports a refusal in a test's network namespace, and names a client in another podman
@@ -84,7 +85,13 @@ fn kubernetes_manifests_pass_strict_validation_against_the_newest_kubernetes() {
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     assert_eq!(
         kinds,
-        ["Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"],
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ConfigMap",
+            "DaemonSet",
+            "NetworkPolicy"
+        ],
         "applied in this order by `kubectl apply -f deploy/kubernetes/`"
     );
     let (ok, out) = run(Command::new(&validator)
@@ -132,6 +139,29 @@ fn kubernetes_manifests_pass_strict_validation_against_the_newest_kubernetes() {
     }
     let config = deploy::resource(&docs, "ConfigMap");
     assert_eq!(config["data"]["TRACER_METRICS_ADDR"], "0.0.0.0:10140");
+
+    // The NetworkPolicy lets only the monitoring namespace reach the metrics port: it selects the
+    // DaemonSet's pods, isolates them for ingress, and has one rule, from that namespace (by the
+    // name label Kubernetes sets) to that port.
+    let policy = deploy::resource(&docs, "NetworkPolicy");
+    assert_eq!(policy["metadata"]["namespace"], ds["metadata"]["namespace"]);
+    for (key, value) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("podSelector.matchLabels")
+    {
+        assert_eq!(&pod["metadata"]["labels"][key], value, "label {key}");
+    }
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"port": port, "protocol": "TCP"}],
+        }]),
+        "{policy}"
+    );
+    // The DaemonSet's memory limit, which the unit's MemoryMax= repeats.
+    assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
 }
 
 /// `key=value` settings of the unit's `[Service]` section.
@@ -187,6 +217,18 @@ fn the_systemd_unit_verifies_without_a_warning_and_grants_the_daemonsets_capabil
         out.contains("considering log /var/log/tracer/records.ndjson"),
         "{out}"
     );
+
+    // Bounded like the DaemonSet: the pod's memory limit, and a file limit under which the
+    // metrics listener's connection cap (256, a quarter of the limit at most) fits four times.
+    assert_eq!(
+        unit_settings(&unit, "MemoryMax"),
+        ["256M"],
+        "256 MiB, as 256Mi"
+    );
+    let nofile = unit_settings(&unit, "LimitNOFILE");
+    assert_eq!(nofile.len(), 1, "LimitNOFILE: {nofile:?}");
+    let nofile: u64 = nofile[0].parse().expect("LimitNOFILE: one number");
+    assert!((1024..=65536).contains(&nofile), "LimitNOFILE={nofile}");
 
     // The unit and the DaemonSet grant the same capabilities.
     let spec = deploy::PodSpec::from_manifests();
