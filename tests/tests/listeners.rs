@@ -1,7 +1,9 @@
 //! The listeners worker against real network namespaces (needs root: `ip netns add`, `setns`):
 //! the owner of a listener in this namespace, in another one, in one known only by a process,
-//! accept-queue overflows reconciled with `TcpExtListenOverflows`, and what happens without
-//! CAP_SYS_ADMIN. Traffic stays on the loopback of the namespaces the tests create.
+//! accept-queue overflows reconciled with `TcpExtListenOverflows`, what happens without
+//! CAP_SYS_ADMIN, and (against the tracer binary) listeners whose owners cannot be named, in a
+//! namespace of tens of thousands of fds, never stalling the event loop. Traffic stays on the
+//! loopback of the namespaces the tests create.
 use std::{
     net::{IpAddr, Ipv4Addr, TcpListener},
     os::unix::fs::MetadataExt,
@@ -244,4 +246,244 @@ fn answer_with_owner(listeners: &Listeners, netns: u32, port: u16, what: &str) -
     assert!(found.dst_is_local);
     assert_eq!(found.listeners.len(), 1, "{found:?}");
     found
+}
+
+/// A listener whose owner cannot be named, in a namespace with tens of thousands of fds: the
+/// listening socket's only reference is in flight over SCM_RIGHTS (sent to a socketpair, never
+/// received, the sender's fd closed), and a second listener on the same port (`::1`) belongs to
+/// a process whose name is not UTF-8. argv[1]: fds to hold open (/dev/null), up to the hard
+/// RLIMIT_NOFILE. Prints the port.
+const OWNERLESS: &str = r#"
+import array, os, resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(min(int(sys.argv[1]), hard - 64))]
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(16)
+port = l.getsockname()[1]
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [l.fileno()]))])
+l.close()
+with open("/proc/self/comm", "wb") as f:
+    f.write(b"\xff\xfe-bad")
+v6 = socket.socket(socket.AF_INET6)
+v6.bind(("::1", port))
+v6.listen(16)
+print(port, len(held), flush=True)
+time.sleep(600)
+"#;
+
+/// Holds argv[1] fds open (/dev/null), up to the hard RLIMIT_NOFILE; prints how many.
+const FDS: &str = r#"
+import os, resource, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(min(int(sys.argv[1]), hard - 64))]
+print(len(held), flush=True)
+time.sleep(600)
+"#;
+
+/// `GET /healthz`: how long the answer took, or why there was none within `timeout`.
+fn healthz(addr: std::net::SocketAddr, timeout: Duration) -> Result<Duration, String> {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut conn =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(conn, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)
+        .map_err(|e| format!("{e} after {:?}", t.elapsed()))?;
+    if !response.starts_with("HTTP/1.") || !response.ends_with("ok\n") {
+        return Err(format!("not ok: {response:?}"));
+    }
+    Ok(t.elapsed())
+}
+
+/// Whether process `pid` has exited (a zombie not yet reaped counts).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Issue 25, item 4: refusals to new addresses of a port whose listeners' owners cannot be
+/// named (one in flight over SCM_RIGHTS, one held by a process named with invalid UTF-8), in a
+/// namespace with ~57k fds, at a steady 200 new addresses a second. Meanwhile `/healthz`
+/// answers within 1 s, 1,000 refusals in another namespace are all reported within 5 s of
+/// being made, and SIGTERM ends the tracer within 2 s. The listener of the non-UTF-8 process
+/// is named like any other (its name converted lossily).
+#[test]
+fn unnameable_listener_owners_never_stall_the_event_loop() {
+    use nix::sys::signal::Signal;
+    use tracer_tests::{Tracer, load_bin, scenario::free_port};
+
+    let attack = Netns::new("lst-own");
+    let other = Netns::new("lst-oth");
+    let owner = attack.spawn(Path::new("python3"), &["-c", OWNERLESS, "19000"]);
+    let line = owner.wait_line("", Duration::from_secs(30));
+    let mut words = line.split_whitespace();
+    let port: u16 = words.next().unwrap().parse().unwrap();
+    let mut fds: usize = words.next().unwrap().parse().unwrap();
+    let helpers: Vec<Proc> = (0..2)
+        .map(|_| attack.spawn(Path::new("python3"), &["-c", FDS, "19000"]))
+        .collect();
+    for h in &helpers {
+        fds += h
+            .wait_line("", Duration::from_secs(30))
+            .trim()
+            .parse::<usize>()
+            .unwrap();
+    }
+    println!("{fds} fds held in the attacked namespace; the listeners on port {port}");
+    assert!(fds >= 50_000, "{fds} fds");
+
+    let metrics = std::net::SocketAddr::from((LO, free_port()));
+    let tracer = Tracer::start_unfiltered(&["--metrics-addr", &metrics.to_string()]);
+    healthz(metrics, Duration::from_secs(5)).expect("/healthz before the storm");
+
+    // 200 refusals a second, each to a new address of the attacked port (127.0.1.1 upwards).
+    let storm_addr = format!("127.0.1.1:{port}");
+    let storm_started = Instant::now();
+    let storm = attack.spawn(
+        &load_bin(),
+        &[
+            "--addr",
+            &storm_addr,
+            "--rate",
+            "200",
+            "--destinations",
+            "60000",
+            "--seconds",
+            "60",
+        ],
+    );
+    // /healthz probed every 100 ms for as long as the storm lasts.
+    let stop_probe = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let stop = stop_probe.clone();
+        std::thread::spawn(move || {
+            let (mut worst, mut failed, mut n) = (Duration::ZERO, Vec::new(), 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                match healthz(metrics, Duration::from_secs(1)) {
+                    Ok(t) => worst = worst.max(t),
+                    Err(e) => failed.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (n, worst, failed)
+        })
+    };
+    // The attacked namespace's refusals arrive, with the listeners named as far as they can be.
+    let attacked = |r: &serde_json::Value| {
+        r["netns"] == attack.inode && r["dst"]["port"] == port && r["label"] == "refused"
+    };
+    let first = tracer.wait_failures(50, Duration::from_secs(30), attacked);
+
+    // 1,000 refusals in another namespace, nothing listening there.
+    let quiet_port = free_port();
+    let (status, _) = other
+        .spawn(
+            &load_bin(),
+            &[
+                "--addr",
+                &format!("127.0.0.1:{quiet_port}"),
+                "--count",
+                "1000",
+            ],
+        )
+        .wait(Duration::from_secs(60));
+    assert!(status.success());
+    let caused = Instant::now();
+    let elsewhere =
+        |r: &serde_json::Value| r["netns"] == other.inode && r["dst"]["port"] == quiet_port;
+    let arrived = until(Duration::from_secs(30), || {
+        (tracer.failures().iter().filter(|r| elsewhere(r)).count() >= 1000)
+            .then(|| caused.elapsed())
+    });
+    let got = tracer.failures().iter().filter(|r| elsewhere(r)).count();
+
+    // /healthz probed through at least 8 s of the storm, then SIGTERM while it goes on.
+    while storm_started.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_probe.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (probes, worst, failed) = probe.join().unwrap();
+    let pid = tracer.pid();
+    let t = Instant::now();
+    tracer.signal(Signal::SIGTERM);
+    let exit = until(Duration::from_secs(90), || exited(pid).then(|| t.elapsed()));
+    drop(storm);
+    println!(
+        "/healthz: {probes} probes, slowest answer {worst:?}, {} unanswered within 1 s {:?}",
+        failed.len(),
+        failed.iter().take(3).collect::<Vec<_>>()
+    );
+    println!("the other namespace: {got} of 1000 refusals, all of them after {arrived:?}");
+    println!("SIGTERM: exited after {exit:?}");
+
+    assert!(
+        failed.is_empty(),
+        "/healthz unanswered {} times of {probes}, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(worst < Duration::from_secs(1), "/healthz took {worst:?}");
+    let arrived =
+        arrived.unwrap_or_else(|| panic!("only {got} of 1000 refusals of the other namespace"));
+    assert!(
+        arrived < Duration::from_secs(5),
+        "the other namespace's refusals came {arrived:?} late"
+    );
+    let exit = exit.expect("the tracer exited after SIGTERM");
+    assert!(exit < Duration::from_secs(2), "SIGTERM took {exit:?}");
+
+    // The listener of the process named with invalid UTF-8 is named, lossily; the one in
+    // flight has no owner.
+    let records = tracer.stop();
+    let named = first
+        .iter()
+        .chain(records.iter())
+        .filter(|r| attacked(r))
+        .find_map(|r| {
+            let ls = r["evidence"]["listeners"].as_array()?;
+            ls.iter()
+                .find(|l| l["ip"] == "::1" && !l["pid"].is_null())
+                .cloned()
+                .map(|l| (l, ls.clone()))
+        });
+    let (v6, all) = named.expect("a refusal whose listeners name the ::1 listener's owner");
+    assert_eq!(v6["pid"], owner.pid(), "{all:?}");
+    assert_eq!(v6["comm"], "\u{fffd}\u{fffd}-bad", "{all:?}");
+    let in_flight = all
+        .iter()
+        .find(|l| l["ip"] == "127.0.0.1")
+        .expect("the listener in flight");
+    assert!(in_flight["pid"].is_null(), "{all:?}");
+    let all_attacked: Vec<&serde_json::Value> = records.iter().filter(|r| attacked(r)).collect();
+    let without = all_attacked
+        .iter()
+        .filter(|r| r["evidence"]["listeners"].is_null())
+        .count();
+    println!(
+        "the attacked namespace: {} refusals, {without} without listeners",
+        all_attacked.len()
+    );
+    // The worker keeps answering through the attack: most refusals carry their listeners.
+    assert!(
+        without * 10 <= all_attacked.len(),
+        "{without} of {} refusals without listeners",
+        all_attacked.len()
+    );
+    let stats = records.last().unwrap();
+    println!(
+        "final stats: listeners_unanswered {}",
+        stats["listeners_unanswered"]
+    );
 }

@@ -157,10 +157,15 @@ impl Pipeline {
     }
 
     /// The closes that waited long enough for an error report (see `Classifier::flush`),
-    /// enriched, filtered and counted.
+    /// enriched, filtered and counted; then the refusals held for their listeners whose answer
+    /// came or whose wait is over (`ListenerCauses::release`; at exit, `u64::MAX`, all).
     pub fn flush(&mut self, now_mono_ns: u64) -> Vec<Outcome> {
         let outcomes = self.classifier.flush(now_mono_ns);
-        outcomes.into_iter().filter_map(|o| self.admit(o)).collect()
+        let mut out: Vec<Outcome> = outcomes.into_iter().filter_map(|o| self.admit(o)).collect();
+        if let Some(l) = self.listeners.as_mut() {
+            l.release(now_mono_ns, &mut out);
+        }
+        out
     }
 
     /// The listeners that overflowed their accept queue since the last call (one outcome per
@@ -180,7 +185,9 @@ impl Pipeline {
 
     /// The one enrichment stage every outcome goes through, in order: its DNS name (and a
     /// `--dst` name filter on it), its workload (and the workload filters: a cgroup the kernel
-    /// has no verdict for yet is decided here), its listeners. Counts the outcome if it passes.
+    /// has no verdict for yet is decided here), its listeners. Counts the outcome if it passes
+    /// (before the listeners: a refusal held for their answer is counted in arrival order, and
+    /// comes out of `flush`).
     fn admit(&mut self, mut outcome: Outcome) -> Option<Outcome> {
         let now = self.now_ns;
         self.dns.enrich(&mut outcome, now);
@@ -197,11 +204,11 @@ impl Pipeline {
         if !wanted {
             return None;
         }
-        if let Some(l) = self.listeners.as_mut() {
-            l.enrich(&mut outcome, now);
-        }
         self.count(&outcome);
-        Some(outcome)
+        match self.listeners.as_mut() {
+            Some(l) => l.admit(outcome, now),
+            None => Some(outcome),
+        }
     }
 
     /// Resolves workloads with these settings (the default knows no cgroup filesystem, no
@@ -304,6 +311,7 @@ impl Pipeline {
             workloads: self.workloads.counts,
             dns: self.dns.counts,
             http: self.http.as_ref().map(|h| h.counts()).unwrap_or_default(),
+            listeners_unanswered: self.listeners.as_ref().map_or(0, |l| l.unanswered),
             output_dropped,
         }
     }

@@ -1,9 +1,10 @@
 //! What is joined to an outcome from outside its kernel record: the DNS name of its
 //! destination, the workload that made it, the listeners behind a refusal or an overflow.
 //!
-//! Each source is an [`Enricher`]; the pipeline runs them in one ordered stage, DNS → workload →
-//! listeners, for every outcome whatever made it (the classifier, a settled close, a listener's
-//! overflow).
+//! The pipeline runs them in one ordered stage, DNS → workload → listeners, for every outcome
+//! whatever made it (the classifier, a settled close, a listener's overflow). DNS and workload
+//! are [`Enricher`]s; the listeners may hold a refusal until the worker's answer came (at most
+//! 200 ms, `listeners::causes`), so they take and give back the outcome instead.
 pub mod dns;
 pub mod listeners;
 pub mod workload;

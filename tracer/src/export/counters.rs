@@ -33,6 +33,8 @@ pub struct Totals {
     pub dns: crate::enrich::dns::DnsCounts,
     /// What the metrics listener refused (`--metrics-addr`; zero without it).
     pub http: crate::export::http_server::ServerCounts,
+    /// Refusals that went out without `listeners`: the listeners worker did not answer in time.
+    pub listeners_unanswered: u64,
 }
 
 /// A counter userspace computes from the totals.
@@ -176,6 +178,13 @@ pub const DERIVED: &[Derived] = &[
             "Connections whose cgroup was neither announced by the kernel nor found in the cgroup filesystem (no workload on their record)",
         ),
         value: |t| t.workloads.unresolved,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "listeners_unanswered",
+            "Refusals that went out without listeners because the listeners worker did not answer within 200 ms (or its queue was full): their listeners unknown, not absent",
+        ),
+        value: |t| t.listeners_unanswered,
     },
     Derived {
         spec: CounterSpec::stats(

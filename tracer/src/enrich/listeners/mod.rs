@@ -10,7 +10,11 @@
 //! that created it, so one worker thread (`worker`, a plain `std::thread`) enters each
 //! namespace with `setns` — the event loop's thread never changes namespace. Namespaces are
 //! found by inode (`netns`: `/proc/*/ns/net`, `/run/netns/*`), a socket's owner by its inode
-//! among the namespace's processes' fds (`owner`).
+//! among the namespace's processes' fds (`owner`, a bounded scan).
+//!
+//! The event loop never waits for the worker: it asks (`ask`, a bounded queue; a full one says
+//! so at once) and takes the answers that came (`answers`) on its next look. `on_port` waits,
+//! for tools and tests only.
 //!
 //! Entering another namespace needs CAP_SYS_ADMIN: the first EPERM is remembered, later
 //! questions about other namespaces are answered "unknown" at once, and `capability_note` says
@@ -30,7 +34,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicU8, AtomicU64, Ordering},
-        mpsc::{SyncSender, sync_channel},
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -133,8 +137,41 @@ pub struct Overflow {
 /// The most overflow entries kept for `take_overflows` (one per listener; more are dropped).
 const MAX_PENDING: usize = 4096;
 
-/// The requests waiting for the worker; more are answered None at once.
+/// The requests waiting for the worker; more are refused at once (`Asked::Busy`).
 const REQUEST_QUEUE: usize = 64;
+
+/// The answers waiting for the event loop to take them (more are dropped: their askers stop
+/// waiting at their deadline).
+const ANSWER_QUEUE: usize = 256;
+
+/// A question about one port of one namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Question {
+    /// The namespace's inode.
+    pub netns: u32,
+    pub port: u16,
+    /// The destination: is it an address of that namespace?
+    pub dst: IpAddr,
+}
+
+/// The worker's answer to a question; `listeners` None: unknown (no handle to the namespace,
+/// no permission, an error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub question: Question,
+    pub listeners: Option<PortListeners>,
+}
+
+/// What became of a question handed to `ask`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// Queued: its answer comes through `answers`, or never if it is not served by `within`.
+    Queued,
+    /// The worker's queue is full: not asked.
+    Busy,
+    /// There is no worker: never answered.
+    Never,
+}
 
 const NOTE_NONE: u8 = 0;
 const NOTE_DENIED: u8 = 1;
@@ -177,13 +214,17 @@ impl Shared {
 /// The handle of the listeners worker. Dropping it stops the worker.
 pub struct Listeners {
     requests: Option<SyncSender<Request>>,
+    /// Where the worker answers `ask`'s questions.
+    answers_tx: SyncSender<Answer>,
+    answers: Receiver<Answer>,
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
     own_netns: Option<u32>,
 }
 
 impl Listeners {
-    /// How long `on_port` waits for the worker.
+    /// How long `on_port` waits for the worker (tools and tests only: the event loop never
+    /// waits).
     pub const ANSWER_TIMEOUT: Duration = Duration::from_millis(100);
 
     /// Starts the worker thread (in the calling thread's network namespace, the tracer's
@@ -204,27 +245,51 @@ impl Listeners {
                 (None, None)
             }
         };
+        let (answers_tx, answers) = sync_channel(ANSWER_QUEUE);
         Listeners {
             requests,
+            answers_tx,
+            answers,
             shared,
             worker,
             own_netns: netns::current(),
         }
     }
 
-    /// Blocking, bounded: waits at most `ANSWER_TIMEOUT` for the worker. The listeners on
-    /// `port` (any address, IPv4 and IPv6, wildcards included) in namespace `netns` (its
-    /// inode, as in `net:[INODE]`), and whether `dst` is an address of that namespace. One
-    /// dump per namespace serves every port for 1 s. None: unknown (no handle to the
-    /// namespace, no permission, timeout, error).
+    /// Non-blocking: hands `question` to the worker, to be answered through `answers` if it
+    /// is served within `within` (else skipped).
+    pub fn ask(&self, question: Question, within: Duration) -> Asked {
+        let Some(requests) = self.requests.as_ref() else {
+            return Asked::Never;
+        };
+        let req = Request::Port {
+            question,
+            deadline: Instant::now() + within,
+            reply: self.answers_tx.clone(),
+        };
+        match requests.try_send(req) {
+            Ok(()) => Asked::Queued,
+            Err(TrySendError::Full(_)) => Asked::Busy,
+            Err(TrySendError::Disconnected(_)) => Asked::Never,
+        }
+    }
+
+    /// Non-blocking: the answers to `ask`'s questions that came since the last call.
+    pub fn answers(&self) -> impl Iterator<Item = Answer> + '_ {
+        self.answers.try_iter()
+    }
+
+    /// Blocking, bounded: waits at most `ANSWER_TIMEOUT` for the worker (tools and tests; the
+    /// event loop uses `ask`). The listeners on `port` (any address, IPv4 and IPv6, wildcards
+    /// included) in namespace `netns` (its inode, as in `net:[INODE]`), and whether `dst` is an
+    /// address of that namespace. One dump per namespace serves every port for 1 s. None:
+    /// unknown (no handle to the namespace, no permission, timeout, error).
     pub fn on_port(&self, netns: u32, port: u16, dst: IpAddr) -> Option<PortListeners> {
         let deadline = Instant::now() + Self::ANSWER_TIMEOUT;
         // A reply channel per request: an answer that comes too late goes nowhere.
         let (reply, answer) = sync_channel(1);
         let req = Request::Port {
-            netns,
-            port,
-            dst,
+            question: Question { netns, port, dst },
             deadline,
             reply,
         };
@@ -232,7 +297,7 @@ impl Listeners {
         answer
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .ok()
-            .flatten()
+            .and_then(|a| a.listeners)
     }
 
     /// Non-blocking: the listeners whose drop counter rose since the worker's previous poll

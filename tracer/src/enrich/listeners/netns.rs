@@ -41,8 +41,6 @@ pub struct Directory {
     /// The nsfs device: a bind-mount path whose device differs is not a namespace.
     nsfs_dev: Option<u64>,
     scanned: Option<Instant>,
-    /// Counts scans, so a lookup that failed against one scan is retried after the next.
-    generation: u64,
 }
 
 impl Default for Directory {
@@ -57,13 +55,7 @@ impl Directory {
             entries: LruCache::new(MAX_NAMESPACES),
             nsfs_dev: std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.dev()),
             scanned: None,
-            generation: 0,
         }
-    }
-
-    /// Which scan the directory holds (0: none yet).
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// Scans again unless the last scan is younger than `RESCAN_INTERVAL`; whether it did.
@@ -115,7 +107,6 @@ impl Directory {
     /// Reads `/proc/*/ns/net` and the bind-mount directories.
     pub fn scan(&mut self) {
         self.scanned = Some(Instant::now());
-        self.generation += 1;
         let mut found: std::collections::HashMap<u32, Entry> = Default::default();
         for dir in BIND_DIRS {
             let Ok(rd) = std::fs::read_dir(dir) else {

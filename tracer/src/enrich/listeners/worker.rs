@@ -22,8 +22,10 @@ use lru::LruCache;
 use nix::{errno::Errno, sched::CloneFlags};
 
 use super::{
-    Listener, NOTE_DENIED, NOTE_STRANDED, Overflow, PortListeners, Shared, diag, diag::RawListener,
-    netns, owner::Owners,
+    Answer, Listener, NOTE_DENIED, NOTE_STRANDED, Overflow, PortListeners, Question, Shared, diag,
+    diag::RawListener,
+    netns,
+    owner::{Known, Owners},
 };
 
 /// How long one namespace's dump answers port questions.
@@ -35,15 +37,14 @@ const MIN_POLL: Duration = Duration::from_millis(10);
 /// The most listeners whose drop counters are followed, over all namespaces.
 const MAX_BASELINES: usize = 65_536;
 
-/// A question for the worker; the answer goes to `reply`, its own channel.
+/// A question for the worker; the answer goes to `reply` (if it has room: an asker that no
+/// longer waits has dropped its receiver, or left no room).
 pub enum Request {
     Port {
-        netns: u32,
-        port: u16,
-        dst: IpAddr,
+        question: Question,
         /// After this the asker has given up: the request is skipped.
         deadline: Instant,
-        reply: SyncSender<Option<PortListeners>>,
+        reply: SyncSender<Answer>,
     },
 }
 
@@ -121,7 +122,8 @@ impl Worker {
         }
     }
 
-    /// Serves requests until the channel closes; polls every `poll`.
+    /// Serves requests until the channel closes; polls every `poll`; between requests, runs
+    /// the owner scan's slices (`owner.rs`).
     pub fn run(mut self, requests: Receiver<Request>, poll: Option<Duration>) {
         let poll = poll.map(|p| p.max(MIN_POLL));
         let mut next_poll = poll.map(|_| Instant::now());
@@ -134,14 +136,29 @@ impl Worker {
                 }
                 next_poll = Some((at + every).max(Instant::now()));
             }
-            let msg = match next_poll {
-                Some(at) => requests.recv_timeout(at.saturating_duration_since(Instant::now())),
+            let now = Instant::now();
+            let wake = match (next_poll, self.owners.next_slice(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let msg = match wake {
+                Some(at) => requests.recv_timeout(at.saturating_duration_since(now)),
                 None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match msg {
-                Ok(req) => self.serve(req),
+                Ok(req) => {
+                    self.serve(req);
+                    // Every question waiting is answered before the next slice.
+                    if !self.serve_pending(&requests) {
+                        return;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if self.owners.next_slice(now).is_some_and(|at| at <= now) {
+                self.owners.step(now);
             }
         }
     }
@@ -160,18 +177,19 @@ impl Worker {
     fn serve(&mut self, req: Request) {
         match req {
             Request::Port {
-                netns,
-                port,
-                dst,
+                question,
                 deadline,
                 reply,
             } => {
                 if Instant::now() >= deadline {
                     return;
                 }
-                let answer = self.on_port(netns, port, dst);
-                // The asker may have timed out: its receiver is gone, nothing to do.
-                let _ = reply.try_send(answer);
+                let listeners = self.on_port(question.netns, question.port, question.dst);
+                // The asker may have given up: its receiver is gone, nothing to do.
+                let _ = reply.try_send(Answer {
+                    question,
+                    listeners,
+                });
             }
         }
     }
@@ -188,10 +206,11 @@ impl Worker {
             .filter(|l| l.port == port)
             .cloned()
             .collect();
-        let listeners = raws
-            .into_iter()
-            .map(|raw| self.listener(netns, raw))
-            .collect();
+        // Every owner not known yet is looked for by the namespace's pass; a pass that begins
+        // here runs its first slice at once (a small namespace answers with its owners), the
+        // rest between questions (a large one names them in later answers).
+        self.want_owners(netns, raws.iter().map(|r| r.inode));
+        let listeners = raws.into_iter().map(|raw| self.listener(raw)).collect();
         Some(PortListeners {
             listeners,
             dst_is_local,
@@ -288,9 +307,12 @@ impl Worker {
         })
     }
 
-    /// A listener with its owner, if found.
-    fn listener(&mut self, netns: u32, raw: RawListener) -> Listener {
-        let owner = self.owner(netns, raw.inode);
+    /// A listener with its owner, if known now.
+    fn listener(&mut self, raw: RawListener) -> Listener {
+        let owner = match self.owners.known(raw.inode, Instant::now()) {
+            Known::Found(o) => Some(o),
+            Known::Missing | Known::Unknown => None,
+        };
         Listener {
             ip: raw.ip,
             port: raw.port,
@@ -304,17 +326,25 @@ impl Worker {
         }
     }
 
-    /// The owner of socket `inode` among the pids of `netns`; after a miss, once more after a
-    /// fresh scan of the namespaces, if one is due.
-    fn owner(&mut self, netns: u32, inode: u32) -> Option<super::owner::Owner> {
-        let found = self
-            .owners
-            .lookup(inode, self.dir.pids(netns), self.dir.generation());
-        if found.is_some() || !self.dir.rescan_if_due() {
-            return found;
+    /// Looks for the owners not known yet of these sockets among the pids of `netns`. A pass
+    /// that begins here (the namespaces scanned again first, if due) runs its first slice at
+    /// once, `owner::FIRST_SLICE_FDS` links at most; one under way takes them in.
+    fn want_owners(&mut self, netns: u32, inodes: impl Iterator<Item = u32>) {
+        let now = Instant::now();
+        let mut begun = false;
+        for inode in inodes {
+            if self.owners.known(inode, now) != Known::Unknown {
+                continue;
+            }
+            if !self.owners.searching(netns) {
+                self.dir.rescan_if_due();
+                begun = true;
+            }
+            self.owners.want(netns, inode, self.dir.pids(netns));
         }
-        self.owners
-            .lookup(inode, self.dir.pids(netns), self.dir.generation())
+        if begun {
+            self.owners.step_first(netns, now);
+        }
     }
 
     /// Dumps every namespace and reports the listeners whose drop counter rose since the
@@ -366,11 +396,14 @@ impl Worker {
         self.baselines = next;
         let live: std::collections::HashSet<u32> = self.baselines.keys().map(|k| k.0).collect();
         self.credits.retain(|ns, _| live.contains(ns));
+        for (netns, raw, _) in &rose {
+            self.want_owners(*netns, std::iter::once(raw.inode));
+        }
         let overflows: Vec<Overflow> = rose
             .into_iter()
             .map(|(netns, raw, dropped)| Overflow {
                 netns,
-                listener: self.listener(netns, raw),
+                listener: self.listener(raw),
                 dropped,
             })
             .collect();
