@@ -33,7 +33,9 @@ fn cgroup_record(chunk: &[u8]) -> Vec<u8> {
     raw.kind = KIND_CGROUP;
     raw.cgroup_id = 1 + u64::from(chunk.first().copied().unwrap_or(0) % 4);
     raw.levels = chunk.get(1).copied().unwrap_or(0) % (CGROUP_LEVELS as u8 + 2);
-    raw.truncated = chunk.get(2).copied().unwrap_or(0) % 2;
+    let flags = chunk.get(2).copied().unwrap_or(0);
+    raw.truncated = flags % 2;
+    raw.cut = flags >> 1;
     for (name, part) in raw
         .names
         .iter_mut()

@@ -323,7 +323,22 @@ impl MemoryCgroup {
         };
         std::fs::write(cg.dir.join(file), bytes.to_string())
             .unwrap_or_else(|e| panic!("cannot set {file} of {}: {e}", cg.dir.display()));
+        // No swap to hide in (where the kernel accounts it).
+        let _ = std::fs::write(cg.dir.join("memory.swap.max"), "0");
         cg
+    }
+
+    /// Times the kernel's OOM killer acted in this cgroup (v2 `memory.events`, v1
+    /// `memory.oom_control`).
+    pub fn oom_kills(&self) -> u64 {
+        let events = std::fs::read_to_string(self.dir.join("memory.events"))
+            .or_else(|_| std::fs::read_to_string(self.dir.join("memory.oom_control")))
+            .unwrap_or_default();
+        events
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Makes `cmd`'s process join this cgroup before it execs (it writes 0 to `cgroup.procs`).

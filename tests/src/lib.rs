@@ -8,7 +8,6 @@ pub mod bench;
 pub mod cgroup;
 pub mod deploy;
 pub mod kubelet;
-pub mod memory;
 pub mod netns;
 pub mod podman;
 pub mod process;

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{Netns, Proc, Tracer, memory::MemoryLimit, wait_until};
+use tracer_tests::{Netns, Proc, Tracer, cgroup::MemoryCgroup, process::status_kib, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DAEMONSET_MEMORY: u64 = 256 << 20;
@@ -31,12 +31,17 @@ fn refusals(ns: &Netns, port: u16, count: usize) -> Proc {
 
 /// The tracer for the whole host (so that other namespaces are seen), in a 256 MiB memory
 /// cgroup, with `extra` flags.
-fn tracer_in(limit: &MemoryLimit, extra: &[&str]) -> Tracer {
-    let bin = tracer_tests::tracer_bin().unwrap();
+fn tracer_in(limit: &MemoryCgroup, extra: &[&str]) -> Tracer {
     let mut args = vec!["run"];
     args.extend_from_slice(extra);
-    tracer_tests::require_kernel();
-    Tracer::start_command(limit.command(&bin, &args))
+    let mut cmd = Tracer::command(&args);
+    limit.join_at_exec(&mut cmd);
+    Tracer::start_command(cmd)
+}
+
+/// The tracer's resident set, KiB (a panic if it is gone: OOM-killed in its cgroup?).
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS").unwrap_or_else(|| panic!("the tracer (pid {pid}) is gone"))
 }
 
 fn free_port() -> u16 {
@@ -72,7 +77,7 @@ fn an_unsolicited_forged_answer_names_nothing() {
     for a in ["10.53.0.1/32", "10.53.0.2/32", "10.64.0.0/10"] {
         ns.exec(&["ip", "addr", "add", a, "dev", "lo"]);
     }
-    let limit = MemoryLimit::new("dns-forge", DAEMONSET_MEMORY);
+    let limit = MemoryCgroup::new("dns-forge", DAEMONSET_MEMORY);
     let netns = ns.inode.to_string();
     let tracer = tracer_in(&limit, &["--netns", &netns]);
     let victim = attack(&ns, &["victim", "10.53.0.2", "5300"]);
@@ -113,7 +118,7 @@ fn a_dns_flood_stalls_nothing_and_costs_no_failure() {
     for a in ["10.53.0.1/32", "10.53.0.2/32", "10.53.0.3/32"] {
         flooded.exec(&["ip", "addr", "add", a, "dev", "lo"]);
     }
-    let limit = MemoryLimit::new("dns-flood", DAEMONSET_MEMORY);
+    let limit = MemoryCgroup::new("dns-flood", DAEMONSET_MEMORY);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let tracer = tracer_in(&limit, &["--metrics-addr", &addr, "--stats-interval", "1"]);
@@ -185,10 +190,10 @@ fn maximal_answers_stay_within_the_memory_budget_and_name_briefly() {
     for a in ["10.53.0.3/32", "10.64.0.0/10"] {
         ns.exec(&["ip", "addr", "add", a, "dev", "lo"]);
     }
-    let limit = MemoryLimit::new("dns-big", DAEMONSET_MEMORY);
+    let limit = MemoryCgroup::new("dns-big", DAEMONSET_MEMORY);
     let netns = ns.inode.to_string();
     let tracer = tracer_in(&limit, &["--netns", &netns]);
-    let before = tracer_tests::memory::rss_kib(tracer.pid());
+    let before = rss_kib(tracer.pid());
     let server = attack(&ns, &["serve", "10.53.0.3"]);
     server.wait_line("listening", WAIT);
     // 8,192 answers of 503 bytes: a CNAME chain of 4 long names and 18 addresses each.
@@ -216,7 +221,7 @@ fn maximal_answers_stay_within_the_memory_budget_and_name_briefly() {
     );
     let line = serde_json::to_string(&f).unwrap();
     assert!(line.len() < 4096, "{} bytes: {line}", line.len());
-    let rss = tracer_tests::memory::rss_kib(tracer.pid());
+    let rss = rss_kib(tracer.pid());
     assert!(rss < 64 * 1024, "RSS {before} KiB → {rss} KiB");
     eprintln!("RSS {before} KiB → {rss} KiB; record {} bytes", line.len());
     let stopped = tracer.finish();

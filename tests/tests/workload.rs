@@ -3,7 +3,9 @@
 //! log files in a temporary root) fails a connect, and its record names the unit, container
 //! and pod. The identity survives the client's exit and its cgroup's removal (the kernel reads
 //! the cgroup's names at connect()), and a keepalive death many seconds later. `--container`
-//! and `--pod` select exactly one of two clients. And one real Podman container.
+//! and `--pod` select exactly one of two clients. And one real Podman container. Issue 25:
+//! lookalikes of those layouts elsewhere in the tree name no container or pod, and a name longer
+//! than the kernel side keeps is never a cut unit.
 //!
 //! Every connect goes to a closed port on the loopback of a namespace the test created (or of
 //! the container's own namespace, `--network none`).
@@ -414,4 +416,183 @@ fn resolves_this_process_cgroup_by_id_when_cgroup2_is_mounted() {
     assert_eq!(fs.path_of(id).as_deref(), Some(path));
     assert!(fs.walk(100_000).iter().any(|(i, p)| *i == id && p == path));
     assert_eq!(fs.path_of(u64::MAX - 1), None);
+}
+
+/// The tracer's metrics address, from its start-up log.
+fn metrics_addr(tracer: &Tracer) -> std::net::SocketAddr {
+    tracer
+        .startup_log()
+        .lines()
+        .find_map(|l| {
+            l.split("http://")
+                .nth(1)?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        })
+        .expect("the tracer says where it serves metrics")
+}
+
+/// Issue 25: a cgroup named like a runtime's container (or a kubelet's pod) under a parent no
+/// runtime uses — a delegated systemd user subtree, rootless podman's, a service's delegated
+/// subtree, a container's writable cgroup namespace, an arbitrary root-level directory — is not
+/// that container: its record carries no container id a runtime did not place there, and the
+/// kubelet's logs, which name the victim pod, name nothing on the record or on Prometheus series.
+#[test]
+fn a_lookalike_cgroup_is_not_the_container_or_pod_it_names() {
+    let _serial = serial();
+    let ns = Netns::new("lookalike");
+    let logs = KubeletLogs::new("lookalike");
+    // The victim: a real pod's container id and uid, in the kubelet's logs.
+    let (victim, uid) = (container_id(), pod_uid());
+    let uid_ = uid.replace('-', "_");
+    logs.add("payments", "ledger-0", &uid, "api", &victim);
+    let tracer = Tracer::start(
+        &ns,
+        &[
+            "--kubelet-log-root",
+            logs.root(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--metrics-labels",
+            "workload",
+        ],
+    );
+    let pid = std::process::id();
+    let user = 4_000_000 + pid % 100_000;
+    let outer = container_id();
+    let pod_path = format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/\
+         cri-containerd-{victim}.scope"
+    );
+    // (path, the container id a runtime did create there, if any)
+    let cases: Vec<(String, Option<&str>)> = vec![
+        // a delegated systemd user subtree (the user's own manager names its cgroups)
+        (
+            format!(
+                "/user.slice/user-{user}.slice/user@{user}.service/app.slice/docker-{victim}.scope"
+            ),
+            None,
+        ),
+        // rootless podman's layout, with the victim's id
+        (
+            format!(
+                "/user.slice/user-{user}.slice/user@{user}.service/user.slice/libpod-{victim}.scope"
+            ),
+            None,
+        ),
+        // the kubelet's layout inside a service's (delegated) subtree
+        (
+            format!("/system.slice/tt-{pid}-deleg.service/{pod_path}"),
+            None,
+        ),
+        // CRI-O's scope under an arbitrary parent
+        (
+            format!("/tracer-test-{pid}.slice/crio-{victim}.scope"),
+            None,
+        ),
+        // a container with a writable cgroup namespace makes the kubelet's cgroupfs layout
+        // inside its own cgroup: it is that container, not the pod it names
+        (
+            format!("/system.slice/docker-{outer}.scope/kubepods/burstable/pod{uid}/{victim}"),
+            Some(outer.as_str()),
+        ),
+    ];
+    // Every lookalike is checked before the verdict, so that a failure lists them all.
+    let mut wrong = Vec::new();
+    for (i, (path, real)) in cases.iter().enumerate() {
+        let port = 3000 + i as u16;
+        let cgroup = WorkloadCgroup::create(path);
+        refused_in(&cgroup, &ns, port);
+        let r = record_for(&tracer, port);
+        let w = r["workload"].as_object().expect("a workload object");
+        assert_eq!(w["cgroup"], json!(path), "{r}");
+        let id = w.get("container.id").and_then(Value::as_str);
+        if id != *real {
+            wrong.push(format!("{path}: container.id {id:?}"));
+        }
+        for (key, value) in w.iter().filter(|(k, _)| k.starts_with("k8s.")) {
+            wrong.push(format!("{path}: {key} {value}"));
+        }
+    }
+    let text = tracer_tests::scenario::http_get(metrics_addr(&tracer), "/metrics")
+        .expect("scrape /metrics");
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ledger-0") || l.contains("payments") || l.contains(&victim))
+        .collect();
+    wrong.extend(series.iter().map(|l| format!("series: {l}")));
+    assert!(
+        wrong.is_empty(),
+        "{} lookalike identities, {} series with the victim's names:\n{}",
+        wrong.len() - series.len(),
+        series.len(),
+        wrong.join("\n")
+    );
+    assert!(
+        text.contains(&format!("container_id=\"{outer}\"")),
+        "the real container's series:\n{text}"
+    );
+    tracer.finish_with(cases.len());
+}
+
+/// Issue 25: the kernel side keeps 127 bytes of a cgroup's name. A 255-byte name (the kernel's
+/// maximum) whose first 127 bytes end in `.service` is not that unit: with the cgroup still
+/// there the name is completed from the cgroup filesystem; with it gone before the tracer reads
+/// the record, the path says the name was cut (`…`) and names no unit. A name of exactly 127
+/// bytes is whole.
+#[test]
+fn a_name_longer_than_the_kernel_keeps_is_never_a_cut_unit() {
+    let _serial = serial();
+    let ns = Netns::new("longname");
+    let tracer = Tracer::start(&ns, &[]);
+    let pid = std::process::id();
+    let long = |tag: &str| {
+        let head = format!("tt-{pid}-{tag}-");
+        let name = format!("{head}{}.service", "a".repeat(127 - head.len() - 8));
+        assert_eq!(name.len(), 127);
+        format!("{name}{}", "x".repeat(128))
+    };
+
+    // Still there when the record is read: the full name, and no unit.
+    let name = long("kept");
+    assert_eq!(name.len(), 255);
+    let path = format!("/system.slice/{name}");
+    let cgroup = WorkloadCgroup::create(&path);
+    refused_in(&cgroup, &ns, 4001);
+    let r = record_for(&tracer, 4001);
+    assert_eq!(r["workload"], json!({"cgroup": path}), "{r}");
+    drop(cgroup);
+
+    // Gone: the path is marked cut where it was, and no unit comes from the cut name.
+    let name = long("gone");
+    let path = format!("/system.slice/{name}");
+    tracer.pause();
+    let cgroup = WorkloadCgroup::create(&path);
+    refused_in(&cgroup, &ns, 4002);
+    cgroup.remove();
+    tracer.resume();
+    let r = record_for(&tracer, 4002);
+    assert_eq!(
+        r["workload"],
+        json!({"cgroup": format!("/system.slice/{}…", &name[..127])}),
+        "{r}"
+    );
+
+    // Exactly 127 bytes fill the kernel side's slot and are whole: that unit, also when gone.
+    let name = long("whole")[..127].to_string();
+    assert!(name.ends_with(".service"));
+    let path = format!("/system.slice/{name}");
+    tracer.pause();
+    let cgroup = WorkloadCgroup::create(&path);
+    refused_in(&cgroup, &ns, 4003);
+    cgroup.remove();
+    tracer.resume();
+    let r = record_for(&tracer, 4003);
+    assert_eq!(
+        r["workload"],
+        json!({"cgroup": path, "systemd.unit": name}),
+        "{r}"
+    );
+    tracer.finish_with(3);
 }

@@ -9,7 +9,9 @@ pub const KIND_CGROUP: u8 = 6;
 
 /// Levels of the path read, leaf first: deeper paths keep their leafmost levels.
 pub const CGROUP_LEVELS: usize = 8;
-/// Bytes kept of each level's name, NUL included (container scopes are about 85 bytes).
+/// Bytes kept of each level's name, NUL included (container scopes are about 85 bytes): names
+/// of up to 127 bytes are whole; a longer one (the kernel allows 255) is cut, and marked in
+/// `RawCgroup::cut`.
 pub const CGROUP_NAME_LEN: usize = 128;
 
 /// Values of the `CGROUPS` map: announced, and not (yet) judged by the workload filters.
@@ -29,7 +31,10 @@ pub struct RawCgroup {
     pub levels: u8,
     /// 1 when the path has more than `CGROUP_LEVELS` levels below the root.
     pub truncated: u8,
-    pub _pad: [u8; 5],
+    /// Bit `i` set when `names[i]` is only the first `CGROUP_NAME_LEN - 1` bytes of a longer
+    /// name: userspace completes it from the cgroup filesystem, or derives nothing from it.
+    pub cut: u8,
+    pub _pad: [u8; 4],
     /// `bpf_get_current_cgroup_id()`: the cgroup v2 directory's inode.
     pub cgroup_id: u64,
     /// NUL-terminated directory names, leaf first: `names[0]` is the cgroup's own name,

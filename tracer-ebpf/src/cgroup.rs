@@ -66,9 +66,10 @@ fn announce(cgroup_id: u64) {
     unsafe {
         (*rec).kind = KIND_CGROUP;
         (*rec).truncated = 0;
-        (*rec)._pad = [0; 5];
+        (*rec).cut = 0;
+        (*rec)._pad = [0; 4];
         (*rec).cgroup_id = cgroup_id;
-        (*rec).levels = read_path(&mut (*rec).names, &mut (*rec).truncated);
+        (*rec).levels = read_path(&mut (*rec).names, &mut (*rec).truncated, &mut (*rec).cut);
     }
     entry.submit(wakeup_flag(core::mem::size_of::<RawCgroup>()));
     count(Counter::Produced);
@@ -78,9 +79,14 @@ fn announce(cgroup_id: u64) {
 }
 
 /// Reads the names from the task's cgroup up to the level below the root, leaf first; returns
-/// how many were read and sets `truncated` when levels above them were left out.
+/// how many were read and sets `truncated` when levels above them were left out, and bit `i` of
+/// `cut` when name `i` is longer than its slot keeps.
 #[inline(always)]
-fn read_path(names: &mut [[u8; CGROUP_NAME_LEN]; CGROUP_LEVELS], truncated: &mut u8) -> u8 {
+fn read_path(
+    names: &mut [[u8; CGROUP_NAME_LEN]; CGROUP_LEVELS],
+    truncated: &mut u8,
+    cut: &mut u8,
+) -> u8 {
     // SAFETY: a helper without arguments; the task is only read through bpf_probe_read_kernel.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let mut cset: *const u8 = core::ptr::null();
@@ -95,7 +101,7 @@ fn read_path(names: &mut [[u8; CGROUP_NAME_LEN]; CGROUP_LEVELS], truncated: &mut
     let parent_off: u32 = offset!(members.kernfs_parent);
     let name_off: u32 = offset!(members.kernfs_name);
     let mut levels = 0u8;
-    for name in names.iter_mut() {
+    for (i, name) in names.iter_mut().enumerate() {
         let mut parent: *const u8 = core::ptr::null();
         if !member(kn, parent_off, &mut parent) || parent.is_null() {
             // `kn` is the root (its name is not part of the path).
@@ -112,6 +118,14 @@ fn read_path(names: &mut [[u8; CGROUP_NAME_LEN]; CGROUP_LEVELS], truncated: &mut
         };
         if n <= 0 {
             name[0] = 0;
+        } else if n == CGROUP_NAME_LEN as i64 {
+            // The slot is full: the name is exactly CGROUP_NAME_LEN - 1 bytes, or longer and
+            // cut. The byte after the kept ones tells (NUL: whole); unreadable counts as cut.
+            let mut next = 1u8;
+            member(ptr, (CGROUP_NAME_LEN - 1) as u32, &mut next);
+            if next != 0 {
+                *cut |= 1 << i;
+            }
         }
         levels += 1;
         kn = parent;

@@ -29,8 +29,9 @@ pub const KUBELET_LOG_ROOT: &str = "/var/log";
 /// What is known of the workload in one cgroup. Absent fields are unknown, never empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Workload {
-    /// The cgroup v2 path, from the root (`/system.slice/nginx.service`); a path deeper than
-    /// the kernel reads starts with `/…`.
+    /// The cgroup v2 path, from the root (`/system.slice/nginx.service`); when the kernel side
+    /// could not read it whole and the cgroup was gone, a path deeper than it reads starts with
+    /// `/…` and a name it cut ends in `…`.
     pub cgroup: String,
     pub identity: rules::Identity,
     /// From the kubelet's logs, for a container (or pod) of Kubernetes.
@@ -119,7 +120,9 @@ impl Serialize for Workload {
     }
 }
 
-/// The path a cgroup record names: its levels joined root first.
+/// The path a cgroup record names: its levels joined root first. A name the kernel side cut
+/// ends in [`rules::CUT`], and a path deeper than it reads starts with `/…`: either names
+/// nothing (`rules::identify`).
 pub fn path_of(raw: &RawCgroup) -> String {
     let levels = usize::from(raw.levels).min(CGROUP_LEVELS);
     if levels == 0 {
@@ -127,14 +130,25 @@ pub fn path_of(raw: &RawCgroup) -> String {
     }
     let mut path = String::new();
     if raw.truncated != 0 {
-        path.push_str("/…");
+        path.push('/');
+        path.push(rules::CUT);
     }
-    for name in raw.names[..levels].iter().rev() {
+    for (i, name) in raw.names[..levels].iter().enumerate().rev() {
         let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
         path.push('/');
         path.push_str(&String::from_utf8_lossy(&name[..end]));
+        if raw.cut & (1 << i) != 0 {
+            path.push(rules::CUT);
+        }
     }
     path
+}
+
+/// Whether the kernel side left part of the path out (a cut name, or rootward levels).
+fn incomplete(raw: &RawCgroup) -> bool {
+    let levels = usize::from(raw.levels).min(CGROUP_LEVELS);
+    let read = u8::try_from((1u16 << levels) - 1).unwrap_or(u8::MAX);
+    raw.truncated != 0 || raw.cut & read != 0
 }
 
 /// What `Workloads` counted.
@@ -240,10 +254,16 @@ impl Workloads {
         }
     }
 
-    /// A cgroup the kernel announced (the first connect from it).
+    /// A cgroup the kernel announced (the first connect from it). A path the kernel side could
+    /// not read whole is completed from the cgroup filesystem while the cgroup exists (by its
+    /// id, which is never reused); else it stays marked, and names nothing past the mark.
     pub fn announce(&mut self, raw: &RawCgroup, now_ns: u64) {
         self.counts.announced += 1;
-        let workload = Workload::resolve(path_of(raw), &self.logs);
+        let whole = incomplete(raw)
+            .then(|| self.cgroupfs.as_ref()?.path_of(raw.cgroup_id))
+            .flatten();
+        let path = whole.unwrap_or_else(|| path_of(raw));
+        let workload = Workload::resolve(path, &self.logs);
         self.insert(raw.cgroup_id, workload, now_ns);
     }
 

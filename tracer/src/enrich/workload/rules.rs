@@ -1,11 +1,32 @@
 //! cgroup v2 path → systemd unit, container id and runtime, Kubernetes pod uid.
 //!
-//! The path is read one component at a time, rootmost first; every component is tested against
-//! [`RULES`] (container runtimes' naming patterns, first match wins), against the two pod
-//! layouts the kubelet creates (see [`pod_uid_of`]) and, failing a rule, as a systemd unit. A
-//! leafward match replaces a rootward one, so the leafmost container, pod and unit win: a
-//! container nested in another (kind, docker-in-docker) is named by its own cgroup, and a
-//! service run by systemd inside a container is both that container and that unit.
+//! Identity comes from **where** the runtimes create cgroups, not from a name anywhere in the
+//! tree: any process allowed to create cgroups (a user's own systemd manager, rootless podman,
+//! a service with `Delegate=yes`, a container with a writable cgroup namespace) can name one
+//! `docker-<id>.scope`. So the path is read from the hierarchy's root, one component at a time,
+//! and a name counts only at the place its creator puts it; a component that is not where it
+//! belongs ends the reading (the path names nothing more), and the subtree of a unit or of a
+//! container is its own: nothing below it names another unit, container or pod.
+//!
+//! The places (the host's hierarchy: the kernel reads paths from the real root, whatever
+//! cgroup namespace the connecting task is in):
+//! - systemd's **slice chain**: slices nest by name from the root (`a.slice`, then
+//!   `a-b.slice` in it, `a-b-c.slice` in that); only the system manager (root) creates them.
+//!   A unit directly in a slice of the chain is a system unit (`/system.slice/nginx.service`,
+//!   `/user.slice/user-1000.slice/session-3.scope`, `user@1000.service` — the user's manager,
+//!   whose own units are below it and are not system units); `/init.scope` at the root.
+//! - container scopes of the systemd drivers, directly in their runtime's slice: `docker-` and
+//!   `nerdctl-<id>.scope` in `/system.slice`, `libpod-<id>.scope` in `/machine.slice` (or a
+//!   podman pod's `machine-libpod_pod_<id>.slice` in it), and `cri-containerd-`, `crio-`,
+//!   `docker-<id>.scope` (cri-dockerd) in a kubelet pod slice; the kubelet's slices are a slice
+//!   chain (`kubepods.slice`, or under its `--cgroup-root`, as kind's `kubelet.slice`).
+//! - the cgroupfs drivers' parents at the root: `/docker/<id>`, `/libpod_parent/libpod-<id>`,
+//!   containerd's `/<namespace>/<id>` (see [`CONTAINERD_NAMESPACES`]), and the kubelet's
+//!   `/kubepods[/burstable|/besteffort]/pod<uid>/<id>`.
+//!
+//! A container's own cgroups (systemd, a kind node's pods, docker in docker) are named by that
+//! container only: the names inside are its own. A name the kernel side cut ([`CUT`]) ends the
+//! reading too.
 //!
 //! Examples:
 //!
@@ -16,16 +37,23 @@
 //! | `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope` | | `<id>` | `containerd` | `<uid>` |
 //! | `/kubepods/besteffort/pod<uid>/<id>` | | `<id>` | | `<uid>` |
 //! | `/machine.slice/libpod-<id>.scope/container` | | `<id>` | `podman` | |
+//! | `/user.slice/user-1000.slice/user@1000.service/app.slice/docker-<id>.scope` | `user@1000.service` | | | |
+//! | `/system.slice/foo.service/kubepods.slice/…-pod<uid_>.slice/cri-containerd-<id>.scope` | `foo.service` | | | |
 //!
 //! A cgroupfs-driver container of Kubernetes is a bare id under its pod's cgroup whatever the
-//! runtime, so its runtime is unknown. A bare id elsewhere is taken only under a parent that
-//! names its runtime: `docker`, or one of containerd's namespaces (see [`CONTAINERD_NAMESPACES`]).
+//! runtime, so its runtime is unknown.
+
+/// What the userspace side appends to a name the kernel side cut (`RawCgroup::cut`), and puts
+/// first in a path whose rootward levels it did not read: a component with it is not whole,
+/// and names nothing.
+pub const CUT: char = '…';
 
 /// What a cgroup v2 path says about the workload in it. Absent = not derivable; never empty strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identity {
-    /// The leafmost systemd unit the path names (`nginx.service`, `session-3.scope`), excluding the
-    /// transient scopes container runtimes create for containers and their monitors, and slices.
+    /// The systemd system unit the path names (`nginx.service`, `session-3.scope`,
+    /// `user@1000.service`), excluding the transient scopes container runtimes create for
+    /// containers and their monitors, and slices.
     pub systemd_unit: Option<String>,
     /// Full 64-hex lowercase container id.
     pub container_id: Option<String>,
@@ -35,188 +63,254 @@ pub struct Identity {
     pub pod_uid: Option<String>,
 }
 
-/// `path` is the cgroup v2 path relative to the cgroup2 mount, starting with `/` (`/` is the root).
-pub fn identify(path: &str) -> Identity {
-    let mut unit = None;
-    let mut container: Option<(&str, Option<&'static str>)> = None;
-    let mut pod: Option<&str> = None;
-    // The two components above the current one ("" above the root), and whether the parent was
-    // a pod's cgroup.
-    let (mut grandparent, mut parent) = ("", "");
-    let mut parent_is_pod = false;
-    for name in path.split('/').filter(|c| !c.is_empty()) {
-        let at = Place {
-            parent,
-            parent_is_pod,
-        };
-        let pod_here = pod_uid_of(name, parent, grandparent);
-        match RULES
-            .iter()
-            .find_map(|rule| rule.id_in(name, &at).map(|id| (rule, id)))
-        {
-            Some((rule, id)) => {
-                if let Kind::Container(runtime) = rule.kind {
-                    container = Some((id, runtime));
-                }
-            }
-            None if is_unit(name) => unit = Some(name),
-            None => {}
-        }
-        if pod_here.is_some() {
-            pod = pod_here;
-        }
-        parent_is_pod = pod_here.is_some();
-        (grandparent, parent) = (parent, name);
-    }
-    Identity {
-        systemd_unit: unit.map(str::to_owned),
-        container_id: container.map(|(id, _)| id.to_owned()),
-        container_runtime: container.and_then(|(_, runtime)| runtime),
-        // systemd slice names spell the uid's dashes as underscores (a dash nests slices).
-        pod_uid: pod.map(|uid| uid.replace('_', "-")),
-    }
-}
-
-/// A runtime's naming pattern for the cgroup of one container (or of its monitor process):
-/// `<prefix><64-hex id><suffix>`, where the component sits as `parent` says.
-struct Rule {
-    prefix: &'static str,
-    suffix: &'static str,
-    parent: Parent,
-    kind: Kind,
-}
-
+/// Where the reading is, after the components read so far.
 #[derive(Clone, Copy)]
-enum Parent {
-    /// Anywhere (the systemd driver's scopes say their runtime in their own name).
-    Any,
-    /// Directly under a component with one of these names.
-    Named(&'static [&'static str]),
-    /// Directly under a pod's cgroup of the kubelet's cgroupfs driver.
-    Pod,
+enum At<'a> {
+    /// The hierarchy's root.
+    Root,
+    /// A slice of systemd's slice chain: its name without `.slice`, and the pod uid (systemd's
+    /// spelling) when it is a kubelet pod slice.
+    Slice {
+        stem: &'a str,
+        pod: Option<&'a str>,
+    },
+    /// `/docker` (Docker's cgroupfs driver).
+    Docker,
+    /// `/libpod_parent` (Podman's cgroupfs driver).
+    LibpodParent,
+    /// `/<namespace>` of containerd's cgroupfs clients.
+    ContainerdNamespace,
+    /// `/kubepods`, and its QoS directories (the kubelet's cgroupfs driver).
+    Kubepods,
+    KubepodsQos,
+    /// `pod<uid>` in one of them.
+    CgroupfsPod,
+    /// Inside a unit, a container or a monitor: the rest of the path is its own.
+    Owned,
+    /// Somewhere no runtime and no systemd manager of the host creates cgroups.
+    Nowhere,
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    /// The container itself, and its runtime when the pattern says it.
-    Container(Option<&'static str>),
-    /// A runtime's monitor of the container (conmon): not the workload, and not a unit either.
+/// What a component is, at a place.
+enum Step<'a> {
+    To(At<'a>),
+    Unit(&'a str),
+    Container(&'a str, Option<&'static str>),
+    /// A runtime's monitor of a container (conmon): not the workload, and not a unit either.
     Monitor,
 }
 
-/// Where a component sits in the path.
-struct Place<'a> {
-    parent: &'a str,
-    parent_is_pod: bool,
+/// `path` is the cgroup v2 path from the hierarchy's root, starting with `/` (`/` is the root).
+pub fn identify(path: &str) -> Identity {
+    let mut id = Identity::default();
+    let mut pod: Option<&str> = None;
+    let mut at = At::Root;
+    for name in path.split('/').filter(|c| !c.is_empty()) {
+        if matches!(at, At::Owned | At::Nowhere) {
+            break;
+        }
+        if name.ends_with(CUT) {
+            break;
+        }
+        match step(at, name) {
+            Step::To(next) => {
+                match next {
+                    At::Slice { pod: Some(uid), .. } => pod = Some(uid),
+                    At::CgroupfsPod => pod = name.strip_prefix("pod"),
+                    _ => {}
+                }
+                at = next;
+            }
+            Step::Unit(unit) => {
+                id.systemd_unit = Some(unit.to_owned());
+                at = At::Owned;
+            }
+            Step::Container(cid, runtime) => {
+                id.container_id = Some(cid.to_owned());
+                id.container_runtime = runtime;
+                at = At::Owned;
+            }
+            Step::Monitor => at = At::Owned,
+        }
+    }
+    // systemd slice names spell the uid's dashes as underscores (a dash nests slices).
+    id.pod_uid = pod.map(|uid| uid.replace('_', "-"));
+    id
 }
 
-/// The namespaces whose `/<namespace>/<id>` cgroups containerd's own clients create with the
-/// cgroupfs driver (`nerdctl`, `ctr`): `default` (theirs), `k8s.io` (nerdctl looking at the
-/// kubelet's namespace) and `moby` (Docker's). `/default/<id>` is otherwise ambiguous — any
-/// tool may name a cgroup `default` — so only these names are trusted, and only directly above
-/// the id.
-const CONTAINERD_NAMESPACES: &[&str] = &["default", "k8s.io", "moby"];
+/// What `name` is at `at`.
+fn step<'a>(at: At<'a>, name: &'a str) -> Step<'a> {
+    let nowhere = Step::To(At::Nowhere);
+    match at {
+        At::Root => {
+            if let Some(stem) = name.strip_suffix(".slice")
+                && is_slice_segment(stem)
+            {
+                return Step::To(At::Slice { stem, pod: None });
+            }
+            match name {
+                "init.scope" => Step::Unit(name),
+                "docker" => Step::To(At::Docker),
+                "libpod_parent" => Step::To(At::LibpodParent),
+                "kubepods" => Step::To(At::Kubepods),
+                _ if CONTAINERD_NAMESPACES.contains(&name) => Step::To(At::ContainerdNamespace),
+                _ => nowhere,
+            }
+        }
+        At::Slice { stem, pod } => {
+            if let Some(child) = name.strip_suffix(".slice") {
+                return match child
+                    .strip_prefix(stem)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                {
+                    Some(segment) if is_slice_segment(segment) => Step::To(At::Slice {
+                        stem: child,
+                        pod: pod_slice_uid(stem, segment),
+                    }),
+                    _ => nowhere,
+                };
+            }
+            let scopes: &[Scope] = if pod.is_some() {
+                POD_SCOPES
+            } else if stem == "system" {
+                SYSTEM_SCOPES
+            } else if stem == "machine" || stem.starts_with("machine-") {
+                MACHINE_SCOPES
+            } else {
+                &[]
+            };
+            if let Some(s) = scopes.iter().find_map(|s| s.matches(name)) {
+                return s;
+            }
+            // A runtime's scope out of its place is no container, and not a unit either.
+            let lookalike = [POD_SCOPES, SYSTEM_SCOPES, MACHINE_SCOPES]
+                .iter()
+                .any(|all| all.iter().any(|s| s.matches(name).is_some()));
+            if !lookalike && is_unit(name) {
+                Step::Unit(name)
+            } else {
+                nowhere
+            }
+        }
+        At::Docker => bare_id(name, "", Some("docker")),
+        At::LibpodParent => bare_id(name, "libpod-", Some("podman")),
+        At::ContainerdNamespace => bare_id(name, "", Some("containerd")),
+        At::Kubepods | At::KubepodsQos => {
+            if matches!(at, At::Kubepods) && matches!(name, "burstable" | "besteffort") {
+                Step::To(At::KubepodsQos)
+            } else if name
+                .strip_prefix("pod")
+                .is_some_and(|uid| is_uuid(uid, b'-'))
+            {
+                Step::To(At::CgroupfsPod)
+            } else {
+                nowhere
+            }
+        }
+        At::CgroupfsPod => bare_id(name, "", None),
+        At::Owned | At::Nowhere => nowhere,
+    }
+}
 
-/// First match wins; monitors come before the container pattern whose prefix theirs extends.
-const RULES: &[Rule] = &[
-    // CRI-O, systemd driver: `/kubepods.slice/…-pod<uid>.slice/crio-conmon-<id>.scope` holds
-    // conmon, CRI-O's per-container monitor; the container is the sibling `crio-<id>.scope`.
-    Rule {
+/// `<prefix><id>` as a container of `runtime`, else nowhere.
+fn bare_id<'a>(name: &'a str, prefix: &str, runtime: Option<&'static str>) -> Step<'a> {
+    match name.strip_prefix(prefix) {
+        Some(id) if is_container_id(id) => Step::Container(id, runtime),
+        _ => Step::To(At::Nowhere),
+    }
+}
+
+/// A container scope of a systemd driver: `<prefix><64-hex id>.scope`.
+struct Scope {
+    prefix: &'static str,
+    /// The container and its runtime; `None`: the runtime's monitor of the container.
+    runtime: Option<&'static str>,
+}
+
+impl Scope {
+    fn matches<'a>(&self, name: &'a str) -> Option<Step<'a>> {
+        let id = name.strip_prefix(self.prefix)?.strip_suffix(".scope")?;
+        is_container_id(id).then_some(match self.runtime {
+            Some(runtime) => Step::Container(id, Some(runtime)),
+            None => Step::Monitor,
+        })
+    }
+}
+
+/// In a kubelet pod slice. Monitors come before the container pattern whose prefix theirs
+/// extends.
+const POD_SCOPES: &[Scope] = &[
+    // CRI-O's per-container monitor (conmon); the container is the sibling `crio-<id>.scope`.
+    Scope {
         prefix: "crio-conmon-",
-        suffix: ".scope",
-        parent: Parent::Any,
-        kind: Kind::Monitor,
+        runtime: None,
     },
-    // CRI-O, systemd driver: `/kubepods.slice/kubepods-burstable.slice/
-    // kubepods-burstable-pod<uid>.slice/crio-<id>.scope` (and its `/container` sub-cgroup).
-    Rule {
+    Scope {
         prefix: "crio-",
-        suffix: ".scope",
-        parent: Parent::Any,
-        kind: Kind::Container(Some("cri-o")),
+        runtime: Some("cri-o"),
     },
-    // containerd's CRI plugin (Kubernetes), systemd driver: `/kubepods.slice/
-    // kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`.
-    Rule {
+    // containerd's CRI plugin.
+    Scope {
         prefix: "cri-containerd-",
-        suffix: ".scope",
-        parent: Parent::Any,
-        kind: Kind::Container(Some("containerd")),
+        runtime: Some("containerd"),
     },
-    // Docker, systemd driver: `/system.slice/docker-<id>.scope`; also Docker as the Kubernetes
-    // runtime (cri-dockerd): `/kubepods.slice/…-pod<uid>.slice/docker-<id>.scope`.
-    Rule {
+    // Docker as the Kubernetes runtime (cri-dockerd).
+    Scope {
         prefix: "docker-",
-        suffix: ".scope",
-        parent: Parent::Any,
-        kind: Kind::Container(Some("docker")),
-    },
-    // Docker, cgroupfs driver: `/docker/<id>`.
-    Rule {
-        prefix: "",
-        suffix: "",
-        parent: Parent::Named(&["docker"]),
-        kind: Kind::Container(Some("docker")),
-    },
-    // Podman, systemd driver: `/machine.slice/libpod-conmon-<id>.scope` holds conmon, podman's
-    // monitor; the container is the sibling `libpod-<id>.scope`.
-    Rule {
-        prefix: "libpod-conmon-",
-        suffix: ".scope",
-        parent: Parent::Any,
-        kind: Kind::Monitor,
-    },
-    // Podman, systemd driver: `/machine.slice/libpod-<id>.scope` (rootful),
-    // `/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-<id>.scope` (rootless);
-    // podman runs systemd-mode containers in a `…/libpod-<id>.scope/container` sub-cgroup.
-    Rule {
-        prefix: "libpod-",
-        suffix: ".scope",
-        parent: Parent::Any,
-        kind: Kind::Container(Some("podman")),
-    },
-    // Podman, cgroupfs driver: `/libpod_parent/libpod-<id>`.
-    Rule {
-        prefix: "libpod-",
-        suffix: "",
-        parent: Parent::Named(&["libpod_parent"]),
-        kind: Kind::Container(Some("podman")),
-    },
-    // containerd without Kubernetes (nerdctl), systemd driver: `/system.slice/nerdctl-<id>.scope`.
-    Rule {
-        prefix: "nerdctl-",
-        suffix: ".scope",
-        parent: Parent::Any,
-        kind: Kind::Container(Some("containerd")),
-    },
-    // containerd without Kubernetes (nerdctl, ctr), cgroupfs driver: `/<namespace>/<id>`.
-    Rule {
-        prefix: "",
-        suffix: "",
-        parent: Parent::Named(CONTAINERD_NAMESPACES),
-        kind: Kind::Container(Some("containerd")),
-    },
-    // Kubernetes, cgroupfs driver, any runtime: `/kubepods/burstable/pod<uid>/<id>`,
-    // `/kubepods/besteffort/pod<uid>/<id>`, `/kubepods/pod<uid>/<id>` (guaranteed).
-    Rule {
-        prefix: "",
-        suffix: "",
-        parent: Parent::Pod,
-        kind: Kind::Container(None),
+        runtime: Some("docker"),
     },
 ];
 
-impl Rule {
-    /// The container id `name` carries, when it follows this rule's pattern at this place.
-    fn id_in<'a>(&self, name: &'a str, at: &Place) -> Option<&'a str> {
-        let placed = match self.parent {
-            Parent::Any => true,
-            Parent::Named(names) => names.contains(&at.parent),
-            Parent::Pod => at.parent_is_pod,
-        };
-        let id = name.strip_prefix(self.prefix)?.strip_suffix(self.suffix)?;
-        (placed && is_container_id(id)).then_some(id)
-    }
+/// In `/system.slice`: Docker's systemd driver, and containerd's without Kubernetes (nerdctl).
+const SYSTEM_SCOPES: &[Scope] = &[
+    Scope {
+        prefix: "docker-",
+        runtime: Some("docker"),
+    },
+    Scope {
+        prefix: "nerdctl-",
+        runtime: Some("containerd"),
+    },
+];
+
+/// In `/machine.slice` (or a podman pod's slice in it): rootful Podman's systemd driver. Its
+/// monitor (conmon) is the sibling `libpod-conmon-<id>.scope`; systemd-mode containers run in
+/// a `…/libpod-<id>.scope/container` sub-cgroup (the container's own).
+const MACHINE_SCOPES: &[Scope] = &[
+    Scope {
+        prefix: "libpod-conmon-",
+        runtime: None,
+    },
+    Scope {
+        prefix: "libpod-",
+        runtime: Some("podman"),
+    },
+];
+
+/// The namespaces whose `/<namespace>/<id>` cgroups containerd's own clients create with the
+/// cgroupfs driver (`nerdctl`, `ctr`): `default` (theirs), `k8s.io` (nerdctl looking at the
+/// kubelet's namespace) and `moby` (Docker's). Only at the root.
+const CONTAINERD_NAMESPACES: &[&str] = &["default", "k8s.io", "moby"];
+
+/// One dash-free, non-empty segment of a slice name (`a-b.slice` is `b` in `a.slice`).
+fn is_slice_segment(s: &str) -> bool {
+    !s.is_empty() && !s.contains('-')
+}
+
+/// The pod uid (systemd's spelling, `_` for `-`) when `segment` in the slice `parent` is a
+/// kubelet pod slice: `pod<uid>` in `…kubepods`, `…kubepods-burstable` or
+/// `…kubepods-besteffort` (any prefix the kubelet's `--cgroup-root` adds, as kind's
+/// `kubelet-kubepods-…`). The uid must be uuid-shaped (8-4-4-4-12 lowercase hex), which the API
+/// server's uids are, or a static pod's 32-hex hash.
+fn pod_slice_uid<'a>(parent: &str, segment: &'a str) -> Option<&'a str> {
+    let uid = segment.strip_prefix("pod")?;
+    let mut up = parent.rsplit('-');
+    let placed = match up.next()? {
+        "kubepods" => true,
+        "burstable" | "besteffort" => up.next() == Some("kubepods"),
+        _ => false,
+    };
+    (placed && is_uuid(uid, b'_')).then_some(uid)
 }
 
 /// 64 lowercase hex digits: the full id Docker, containerd, CRI-O and podman give a container.
@@ -226,28 +320,6 @@ pub(crate) fn is_container_id(id: &str) -> bool {
 
 fn is_lower_hex(b: u8) -> bool {
     b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
-}
-
-/// The pod uid the kubelet spelled into the pod-level cgroup `name` (with `_` for `-` in the
-/// systemd driver's spelling), if `name` is one:
-/// - systemd driver: `kubepods-pod<uid>.slice` (guaranteed), `kubepods-burstable-pod<uid>.slice`,
-///   `kubepods-besteffort-pod<uid>.slice`, with any prefix the kubelet's cgroup root adds
-///   (`kubelet-kubepods-…` in kind); the slice name spells its ancestors, `kubepods` among them.
-/// - cgroupfs driver: `pod<uid>` directly under `kubepods`, or under `kubepods/burstable` or
-///   `kubepods/besteffort`.
-///
-/// The uid must be uuid-shaped (8-4-4-4-12 lowercase hex), which the API server's uids are.
-fn pod_uid_of<'a>(name: &'a str, parent: &str, grandparent: &str) -> Option<&'a str> {
-    if let Some(stem) = name.strip_suffix(".slice") {
-        let (ancestors, leaf) = stem.rsplit_once('-')?;
-        let uid = leaf.strip_prefix("pod")?;
-        return (ancestors.split('-').any(|a| a == "kubepods") && is_uuid(uid, b'_'))
-            .then_some(uid);
-    }
-    let uid = name.strip_prefix("pod")?;
-    let placed = parent == "kubepods"
-        || (matches!(parent, "burstable" | "besteffort") && grandparent == "kubepods");
-    (placed && is_uuid(uid, b'-')).then_some(uid)
 }
 
 /// 8-4-4-4-12 lowercase hex digits, the groups separated by `sep`.
@@ -305,15 +377,15 @@ mod tests {
     const UID: &str = uid!();
 
     /// path → (unit, container id, runtime, pod uid).
-    type Row = (
-        &'static str,
+    type Row<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
         Option<&'static str>,
-        Option<&'static str>,
-        Option<&'static str>,
-        Option<&'static str>,
+        Option<&'a str>,
     );
 
-    fn check(rows: &[Row]) {
+    fn check(rows: &[Row<'_>]) {
         for &(path, unit, id, runtime, pod) in rows {
             let expected = Identity {
                 systemd_unit: unit.map(String::from),
@@ -351,9 +423,25 @@ mod tests {
                 None,
                 None,
             ),
+            // the user's manager is the unit: what it runs below is the user's own naming
             (
                 "/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service",
-                Some("foo.service"),
+                Some("user@1000.service"),
+                None,
+                None,
+                None,
+            ),
+            // a unit in a custom slice of the chain, and a machine's scope
+            (
+                "/workload.slice/workload-batch.slice/etl.service",
+                Some("etl.service"),
+                None,
+                None,
+                None,
+            ),
+            (
+                "/machine.slice/machine-qemu\\x2d1\\x2dvm.scope",
+                Some("machine-qemu\\x2d1\\x2dvm.scope"),
                 None,
                 None,
                 None,
@@ -610,7 +698,22 @@ mod tests {
                 None,
                 None,
             ),
-            // rootless: the user's manager is the leafmost unit the path names
+            // a podman pod's slice
+            (
+                concat!(
+                    "/machine.slice/machine-libpod_pod_",
+                    id2!(),
+                    ".slice/libpod-",
+                    id!(),
+                    ".scope"
+                ),
+                None,
+                Some(ID),
+                Some("podman"),
+                None,
+            ),
+            // rootless: the user's own manager names these cgroups, so the id is only a claim:
+            // the user's manager is the workload
             (
                 concat!(
                     "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-",
@@ -618,8 +721,8 @@ mod tests {
                     ".scope"
                 ),
                 Some("user@1000.service"),
-                Some(ID),
-                Some("podman"),
+                None,
+                None,
                 None,
             ),
         ]);
@@ -662,22 +765,25 @@ mod tests {
         ]);
     }
 
+    /// A container's own cgroups name that container only: a container with a writable cgroup
+    /// namespace names the cgroups inside as it likes.
     #[test]
     fn nested() {
         check(&[
-            // systemd inside a container
+            // systemd inside a container: its units are the container's own
             (
                 concat!(
                     "/system.slice/docker-",
                     id!(),
                     ".scope/system.slice/nginx.service"
                 ),
-                Some("nginx.service"),
+                None,
                 Some(ID),
                 Some("docker"),
                 None,
             ),
-            // a kind node (a Docker container) running a pod: the leafmost container wins
+            // a kind node (a Docker container) running a pod: the node's container (the pod's
+            // names are in the node's kubelet logs, not the host's)
             (
                 concat!(
                     "/system.slice/docker-",
@@ -688,18 +794,17 @@ mod tests {
                     id!()
                 ),
                 None,
-                Some(ID),
+                Some(ID2),
+                Some("docker"),
                 None,
-                Some(UID),
             ),
             (
                 concat!("/docker/", id2!(), "/docker/", id!()),
                 None,
-                Some(ID),
+                Some(ID2),
                 Some("docker"),
                 None,
             ),
-            // a monitor inside a container does not hide that container
             (
                 concat!(
                     "/docker/",
@@ -713,6 +818,240 @@ mod tests {
                 Some("docker"),
                 None,
             ),
+            // a pod's container makes a pod-looking tree in its own cgroup
+            (
+                concat!(
+                    "/kubepods.slice/kubepods-pod",
+                    uid_!(),
+                    ".slice/cri-containerd-",
+                    id2!(),
+                    ".scope/kubepods.slice/kubepods-pod",
+                    "1f6e4a8c_1b2d_4e5f_8a9b_0c1d2e3f4a5b",
+                    ".slice/cri-containerd-",
+                    id!(),
+                    ".scope"
+                ),
+                None,
+                Some(ID2),
+                Some("containerd"),
+                Some(UID),
+            ),
+        ]);
+    }
+
+    /// Issue 25: runtimes' names where no runtime creates them — a delegated systemd user
+    /// subtree, rootless podman, a service's delegated subtree, a container with a writable
+    /// cgroup namespace, an arbitrary parent — are not those containers or pods. At most the
+    /// unit the lookalike sits in (the real owner of that subtree), never the id or uid.
+    #[test]
+    fn lookalikes_are_not_containers_or_pods() {
+        check(&[
+            // a user's manager names its cgroups as it likes
+            (
+                concat!(
+                    "/user.slice/user-1000.slice/user@1000.service/app.slice/docker-",
+                    id!(),
+                    ".scope"
+                ),
+                Some("user@1000.service"),
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!(
+                    "/user.slice/user-1000.slice/user@1000.service/app.slice/kubepods.slice/",
+                    "kubepods-burstable.slice/kubepods-burstable-pod",
+                    uid_!(),
+                    ".slice/crio-",
+                    id!(),
+                    ".scope"
+                ),
+                Some("user@1000.service"),
+                None,
+                None,
+                None,
+            ),
+            // a service's delegated subtree (Delegate=yes)
+            (
+                concat!(
+                    "/system.slice/foo.service/kubepods.slice/kubepods-burstable.slice/",
+                    "kubepods-burstable-pod",
+                    uid_!(),
+                    ".slice/cri-containerd-",
+                    id!(),
+                    ".scope"
+                ),
+                Some("foo.service"),
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/system.slice/foo.service/docker/", id!()),
+                Some("foo.service"),
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/system.slice/foo.service/docker-", id!(), ".scope"),
+                Some("foo.service"),
+                None,
+                None,
+                None,
+            ),
+            // arbitrary parents: a root-level directory that is not systemd's, a slice out of
+            // the chain, a runtime's scope in a slice that is not its runtime's (neither a
+            // container nor a unit)
+            (
+                concat!("/tracer-test-42.slice/docker-", id!(), ".scope"),
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/mygroup/docker-", id!(), ".scope"),
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/system.slice/other-x.slice/docker-", id!(), ".scope"),
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/system.slice/crio-", id!(), ".scope"),
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/user.slice/libpod-", id!(), ".scope"),
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/machine.slice/docker-", id!(), ".scope"),
+                None,
+                None,
+                None,
+                None,
+            ),
+            // the kubelet's layouts anywhere but at the root (systemd: in the slice chain)
+            (
+                concat!(
+                    "/mygroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod",
+                    uid_!(),
+                    ".slice/cri-containerd-",
+                    id!(),
+                    ".scope"
+                ),
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!("/mygroup/kubepods/burstable/pod", uid!(), "/", id!()),
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                concat!(
+                    "/system.slice/kubepods-burstable-pod",
+                    uid_!(),
+                    ".slice/cri-containerd-",
+                    id!(),
+                    ".scope"
+                ),
+                None,
+                None,
+                None,
+                None,
+            ),
+            // a pod slice not in a kubepods slice of the chain
+            (
+                concat!(
+                    "/kubepods.slice/kubepods-other.slice/kubepods-other-pod",
+                    uid_!(),
+                    ".slice/cri-containerd-",
+                    id!(),
+                    ".scope"
+                ),
+                None,
+                None,
+                None,
+                None,
+            ),
+            // a container's writable cgroup namespace: the container, nothing it names inside
+            (
+                concat!(
+                    "/system.slice/docker-",
+                    id2!(),
+                    ".scope/system.slice/docker-",
+                    id!(),
+                    ".scope"
+                ),
+                None,
+                Some(ID2),
+                Some("docker"),
+                None,
+            ),
+            (
+                concat!(
+                    "/machine.slice/libpod-",
+                    id2!(),
+                    ".scope/kubepods/besteffort/pod",
+                    uid!(),
+                    "/",
+                    id!()
+                ),
+                None,
+                Some(ID2),
+                Some("podman"),
+                None,
+            ),
+            // containerd's namespaces count only at the root
+            (
+                concat!("/system.slice/foo.service/default/", id!()),
+                Some("foo.service"),
+                None,
+                None,
+                None,
+            ),
+            (concat!("/a/default/", id!()), None, None, None, None),
+        ]);
+    }
+
+    /// Issue 25: a name the kernel side cut (marked with `CUT`) names nothing, and ends the
+    /// reading; a path whose rootward levels were not read (`/…/`) is anchored nowhere.
+    #[test]
+    fn a_cut_name_names_nothing() {
+        let cut_service = format!("/system.slice/{}.service{CUT}", "a".repeat(119));
+        let cut_scope = format!("/system.slice/docker-{}{CUT}", &ID[..40]);
+        let deep = concat!("/…/kubepods/burstable/pod", uid!(), "/", id!());
+        let cut_slice = format!(
+            "/kubepods.slice/kubepods-burstable{CUT}/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
+            uid_!()
+        );
+        let cut_below = format!("/system.slice/docker-{ID}.scope/x{CUT}");
+        check(&[
+            (&cut_service, None, None, None, None),
+            (&cut_scope, None, None, None, None),
+            (deep, None, None, None, None),
+            (&cut_slice, None, None, None, None),
+            (&cut_below, None, Some(ID), Some("docker"), None),
         ]);
     }
 

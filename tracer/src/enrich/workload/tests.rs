@@ -12,9 +12,13 @@ fn raw(id: u64, path: &[&str]) -> RawCgroup {
     r.kind = KIND_CGROUP;
     r.cgroup_id = id;
     let kept = &path[path.len().saturating_sub(CGROUP_LEVELS)..];
-    for (slot, name) in r.names.iter_mut().zip(kept.iter().rev()) {
+    for (i, (slot, name)) in r.names.iter_mut().zip(kept.iter().rev()).enumerate() {
         let n = name.len().min(CGROUP_NAME_LEN - 1);
         slot[..n].copy_from_slice(&name.as_bytes()[..n]);
+        // As the kernel side marks a name longer than its slot keeps.
+        if name.len() > n {
+            r.cut |= 1 << i;
+        }
     }
     r.levels = kept.len() as u8;
     r.truncated = u8::from(path.len() > CGROUP_LEVELS);
@@ -59,6 +63,58 @@ fn a_cgroup_record_gives_the_path_root_first() {
     let deep: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
     let deep: Vec<&str> = deep.iter().map(String::as_str).collect();
     assert_eq!(path_of(&raw(9, &deep)), "/…/l2/l3/l4/l5/l6/l7/l8/l9");
+    // 127 bytes are whole; 128 are cut, and marked where they were cut.
+    let whole = "w".repeat(127);
+    assert_eq!(
+        path_of(&raw(2, &["system.slice", &whole])),
+        format!("/system.slice/{whole}")
+    );
+    let long = "c".repeat(128);
+    assert_eq!(
+        path_of(&raw(2, &[&long, "x.service"])),
+        format!("/{}…/x.service", "c".repeat(127))
+    );
+}
+
+/// Issue 25: a 255-byte name whose first 127 bytes end in `.service`, announced after its
+/// cgroup is gone (nothing to complete it from): marked cut, and not that unit.
+#[test]
+fn a_cut_name_is_marked_and_is_not_a_unit() {
+    let mut w = workloads(16, "/nonexistent".into(), WorkloadFilter::default());
+    let head = format!("{}.service", "a".repeat(119));
+    assert_eq!(head.len(), 127);
+    let name = format!("{head}{}", "x".repeat(128));
+    assert_eq!(name.len(), 255);
+    w.announce(&raw(4, &["system.slice", &name]), 0);
+    let got = w.get(4).unwrap();
+    assert_eq!(got.cgroup, format!("/system.slice/{head}…"));
+    assert_eq!(got.identity, rules::Identity::default());
+}
+
+/// Issue 25: a lookalike of the victim's container (its id, in a user's own subtree) gets
+/// neither the id nor the kubelet's names for it.
+#[test]
+fn a_lookalike_never_gets_the_kubelet_names() {
+    let logs = LogRoot::new("lookalike");
+    logs.add_container("payments", "ledger-0", "api", ID);
+    let mut w = workloads(16, logs.0.clone(), WorkloadFilter::default());
+    let scope = format!("docker-{ID}.scope");
+    let path = [
+        "user.slice",
+        "user-1000.slice",
+        "user@1000.service",
+        "app.slice",
+        &scope,
+    ];
+    w.announce(&raw(6, &path), 0);
+    w.ensure(6, POD_RETRY_NS * 2);
+    let got = w.get(6).unwrap();
+    assert_eq!(got.pod, None);
+    assert_eq!(got.identity.container_id, None);
+    assert_eq!(got.short_name(), "user@1000.service");
+    // The real one, where Docker puts it, does.
+    w.announce(&raw(7, &["system.slice", &scope]), 0);
+    assert_eq!(w.get(7).unwrap().short_name(), "payments/ledger-0 (api)");
 }
 
 #[test]
