@@ -1,7 +1,8 @@
 //! The floor's programs that bpftrace cannot attach, loaded here with raw bpf(2) (no libbpf):
-//! - an empty `cgroup_skb/ingress` program (`r0 = 1; exit`: every packet passes) on the cgroup v2
-//!   root, the tracer's `dns_ingress` hook, where it runs for every packet any socket of this host
-//!   receives, in every network namespace (`FloorSkb`, in both floors);
+//! - empty `cgroup_skb/ingress` and `/egress` programs (`r0 = 1; exit`: every packet passes) on
+//!   the cgroup v2 root, the tracer's `dns_ingress` and `dns_egress` hooks, where they run for
+//!   every packet any socket of this host receives or sends, in every network namespace
+//!   (`FloorSkb`: `floor_skb` and `floor_skb_out`, in both floors);
 //! - empty raw tracepoint programs (`r0 = 0; exit`, `BPF_RAW_TRACEPOINT_OPEN`) on the tracer's
 //!   socket and skb tracepoints (`FloorRaw`, the raw floor: the same hooks without the perf trace
 //!   buffer record a classic tracepoint program is handed; bpftrace 0.17 has no raw tracepoint
@@ -25,6 +26,7 @@ const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const BPF_CGROUP_INET_INGRESS: u32 = 0;
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
 /// BPF_ALU64 | BPF_MOV | BPF_K.
 const MOV64_IMM: u8 = 0x07 | 0xb0;
 /// BPF_JMP | BPF_EXIT.
@@ -123,42 +125,46 @@ impl FloorRaw {
     }
 }
 
-/// The empty program, attached to the cgroup v2 root's ingress while this value lives.
+/// The empty programs, attached to the cgroup v2 root's ingress and egress while this value
+/// lives.
 pub struct FloorSkb {
-    // Dropped in this order: the link (which detaches the program), then the program.
-    _link: OwnedFd,
-    _prog: OwnedFd,
+    // Dropped in this order: each link (which detaches its program), then the program.
+    _attached: Vec<(OwnedFd, OwnedFd)>,
 }
 
 impl FloorSkb {
-    /// Loads `floor_skb` and links it to the ingress of the cgroup v2 root.
+    /// Loads `floor_skb` (ingress) and `floor_skb_out` (egress) and links them to the cgroup v2
+    /// root.
     pub fn attach() -> Result<Self> {
         let root = find_cgroup2_mount().context(
             "no cgroup v2 mount in /proc/self/mounts (the floor's cgroup_skb needs one)",
         )?;
-        let prog = load(
-            BPF_PROG_TYPE_CGROUP_SKB,
-            BPF_CGROUP_INET_INGRESS,
-            b"floor_skb",
-            1,
-        )
-        .context("BPF_PROG_LOAD of the floor's empty cgroup_skb program")?;
-        let dir = File::open(&root).with_context(|| format!("cannot open {}", root.display()))?;
-        let attr = LinkCreateAttr {
-            prog_fd: prog.as_raw_fd() as u32,
-            target_fd: dir.as_raw_fd() as u32,
-            attach_type: BPF_CGROUP_INET_INGRESS,
-            flags: 0,
-        };
-        let link = bpf(BPF_LINK_CREATE, &attr).with_context(|| {
-            format!(
-                "BPF_LINK_CREATE of the floor's cgroup_skb program on {} (ingress)",
-                root.display()
-            )
-        })?;
+        let mut attached = Vec::new();
+        for (attach_type, name, direction) in [
+            (BPF_CGROUP_INET_INGRESS, &b"floor_skb"[..], "ingress"),
+            (BPF_CGROUP_INET_EGRESS, &b"floor_skb_out"[..], "egress"),
+        ] {
+            let prog = load(BPF_PROG_TYPE_CGROUP_SKB, attach_type, name, 1).with_context(|| {
+                format!("BPF_PROG_LOAD of the floor's empty cgroup_skb program ({direction})")
+            })?;
+            let dir =
+                File::open(&root).with_context(|| format!("cannot open {}", root.display()))?;
+            let attr = LinkCreateAttr {
+                prog_fd: prog.as_raw_fd() as u32,
+                target_fd: dir.as_raw_fd() as u32,
+                attach_type,
+                flags: 0,
+            };
+            let link = bpf(BPF_LINK_CREATE, &attr).with_context(|| {
+                format!(
+                    "BPF_LINK_CREATE of the floor's cgroup_skb program on {} ({direction})",
+                    root.display()
+                )
+            })?;
+            attached.push((link, prog));
+        }
         Ok(Self {
-            _link: link,
-            _prog: prog,
+            _attached: attached,
         })
     }
 }

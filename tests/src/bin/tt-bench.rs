@@ -525,6 +525,22 @@ impl Bench {
             }
             println!("{label:<22} {:>24}{row}", "-");
         }
+        // The DNS capture's egress hook, per packet sent: the tracer's `dns_egress` against the
+        // floors' empty program on the same hook (`floor_skb_out`).
+        let mut row = String::new();
+        for (kind, _) in &ns_per_op {
+            let cost = result[kind.key()]["programs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == "dns_egress" || p["name"] == "floor_skb_out")
+                .and_then(|p| p["ns_per_run"].as_f64());
+            row.push_str(&format!(
+                " {:>24}",
+                cost.map_or("-".to_string(), |c| format!("{c:.0}"))
+            ));
+        }
+        println!("{:<22} {:>24}{row}", "egress ns / packet", "-");
         for kind in ["tracer", "bpftrace", "floor", "floor_raw"] {
             let detail: Vec<String> = result[kind]["programs"]
                 .as_array()
