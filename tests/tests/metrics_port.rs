@@ -84,6 +84,21 @@ fn failed(probes: &Probes) -> Vec<String> {
         .collect()
 }
 
+/// For 4 s: `/healthz` answers every probe, and the tracer uses under 5% of a core.
+fn answers_while_idle(pid: u32, addr: SocketAddr) {
+    let (cpu, probes) = watch(pid, addr, Duration::from_secs(4));
+    eprintln!(
+        "tracer CPU {:.1}% of a core; probes: {probes:?}",
+        cpu * 100.0
+    );
+    assert!(
+        failed(&probes).is_empty(),
+        "/healthz did not answer: {:#?}",
+        failed(&probes)
+    );
+    assert!(cpu < 0.05, "the tracer used {:.1}% of a core", cpu * 100.0);
+}
+
 /// The tracer's RSS in KiB, or a panic that says it is gone (OOM-killed in its cgroup) and how
 /// far its RSS got (`peak`, KiB).
 fn rss_kib(pid: u32, peak: u64) -> u64 {
@@ -233,17 +248,7 @@ fn idle_connections_past_the_fd_limit_leave_healthz_answering_and_the_cpu_idle()
     };
     let idle_fds = fds();
     let holder = hold_idle(addr, CONNECTIONS);
-    let (cpu, probes) = watch(tracer.pid(), addr, Duration::from_secs(4));
-    eprintln!(
-        "tracer CPU {:.1}% of a core; probes: {probes:?}",
-        cpu * 100.0
-    );
-    assert!(
-        failed(&probes).is_empty(),
-        "/healthz did not answer: {:#?}",
-        failed(&probes)
-    );
-    assert!(cpu < 0.05, "the tracer used {:.1}% of a core", cpu * 100.0);
+    answers_while_idle(tracer.pid(), addr);
     // The connections it kept, idle, are closed by the head timeout (5 s) while still held.
     wait_until(
         "the idle connections to be closed",
@@ -289,17 +294,7 @@ fn emfile_at_accept_backs_off_and_makes_room() {
     // 40 accepted before the fds run out, the rest waiting in the accept queue (128 here, the
     // kernel's somaxconn), so that every connect completes also before the fix.
     let holder = hold_idle(addr, 150);
-    let (cpu, probes) = watch(pid, addr, Duration::from_secs(4));
-    eprintln!(
-        "tracer CPU {:.1}% of a core; probes: {probes:?}",
-        cpu * 100.0
-    );
-    assert!(
-        failed(&probes).is_empty(),
-        "/healthz did not answer: {:#?}",
-        failed(&probes)
-    );
-    assert!(cpu < 0.05, "the tracer used {:.1}% of a core", cpu * 100.0);
+    answers_while_idle(pid, addr);
     drop(holder);
     let log = tracer.stderr();
     let warnings: Vec<&str> = log

@@ -17,17 +17,7 @@ use tracer_tests::{
 fn prometheus_scrapes_the_failure_counter_per_destination() {
     let ns = Netns::new("prom");
     let tracer = Tracer::start(&ns, &["--metrics-addr", "127.0.0.1:0"]);
-    let metrics: SocketAddr = tracer
-        .startup_log()
-        .lines()
-        .find_map(|l| {
-            l.split("http://")
-                .nth(1)?
-                .strip_suffix("/metrics")?
-                .parse()
-                .ok()
-        })
-        .expect("the tracer says where it serves metrics");
+    let metrics: SocketAddr = tracer.metrics_addr();
     let dir = std::env::temp_dir().join(format!("tt-prom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = Cleanup(dir.clone());

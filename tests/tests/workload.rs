@@ -418,21 +418,6 @@ fn resolves_this_process_cgroup_by_id_when_cgroup2_is_mounted() {
     assert_eq!(fs.path_of(u64::MAX - 1), None);
 }
 
-/// The tracer's metrics address, from its start-up log.
-fn metrics_addr(tracer: &Tracer) -> std::net::SocketAddr {
-    tracer
-        .startup_log()
-        .lines()
-        .find_map(|l| {
-            l.split("http://")
-                .nth(1)?
-                .strip_suffix("/metrics")?
-                .parse()
-                .ok()
-        })
-        .expect("the tracer says where it serves metrics")
-}
-
 /// Issue 25: a cgroup named like a runtime's container (or a kubelet's pod) under a parent no
 /// runtime uses — a delegated systemd user subtree, rootless podman's, a service's delegated
 /// subtree, a container's writable cgroup namespace, an arbitrary root-level directory — is not
@@ -515,7 +500,7 @@ fn a_lookalike_cgroup_is_not_the_container_or_pod_it_names() {
             wrong.push(format!("{path}: {key} {value}"));
         }
     }
-    let text = tracer_tests::scenario::http_get(metrics_addr(&tracer), "/metrics")
+    let text = tracer_tests::scenario::http_get(tracer.metrics_addr(), "/metrics")
         .expect("scrape /metrics");
     let series: Vec<&str> = text
         .lines()

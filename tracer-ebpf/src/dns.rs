@@ -142,15 +142,15 @@ fn try_dns(ctx: &SkBuffContext, query: bool) -> Option<()> {
         key.client_be = src;
         key.server_be = dst;
         // A retransmitted query (same id) only renews its time.
-        let _ = DNS_QUERIES.insert(&key, &now, 0);
+        let _ = DNS_QUERIES.insert(key, now, 0);
     } else {
         key.client_be = dst;
         key.server_be = src;
         // SAFETY: the value is a u64 that this program only reads, at once.
-        let asked = unsafe { DNS_QUERIES.get(&key) }.copied();
+        let asked = unsafe { DNS_QUERIES.get(key) }.copied();
         match asked {
             Some(at) if now.saturating_sub(at) <= DNS_QUERY_LIFETIME_NS => {
-                let _ = DNS_QUERIES.remove(&key);
+                let _ = DNS_QUERIES.remove(key);
             }
             _ => {
                 count(Counter::DnsUnsolicited);

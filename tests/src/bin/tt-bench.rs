@@ -466,6 +466,7 @@ impl Bench {
             // TCP successes and refusals, then DNS queries (which `dns_ingress` parses); the
             // kernel time each operation costs, all programs together, phase by phase.
             let mut spent = 0u64;
+            let mut egress_spent = (0u64, 0u64);
             let mut per_op = serde_json::Map::new();
             for (addr, mode, seconds, phase) in [
                 ("127.0.0.1:5003", load::Mode::Serve, 2.0, "connect_close"),
@@ -482,13 +483,21 @@ impl Bench {
                         Some(LOAD_CPU),
                     ),
                 )?;
-                let now: u64 = programs::loaded_since(&before)?
-                    .iter()
-                    .map(|c| c.run_time_ns)
-                    .sum();
+                let costs = programs::loaded_since(&before)?;
+                let now: u64 = costs.iter().map(|c| c.run_time_ns).sum();
                 let ns = (now - spent) as f64 / r.attempts.max(1) as f64;
                 spent = now;
                 per_op.insert(phase.into(), json!(ns));
+                // The egress hook alone (the DNS capture's, or the floors' empty one): its runs
+                // and time in this phase, one run per packet sent.
+                let egress = costs
+                    .iter()
+                    .filter(|c| c.name == "dns_egress" || c.name == "floor_skb_out")
+                    .fold((0, 0), |(runs, ns), c| (runs + c.runs, ns + c.run_time_ns));
+                let (runs, time) = (egress.0 - egress_spent.0, egress.1 - egress_spent.1);
+                egress_spent = egress;
+                per_op.insert(format!("{phase}_egress_runs"), json!(runs));
+                per_op.insert(format!("{phase}_egress_ns"), json!(time));
             }
             ns_per_op.push((kind, per_op.clone()));
             let costs = programs::loaded_since(&before)?;
@@ -525,22 +534,32 @@ impl Bench {
             }
             println!("{label:<22} {:>24}{row}", "-");
         }
-        // The DNS capture's egress hook, per packet sent: the tracer's `dns_egress` against the
-        // floors' empty program on the same hook (`floor_skb_out`).
-        let mut row = String::new();
-        for (kind, _) in &ns_per_op {
-            let cost = result[kind.key()]["programs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["name"] == "dns_egress" || p["name"] == "floor_skb_out")
-                .and_then(|p| p["ns_per_run"].as_f64());
-            row.push_str(&format!(
-                " {:>24}",
-                cost.map_or("-".to_string(), |c| format!("{c:.0}"))
-            ));
+        // The DNS capture's egress hook per packet sent: the tracer's `dns_egress` against the
+        // floors' empty program on the same hook (`floor_skb_out`). Under the TCP loads every
+        // packet is one that is not DNS (a port check and out); under the DNS load half are
+        // queries (captured whole) and half the responder's answers.
+        for (phases, label) in [
+            (&["connect_close", "refused"][..], "egress ns / TCP packet"),
+            (&["dns"][..], "egress ns / DNS packet"),
+        ] {
+            let mut row = String::new();
+            for (_, per_op) in &ns_per_op {
+                let sum = |what: &str| -> u64 {
+                    phases
+                        .iter()
+                        .filter_map(|p| per_op.get(&format!("{p}_egress_{what}"))?.as_u64())
+                        .sum()
+                };
+                let (runs, ns) = (sum("runs"), sum("ns"));
+                let cell = if runs == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.0}", ns as f64 / runs as f64)
+                };
+                row.push_str(&format!(" {cell:>24}"));
+            }
+            println!("{label:<22} {:>24}{row}", "-");
         }
-        println!("{:<22} {:>24}{row}", "egress ns / packet", "-");
         for kind in ["tracer", "bpftrace", "floor", "floor_raw"] {
             let detail: Vec<String> = result[kind]["programs"]
                 .as_array()
