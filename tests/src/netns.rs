@@ -110,6 +110,29 @@ impl Netns {
         Proc::spawn(cmd)
     }
 
+    /// Makes `cmd` run inside the namespace (setns(2) before exec), without `ip netns exec`'s
+    /// remount of /sys: a tracer started so keeps tracefs, BTF and the cgroup v2 mount, and its
+    /// own connections (sinks, exporter) are made in this namespace.
+    pub fn join_at_exec(&self, cmd: &mut std::process::Command) {
+        use std::os::{fd::AsRawFd, unix::process::CommandExt};
+        let ns = std::sync::Arc::new(
+            std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open /run/netns/NAME"),
+        );
+        let fd = ns.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe, on an fd the closure keeps open (the `Arc` it holds).
+        unsafe {
+            cmd.pre_exec(move || {
+                let _keep = &ns;
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
     /// Starts the test client inside the namespace.
     pub fn client(&self, args: &[&str]) -> Proc {
         self.spawn(&crate::client_bin(), args)

@@ -258,3 +258,63 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// With its sinks down (a TCP shipper and an OTLP Collector on closed ports of its own
+/// namespace), the tracer keeps reconnecting: those are its own connects, never the host's
+/// failures, and they enter no summary. A client's refusal in the same namespace is reported
+/// all the same (the tracer sees that namespace).
+#[test]
+fn its_own_connections_are_not_the_hosts_failures() {
+    let ns = Netns::new("own");
+    let inode = ns.inode.to_string();
+    let mut cmd = Tracer::command(&[
+        "run",
+        "--netns",
+        &inode,
+        "--output",
+        "-",
+        "--output",
+        "tcp:127.0.0.1:9",
+        "--otlp-endpoint",
+        "http://127.0.0.1:4318",
+        "--summary-interval",
+        "3600",
+    ]);
+    ns.join_at_exec(&mut cmd);
+    let tracer = Tracer::start_command(cmd);
+    let ready = std::time::Instant::now();
+    let (_, lines) = client_run(&ns, &["connect", "--addr", "127.0.0.1:47"], WAIT);
+    let client = sport_of(&lines[0]);
+    tracer.wait_failures(1, WAIT, |r| r["src"]["port"] == client);
+    // The sink and the exporter retry with backoff (100 ms, doubling): 3 s see several of
+    // each after the programs were attached.
+    wait_until("3 s of reconnecting sinks", Duration::from_secs(5), || {
+        (ready.elapsed() >= Duration::from_secs(3)).then_some(())
+    });
+    let log = tracer.stderr();
+    assert!(
+        log.contains("output tcp:127.0.0.1:9: cannot connect") && log.contains("otlp logs"),
+        "the sinks were down and said so: {log}"
+    );
+    let pid = tracer.pid();
+    let records = tracer.stop();
+    let own: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["process"]["pid"] == pid
+                || [9, 4318].contains(&r["dst"]["port"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    assert!(own.is_empty(), "its own connects were reported: {own:#?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "failure" && r["src"]["port"] == client),
+        "the client's refusal is reported"
+    );
+    let stats = records.iter().rev().find(|r| r["type"] == "stats").unwrap();
+    assert_eq!(
+        stats["evicted"], 0,
+        "its own connects are not evictions: {stats}"
+    );
+}

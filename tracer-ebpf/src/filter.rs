@@ -1,5 +1,6 @@
 //! The `--port`, `--dst`, `--pid` and `--comm` filters, applied when a connect starts so that
-//! nothing else is ever done for a connection the user did not ask about.
+//! nothing else is ever done for a connection the user did not ask about; and the tracer's own
+//! connects, which are never the host's (`own.rs`).
 use tracer_common::{AF_INET, AF_INET6, Cidr, MAX_CIDRS, MAX_COMMS, MAX_PIDS, MAX_PORTS, RawEvent};
 
 use crate::globals::config;
@@ -71,9 +72,11 @@ fn port_wanted(port: u16) -> bool {
     one_of::<u16, MAX_PORTS>(config!(n_ports), &port, |i| config_at!(ports, i))
 }
 
+/// The tracer's own connects are never wanted (`own.rs`), whatever the filters say.
 #[inline(always)]
 fn pid_wanted(pid: u32) -> bool {
-    one_of::<u32, MAX_PIDS>(config!(n_pids), &pid, |i| config_at!(pids, i))
+    !crate::own::is_own(pid)
+        && one_of::<u32, MAX_PIDS>(config!(n_pids), &pid, |i| config_at!(pids, i))
 }
 
 #[inline(always)]

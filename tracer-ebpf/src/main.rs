@@ -19,6 +19,7 @@ mod error_report;
 mod filter;
 mod globals;
 mod inbound;
+mod own;
 mod read;
 mod reset;
 mod retransmit;

@@ -55,6 +55,9 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
         ),
     });
     out.push(dns_check());
+    out.push(own_check(
+        &std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
+    ));
     match Tracefs::locate(args.tracefs.as_deref()) {
         Ok(t) => {
             out.push(Check::ok("tracefs", t.root().display().to_string()));
@@ -96,6 +99,33 @@ fn dns_check() -> Check {
     }
 }
 
+/// The tracer's own connects are skipped in the kernel once it knows its own tgid, which a test
+/// run of a raw tracepoint program tells (Linux 5.10); `run` says so if that fails all the same.
+fn own_check(osrelease: &str) -> Check {
+    let mut v = osrelease
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+    if version >= (5, 10) {
+        Check::ok(
+            "own connections",
+            "the tracer's own connects (its sinks, its OTLP exporter) are skipped in the kernel",
+        )
+    } else {
+        Check::missing(
+            "own connections",
+            format!(
+                "Linux {}.{} cannot test-run a raw tracepoint program (5.10 can), so the kernel \
+                 side cannot tell the tracer's own pid: its own connects (--output tcp:, the \
+                 OTLP exporter) are reported as this host's and enter the summaries",
+                version.0, version.1
+            ),
+            false,
+        )
+    }
+}
+
 pub fn main(args: &EnvArgs) -> ExitCode {
     let checks = checks(args);
     for c in &checks {
@@ -113,5 +143,19 @@ pub fn main(args: &EnvArgs) -> ExitCode {
     } else {
         println!("{bad} of {} checks failed", checks.len());
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_check;
+
+    #[test]
+    fn own_connections_are_skipped_from_linux_5_10() {
+        assert!(own_check("6.18.0-1-amd64\n").ok);
+        assert!(own_check("5.10.0").ok);
+        assert!(!own_check("5.9.16-arch1").ok);
+        assert!(!own_check("4.19.0-27-amd64").ok);
+        assert!(!own_check("").ok, "unknown: not claimed");
     }
 }

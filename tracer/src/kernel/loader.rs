@@ -77,6 +77,9 @@ impl LoadError {
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub attached: Vec<&'static str>,
+    /// This process's tgid as the programs see it (the initial pid namespace's), whose connects
+    /// they skip; `None` when the kernel could not tell (then they are reported like any other).
+    pub own_tgid: Option<u32>,
 }
 
 impl Loaded {
@@ -148,6 +151,19 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
         .map_max_entries("DNS_EVENTS", crate::kernel::ringbuf::DNS_RING_BYTES)
         .load(OBJECT)
         .map_err(|e| LoadError::Object(Box::new(e)))?;
+    // Before any hook: from the first one on, this process's connects are not the host's.
+    let own_tgid = match identify_self(&mut ebpf) {
+        Ok(tgid) => Some(tgid),
+        Err(e) => {
+            log::warn!(
+                "degraded: the tracer's own connections (its --output tcp: sinks, its OTLP \
+                 exporter) are reported as this host's, and enter the summaries: the kernel did \
+                 not run the program that tells the programs this process's pid ({e:#}; a test \
+                 run of a raw tracepoint program needs Linux 5.10)"
+            );
+            None
+        }
+    };
     let mut attached = Vec::new();
     for hook in HOOKS.iter().filter(|h| !opts.skip.contains(&h.program)) {
         let (program, group, name) = (hook.program, hook.group, hook.tracepoint);
@@ -203,7 +219,34 @@ pub fn load(offsets: &KernelOffsets, opts: &LoadOptions) -> Result<Loaded, LoadE
             ),
         }
     }
-    Ok(Loaded { ebpf, attached })
+    Ok(Loaded {
+        ebpf,
+        attached,
+        own_tgid,
+    })
+}
+
+/// Runs `whoami` once in this thread (`BPF_PROG_TEST_RUN`, never attached): it stores this
+/// process's tgid, as the programs see tasks, in `OWN_TGID`, where the filters read it
+/// (`tracer-ebpf` `own.rs`); returns it. Unloaded again: it holds nothing.
+fn identify_self(ebpf: &mut aya::Ebpf) -> anyhow::Result<u32> {
+    use anyhow::Context;
+    use aya::programs::{RawTracePointRunOptions, TestRun};
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut("whoami")
+        .context("the object has no whoami program")?
+        .try_into()?;
+    prog.load().context("loading whoami")?;
+    let run = prog.test_run(RawTracePointRunOptions::new());
+    let _ = prog.unload();
+    run.context("running whoami")?;
+    let own: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+        ebpf.map("OWN_TGID")
+            .context("the object has no OWN_TGID map")?,
+    )?;
+    let tgid = own.get(&0, 0).context("reading OWN_TGID")?;
+    anyhow::ensure!(tgid != 0, "whoami saw no process");
+    Ok(tgid)
 }
 
 /// Loads the raw tracepoint program `program` and attaches it to `tracepoint`; unloads it
