@@ -8,7 +8,7 @@ use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
 
 /// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes), the
 /// raw tracepoint variants included (attached instead of the classic ones where BTF allows).
-const PROGRAMS: [&str; 16] = [
+const PROGRAMS: [&str; 17] = [
     "inet_sock_set_state",
     "inet_sock_set_state_raw",
     "tcp_retransmit_skb",
@@ -25,6 +25,8 @@ const PROGRAMS: [&str; 16] = [
     "kfree_skb",
     "dns_egress",
     "dns_ingress",
+    // Test-run once at start-up and unloaded: never among the loaded ones.
+    "whoami",
 ];
 
 /// How many a tracer attaches at most: one per hook, raw or classic (connect()'s entry only
