@@ -127,12 +127,7 @@ pub fn no_socket_reset(reason: u32, skb: u64, ends: &impl Ends) -> Option<()> {
     }
     let mut flags = 0u32;
     let flags_read = member(dev, offset!(members.dev_flags), &mut flags);
-    if flags_read && flags & IFF_LOOPBACK != 0 {
-        // The host refused itself: its outbound connect carries the story. Counted, and kept
-        // out of the ring buffer (a refusal-heavy local load would double its records).
-        count(Counter::InboundLoopback);
-        return None;
-    }
+    let loopback = flags_read && flags & IFF_LOOPBACK != 0;
     let ev = scratch(SCRATCH_INBOUND)?;
     ev.kind = KIND_INBOUND_RESET;
     ev.ts_ns = now_ns();
@@ -157,6 +152,14 @@ pub fn no_socket_reset(reason: u32, skb: u64, ends: &impl Ends) -> Option<()> {
         return None;
     }
     if !crate::filter::inbound_wanted(ev.family, &ev.daddr_be, ev.dport) {
+        return None;
+    }
+    if loopback {
+        // The host refused itself: its outbound connect carries the story. Counted (once the
+        // filters passed it: the refused port and address are that connect's destination, so
+        // a connect `--port` or `--dst` skipped is not counted), and kept out of the ring
+        // buffer (a refusal-heavy local load would double its records).
+        count(Counter::InboundLoopback);
         return None;
     }
     submit(ev);

@@ -138,14 +138,19 @@ impl Pipeline {
         self.admit(outcome)
     }
 
-    /// Decodes one record of the DNS ring buffer: a query or an answer, for the cache.
+    /// Decodes one record of the DNS ring buffer: a query or an answer, for the cache. Its
+    /// counts are the DNS ones (`dns_queries`, `dns_responses`; a record that does not decode
+    /// is a `dns_parse_errors`): `events` and `decode_errors` are the connection ring's, whose
+    /// `produced` they add up to.
     pub fn process_dns(&mut self, bytes: &[u8]) {
         match crate::kernel::decode::decode_dns(bytes) {
-            Ok(raw) => {
-                self.events += 1;
-                self.dns.observe(&raw);
+            Ok(raw) => self.dns.observe(&raw),
+            Err(e) => {
+                self.dns.counts.parse_errors += 1;
+                if self.dns.counts.parse_errors.is_power_of_two() {
+                    log::warn!("undecodable DNS record ({e})");
+                }
             }
-            Err(e) => self.undecodable(e),
         }
     }
 
@@ -437,6 +442,22 @@ mod tests {
         let mut p = pipeline(Select::default());
         assert!(p.process(&[1, 2, 3]).is_none());
         assert_eq!((p.events, p.decode_errors), (0, 1));
+    }
+
+    #[test]
+    fn dns_records_are_dns_counts_not_events() {
+        let mut p = pipeline(Select::default());
+        for m in dns_messages() {
+            p.process_dns(&m);
+        }
+        p.process_dns(&[1, 2, 3]);
+        let c = p.dns.counts;
+        assert_eq!((c.queries, c.responses, c.parse_errors), (1, 1, 1));
+        assert_eq!(
+            (p.events, p.decode_errors),
+            (0, 0),
+            "the connection ring's counts"
+        );
     }
 
     /// A DNS query for `api.test` and its answer → 10.0.0.2 (TTL 30) in namespace 7, as

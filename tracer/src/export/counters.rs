@@ -86,7 +86,7 @@ pub const DERIVED: &[Derived] = &[
         value: |t| t.dns.truncated,
     },
     Derived {
-        spec: CounterSpec::stats("events", "Records received from the kernel")
+        spec: CounterSpec::stats("events", "Records of the kernel's ring buffer received and decoded (DNS messages: dns_queries, dns_responses)")
             .metric("tracer_events"),
         value: |t| t.events,
     },
