@@ -375,3 +375,217 @@ impl Drop for TracerContainer {
         }
     }
 }
+
+/// The shipped systemd unit's text (`deploy/systemd/tracer.service`).
+pub fn unit() -> String {
+    let path = repo_root().join("deploy/systemd/tracer.service");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The values of `key` in a unit's text (`Key=value` lines, in order).
+pub fn unit_settings(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The one value of `key` in a unit's text, if it is set.
+fn unit_setting(unit: &str, key: &str) -> Option<String> {
+    let mut values = unit_settings(unit, key);
+    assert!(values.len() <= 1, "{key} set more than once: {values:?}");
+    values.pop()
+}
+
+/// A `TRACER_<FLAG>` setting of a shipped configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+    /// Documented in a comment, for the user to turn on (`#TRACER_X=…`), not set.
+    pub optional: bool,
+}
+
+/// The settings of `deploy/systemd/tracer.default`: its `KEY=value` lines, and the optional
+/// ones it documents as commented `#KEY=value` lines.
+pub fn default_settings() -> Vec<Setting> {
+    let path = repo_root().join("deploy/systemd/tracer.default");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| {
+            let (optional, line) = match l.strip_prefix('#') {
+                Some(rest) => (true, rest),
+                None => (false, l),
+            };
+            let (key, value) = line.split_once('=')?;
+            (key.starts_with("TRACER_") && !key.contains(char::is_whitespace)).then(|| Setting {
+                key: key.to_string(),
+                value: value.to_string(),
+                optional,
+            })
+        })
+        .collect()
+}
+
+/// The ConfigMap's settings: its `data`, and the optional ones its comments document
+/// (`# TRACER_X: "value"   # what it does`).
+pub fn configmap_settings() -> Vec<Setting> {
+    let path = repo_root().join("deploy/kubernetes/20-configmap.yaml");
+    let docs = yaml_documents(std::slice::from_ref(&path));
+    let config = resource(&docs, "ConfigMap");
+    let mut settings: Vec<Setting> = config["data"]
+        .as_object()
+        .expect("ConfigMap data")
+        .iter()
+        .map(|(k, v)| Setting {
+            key: k.clone(),
+            value: v.as_str().expect("a string value").to_string(),
+            optional: false,
+        })
+        .collect();
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    for line in text.lines() {
+        let Some(rest) = line.trim_start().strip_prefix("# TRACER_") else {
+            continue;
+        };
+        let (key, value) = rest.split_once(':').expect("`# TRACER_X: \"value\"`");
+        let value = value
+            .trim_start()
+            .strip_prefix('"')
+            .expect("a quoted value");
+        let (value, _) = value.split_once('"').expect("a quoted value");
+        settings.push(Setting {
+            key: format!("TRACER_{key}"),
+            value: value.to_string(),
+            optional: true,
+        });
+    }
+    settings
+}
+
+/// A uid of systemd's `DynamicUser=` range (61184–65519) that no process here runs as: the
+/// unit's transient user.
+pub const DYNAMIC_UID: u32 = 61184;
+
+/// What a test reproduces of the sandbox a shipped unit or pod runs the tracer in, on a host
+/// where systemd is not PID 1: `tt-sandbox` (a test's network namespace, `/proc` and
+/// `/etc/hosts` in a mount namespace of its own, the open-file limit, the address families as
+/// a seccomp filter), then `setpriv` (the user, the capabilities, no_new_privs).
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    /// `RestrictAddressFamilies=`: the only families `socket()` may create.
+    pub families: Option<Vec<String>>,
+    /// The user; None: root.
+    pub uid: Option<u32>,
+    /// The bounding set, also ambient for a user that is not root (`CAP_BPF`, …).
+    pub capabilities: Vec<String>,
+    pub no_new_privs: bool,
+    /// `ProtectProc=invisible` with `ProcSubset=pid`.
+    pub hide_pids: bool,
+    /// `LimitNOFILE=`.
+    pub nofile: Option<u64>,
+    /// A file to see as `/etc/hosts`.
+    pub hosts: Option<PathBuf>,
+}
+
+impl Sandbox {
+    /// The sandbox of a unit's text: `DynamicUser=` (as [`DYNAMIC_UID`]),
+    /// `CapabilityBoundingSet=` and `AmbientCapabilities=` (which must agree),
+    /// `NoNewPrivileges=`, `ProtectProc=` with `ProcSubset=`, `LimitNOFILE=`,
+    /// `RestrictAddressFamilies=`.
+    pub fn of_unit(unit: &str) -> Self {
+        let words = |key| -> Vec<String> {
+            unit_setting(unit, key)
+                .map(|v| v.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let capabilities = words("CapabilityBoundingSet");
+        assert_eq!(
+            words("AmbientCapabilities"),
+            capabilities,
+            "the ambient capabilities are the bounding set"
+        );
+        let yes = |key| unit_setting(unit, key).is_some_and(|v| v == "yes");
+        let hide_pids = unit_setting(unit, "ProtectProc").is_some_and(|v| v == "invisible");
+        if hide_pids {
+            // One procfs mount reproduces both.
+            assert_eq!(unit_setting(unit, "ProcSubset").as_deref(), Some("pid"));
+        }
+        Sandbox {
+            families: unit_setting(unit, "RestrictAddressFamilies")
+                .map(|v| v.split_whitespace().map(str::to_string).collect()),
+            uid: yes("DynamicUser").then_some(DYNAMIC_UID),
+            capabilities,
+            no_new_privs: yes("NoNewPrivileges"),
+            hide_pids,
+            nofile: unit_setting(unit, "LimitNOFILE")
+                .map(|v| v.parse().expect("LimitNOFILE: one number")),
+            hosts: None,
+        }
+    }
+
+    /// The DaemonSet's pod as far as a process can reproduce it here: uid 0 with only the
+    /// added capabilities, no_new_privs (`allowPrivilegeEscalation: false`, asserted by
+    /// [`PodSpec::from_manifests`]). Its other isolation (a read-only root, its own pid
+    /// namespace, RuntimeDefault seccomp) is the image test's, under podman.
+    pub fn of_pod(spec: &PodSpec) -> Self {
+        Sandbox {
+            families: None,
+            uid: None,
+            capabilities: spec
+                .capabilities
+                .iter()
+                .map(|c| format!("CAP_{c}"))
+                .collect(),
+            no_new_privs: true,
+            hide_pids: false,
+            nofile: None,
+            hosts: None,
+        }
+    }
+
+    /// `program args` in this sandbox, inside `ns`.
+    pub fn command(&self, ns: &crate::Netns, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(crate::sandbox_bin());
+        cmd.arg("--netns").arg(ns.path());
+        if self.hide_pids {
+            cmd.arg("--hide-pids");
+        }
+        if let Some(hosts) = &self.hosts {
+            cmd.arg("--hosts").arg(hosts);
+        }
+        if let Some(n) = self.nofile {
+            cmd.arg(format!("--nofile={n}"));
+        }
+        if let Some(families) = &self.families {
+            cmd.arg(format!("--families={}", families.join(",")));
+        }
+        cmd.args(["--", "setpriv"]);
+        let caps: Vec<String> = self
+            .capabilities
+            .iter()
+            .map(|c| {
+                let name = c.strip_prefix("CAP_").expect("a CAP_ name");
+                format!("+{}", name.to_lowercase())
+            })
+            .collect();
+        let caps = format!("-all,{}", caps.join(","));
+        if let Some(uid) = self.uid {
+            cmd.args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                format!("--inh-caps={caps}"),
+                format!("--ambient-caps={caps}"),
+            ]);
+        }
+        cmd.arg(format!("--bounding-set={caps}"));
+        if self.no_new_privs {
+            cmd.arg("--no-new-privs");
+        }
+        cmd.arg(program).args(args);
+        cmd
+    }
+}

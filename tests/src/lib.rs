@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod deploy;
 pub mod kubelet;
 pub mod netns;
+pub mod otlp;
 pub mod podman;
 pub mod process;
 pub mod scenario;
@@ -77,6 +78,11 @@ pub fn client_bin() -> PathBuf {
 /// The load generator (`tt-load`), found like `client_bin`.
 pub fn load_bin() -> PathBuf {
     sibling_bin("tt-load")
+}
+
+/// The sandbox runner (`tt-sandbox`), found like `client_bin`.
+pub fn sandbox_bin() -> PathBuf {
+    sibling_bin("tt-sandbox")
 }
 
 fn sibling_bin(name: &str) -> PathBuf {

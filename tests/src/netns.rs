@@ -47,6 +47,29 @@ impl Netns {
         ns
     }
 
+    /// Its bind mount, `/run/netns/NAME`.
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs `f` on a thread of its own inside the namespace (`setns` of that thread only): a
+    /// socket it creates stays in the namespace, e.g. a server's listener, and a connect it
+    /// makes goes to the namespace's addresses.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns into {}: {e}", path.display()));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
     /// Runs a command inside the namespace and returns its stdout; panics if it fails.
     pub fn exec(&self, argv: &[&str]) -> String {
         sh(Command::new("ip")

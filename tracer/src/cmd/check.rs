@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use crate::{
     cli::EnvArgs,
+    enrich::listeners::access,
     kernel::btf::KernelBtf,
     kernel::offsets::{Check, hooks_unreachable, resolve},
     kernel::privileges,
@@ -18,20 +19,7 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
     } else {
         Check::missing("privileges", privileges::explain(&missing), true)
     });
-    out.push(if privileges::can_enter_namespaces() {
-        Check::ok(
-            "listeners",
-            "sock_diag in every network namespace (CAP_SYS_ADMIN enters them)",
-        )
-    } else {
-        Check::missing(
-            "listeners",
-            "no CAP_SYS_ADMIN: the listening sockets of other network namespaces than the \
-             tracer's own are unknown, so refusals there name no listeners and their listen-queue \
-             overflows are not seen (grant CAP_SYS_ADMIN, and run in the host's pid namespace)",
-            false,
-        )
-    });
+    out.extend(listener_checks());
     let btf_path = args.btf.display().to_string();
     let btf = KernelBtf::open(&btf_path);
     out.push(match &btf {
@@ -69,6 +57,41 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
         }
     }
     out
+}
+
+/// The listener lookups: netlink sockets, the owners' `/proc/PID/fd`, other namespaces.
+fn listener_checks() -> [Check; 3] {
+    [
+        match access::netlink() {
+            Ok(()) => Check::ok(
+                "listeners",
+                "netlink sock_diag and rtnetlink sockets (AF_NETLINK)",
+            ),
+            Err(why) => Check::missing("listeners", access::netlink_cost(&why), false),
+        },
+        match access::owners() {
+            Ok(()) => Check::ok(
+                "listener owners",
+                "every process's /proc/PID/fd (CAP_SYS_PTRACE, the host's pid namespace)",
+            ),
+            Err(why) => Check::missing("listener owners", why, false),
+        },
+        if privileges::can_enter_namespaces() {
+            Check::ok(
+                "listeners in other namespaces",
+                "sock_diag in every network namespace (CAP_SYS_ADMIN enters them)",
+            )
+        } else {
+            Check::missing(
+                "listeners in other namespaces",
+                "no CAP_SYS_ADMIN: the listening sockets of other network namespaces than the \
+                 tracer's own are unknown, so refusals there name no listeners and their \
+                 listen-queue overflows are not seen (grant CAP_SYS_ADMIN, and run in the host's \
+                 pid namespace)",
+                false,
+            )
+        },
+    ]
 }
 
 /// The DNS capture: a cgroup_skb program (CAP_NET_ADMIN) on the cgroup v2 root.

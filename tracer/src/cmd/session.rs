@@ -116,7 +116,10 @@ impl Session {
             crate::enrich::dns::CACHE_BYTES,
         );
         pipeline.dst_filter = DstFilter::new(&args.dsts);
-        pipeline.listeners = (!args.no_listeners).then(|| ListenerCauses::start(LISTENERS_POLL));
+        pipeline.listeners = (!args.no_listeners).then(|| {
+            say_listener_limits();
+            ListenerCauses::start(LISTENERS_POLL)
+        });
         pipeline.overflow_filter = OverflowFilter {
             netns: args.netns,
             ports: args.ports.clone(),
@@ -303,6 +306,19 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
         .map(ReasonNames::from_btf)
         .unwrap_or_default();
     Ok((attached.loaded, reasons))
+}
+
+/// Says once, at start-up, what the sandbox denies the listener lookups and what it costs
+/// (`tracer check` shows the same). Entering other namespaces is said by the worker when it
+/// is refused.
+fn say_listener_limits() {
+    use crate::enrich::listeners::access;
+    if let Err(why) = access::netlink() {
+        log::warn!("degraded: listeners: {}", access::netlink_cost(&why));
+    }
+    if let Err(why) = access::owners() {
+        log::warn!("degraded: listener owners: {why}");
+    }
 }
 
 /// Where to attach the DNS capture: the cgroup v2 root, unless `--no-dns` (or no cgroup v2 is

@@ -18,7 +18,10 @@
 //!
 //! Entering another namespace needs CAP_SYS_ADMIN: the first EPERM is remembered, later
 //! questions about other namespaces are answered "unknown" at once, and `capability_note` says
-//! why. Nothing here is fatal to the tracer: every failure is an unknown (None).
+//! why. What the sandbox denies (netlink sockets, other processes' `/proc/PID/fd`) is probed
+//! at start-up by `access`, said once and shown by `tracer check`. Nothing here is fatal to
+//! the tracer: every failure is an unknown (None).
+pub mod access;
 pub mod causes;
 mod diag;
 mod netns;
