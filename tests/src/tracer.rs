@@ -253,7 +253,12 @@ impl Tracer {
 
     /// SIGTERM; expects exit 0 within 5 s with a final `stats` record. Returns every record,
     /// each validated against the shipped JSON Schema.
-    pub fn stop(mut self) -> Vec<Value> {
+    pub fn stop(self) -> Vec<Value> {
+        self.stop_with_log().0
+    }
+
+    /// `stop`, with everything the tracer wrote on stderr, its exit included.
+    pub fn stop_with_log(mut self) -> (Vec<Value>, String) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("signal tracer");
         let status = wait_until(
             "the tracer to exit after SIGTERM",
@@ -272,7 +277,7 @@ impl Tracer {
         let last = records.last().expect("at least the final stats record");
         assert_eq!(last["type"], "stats", "the last record is the final stats");
         schema::validate(&records);
-        records
+        (records, self.stderr())
     }
 }
 

@@ -2,6 +2,7 @@
 //! quiet exit when the reader goes away, degraded but working without BTF, a failing output
 //! that does not stop it, hostile process names that cannot break a line, two tracers at once.
 use std::{
+    io::Read,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -202,4 +203,113 @@ fn two_tracers_at_once_both_see_every_failure() {
         .collect();
     client.sort_unstable();
     assert_eq!(ports(&sa.failures), client);
+}
+
+/// A tracer started on its own; killed (by its pid) if still running when dropped.
+struct Running(std::process::Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The reader of stdout is alive but reads nothing (a stopped pager; a reader that died while
+/// another process keeps the pipe open): the pipe fills, and neither the event loop (the file
+/// output beside it gets every record) nor the exit waits for it.
+#[test]
+fn a_reader_that_stops_reading_holds_neither_the_loop_nor_the_exit() {
+    let ns = Netns::new("stuckout");
+    let dir = std::env::temp_dir().join(format!("tt-stuckout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveDir(dir.clone());
+    let (file, log) = (dir.join("records.ndjson"), dir.join("stderr"));
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let netns = ns.inode.to_string();
+    let mut cmd = Tracer::command(&[
+        "run",
+        "--netns",
+        &netns,
+        "--output",
+        file.to_str().unwrap(),
+        "--output",
+        "-",
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut tracer = Running(cmd.spawn().unwrap());
+    drop(cmd); // its copy of the pipe's write end: the pipe ends when the tracer does
+    let records = || -> Vec<Value> {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until("the tracer to be ready", Duration::from_secs(30), || {
+        (!records().is_empty()).then_some(())
+    });
+    // About 500 KiB of lines, for a pipe of 64 KiB.
+    client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47", "--count", "700"],
+        WAIT,
+    );
+    wait_until("every failure in the file", WAIT, || {
+        (records().iter().filter(|r| r["type"] == "failure").count() == 700).then_some(())
+    });
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tracer.0.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_until("the tracer to exit after SIGINT", WAIT, || {
+        tracer.0.try_wait().unwrap()
+    });
+    let took = t0.elapsed();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGINT to exit took {took:?}"
+    );
+    let all = records();
+    assert_eq!(
+        all.last().unwrap()["type"],
+        "stats",
+        "the final stats in the file"
+    );
+    // What the pipe holds, whole lines, and what the tracer counted as undelivered.
+    let mut piped = String::new();
+    reader.read_to_string(&mut piped).unwrap();
+    let whole = piped
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .count();
+    let undelivered: usize = stderr
+        .lines()
+        .find_map(|l| {
+            let (n, _) = l
+                .split_once("output stdout: ")?
+                .1
+                .split_once(" lines not delivered at exit")?;
+            n.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no count of undelivered stdout lines: {stderr}"));
+    assert_eq!(
+        whole + undelivered,
+        all.len(),
+        "delivered + counted = written"
+    );
+}
+
+struct RemoveDir(std::path::PathBuf);
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

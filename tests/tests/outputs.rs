@@ -1,10 +1,12 @@
 //! Per-destination summaries and the output sinks, end to end on the real kernel.
 use std::{
     collections::BTreeSet,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
+    os::unix::net::{UnixListener, UnixStream},
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -109,25 +111,58 @@ fn one_window_summarizes_three_destinations_with_exact_counts() {
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max && max < 1000.0, "{s}");
 }
 
-/// A log shipper's TCP input: accepts one connection (then stops listening) and collects
-/// the NDJSON lines it receives until it is closed.
+/// A log shipper's TCP or Unix socket input: accepts one connection (then stops listening) and
+/// collects the NDJSON lines it receives until it is closed.
 struct Collector {
     lines: Arc<Mutex<Vec<Value>>>,
-    conn: Arc<Mutex<Option<TcpStream>>>,
+    conn: Arc<Mutex<Option<Box<dyn Shut>>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A connection the collector can end.
+trait Shut: Send {
+    fn shut(&self);
+}
+impl Shut for TcpStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+impl Shut for UnixStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
 }
 
 impl Collector {
     fn start(listener: TcpListener) -> Self {
+        Self::start_with(move || {
+            let (stream, _) = listener.accept().ok()?;
+            let shut: Box<dyn Shut> = Box::new(stream.try_clone().unwrap());
+            Some((Box::new(stream) as Box<dyn Read + Send>, shut))
+        })
+    }
+
+    fn start_unix(listener: UnixListener) -> Self {
+        Self::start_with(move || {
+            let (stream, _) = listener.accept().ok()?;
+            let shut: Box<dyn Shut> = Box::new(stream.try_clone().unwrap());
+            Some((Box::new(stream) as Box<dyn Read + Send>, shut))
+        })
+    }
+
+    /// `accept` waits for the one connection (and drops the listener).
+    fn start_with(
+        accept: impl FnOnce() -> Option<(Box<dyn Read + Send>, Box<dyn Shut>)> + Send + 'static,
+    ) -> Self {
         let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let conn: Arc<Mutex<Option<TcpStream>>> = Arc::default();
+        let conn: Arc<Mutex<Option<Box<dyn Shut>>>> = Arc::default();
         let (sink, slot) = (lines.clone(), conn.clone());
         let thread = std::thread::spawn(move || {
-            let Ok((stream, _)) = listener.accept() else {
+            let Some((stream, shut)) = accept() else {
                 return;
             };
-            drop(listener);
-            *slot.lock().unwrap() = Some(stream.try_clone().unwrap());
+            *slot.lock().unwrap() = Some(shut);
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 sink.lock()
                     .unwrap()
@@ -148,9 +183,19 @@ impl Collector {
     /// The shipper goes away: its connection closes and nothing listens on its port.
     fn close(mut self) {
         if let Some(c) = self.conn.lock().unwrap().take() {
-            let _ = c.shutdown(Shutdown::Both);
+            c.shut();
         }
         self.thread.take().unwrap().join().unwrap();
+    }
+
+    /// Every line, once the tracer has closed the connection.
+    fn received(mut self) -> Vec<Value> {
+        let thread = self.thread.take().unwrap();
+        wait_until("the tracer to close the connection", WAIT, || {
+            thread.is_finished().then_some(())
+        });
+        thread.join().unwrap();
+        self.lines.lock().unwrap().clone()
     }
 }
 
@@ -252,11 +297,229 @@ fn file_sink_appends_and_reopens_on_sighup() {
     schema::validate(&read(&path));
 }
 
-struct Cleanup(std::path::PathBuf);
+struct Cleanup(PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A directory of this test's own, removed at the end.
+fn scratch_dir(tag: &str) -> (PathBuf, Cleanup) {
+    let dir = std::env::temp_dir().join(format!("tt-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    (dir.clone(), Cleanup(dir))
+}
+
+/// The JSON lines of a file (each must parse).
+fn read_lines(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn socket_sinks_deliver_the_final_summaries_and_stats() {
+    let ns = Netns::new("sockfinal");
+    let (dir, _cleanup) = scratch_dir("sockfinal");
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let unix_path = dir.join("shipper.sock");
+    let unix = UnixListener::bind(&unix_path).unwrap();
+    let (over_tcp, over_unix) = (Collector::start(tcp), Collector::start_unix(unix));
+    // One summary window for the whole run: it closes at exit.
+    let tracer = Tracer::start(
+        &ns,
+        &[
+            "--summary-interval",
+            "3600",
+            "--output",
+            &format!("tcp:{tcp_addr}"),
+            "--output",
+            &format!("unix:{}", unix_path.display()),
+            "--output",
+            "-",
+        ],
+    );
+    client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47", "--count", "5"],
+        WAIT,
+    );
+    tracer.wait_failures(5, WAIT, |_| true);
+    let records = tracer.stop();
+    assert_eq!(
+        records.iter().filter(|r| r["type"] == "summary").count(),
+        1,
+        "the window's summary, at exit: {records:#?}"
+    );
+    assert_eq!(records.last().unwrap()["output_dropped"], 0);
+    for (name, c) in [("tcp", over_tcp), ("unix", over_unix)] {
+        let got = c.received();
+        assert_eq!(
+            got.len(),
+            records.len(),
+            "{name}: every line stdout got, the final summary and stats included"
+        );
+        assert_eq!(got, records, "{name}: the same lines in the same order");
+    }
+}
+
+/// The number in the exit's `output TARGET: N lines not delivered at exit` line.
+fn undelivered_at_exit(stderr: &str, target: &str) -> usize {
+    let prefix = format!("output {target}: ");
+    stderr
+        .lines()
+        .find_map(|l| {
+            let (n, _) = l
+                .split_once(&prefix)?
+                .1
+                .split_once(" lines not delivered at exit")?;
+            n.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no count of lines undelivered to {target}: {stderr}"))
+}
+
+#[test]
+fn a_stalled_peer_costs_counted_lines_not_the_exit() {
+    let ns = Netns::new("sockstall");
+    let (dir, _cleanup) = scratch_dir("sockstall");
+    let path = dir.join("shipper.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    // Accepts, and reads nothing until the tracer is gone.
+    let peer = std::thread::spawn(move || listener.accept().unwrap().0);
+    let target = format!("unix:{}", path.display());
+    let tracer = Tracer::start(&ns, &["--output", &target, "--output", "-"]);
+    // Far more than a Unix socket's buffer holds (about 200 KiB).
+    client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47", "--count", "1000"],
+        WAIT,
+    );
+    tracer.wait_failures(1000, WAIT, |_| true);
+    let t0 = Instant::now();
+    let (records, stderr) = tracer.stop_with_log();
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM to exit took {took:?}"
+    );
+    let mut got = String::new();
+    let mut conn = peer.join().unwrap();
+    conn.read_to_string(&mut got).unwrap();
+    // Whole lines only: the one cut at the deadline is among the undelivered.
+    let whole: Vec<Value> = got
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let undelivered = undelivered_at_exit(&stderr, &target);
+    assert!(undelivered > 0, "the peer took everything: not stalled");
+    assert_eq!(
+        whole.len() + undelivered,
+        records.len(),
+        "delivered + counted = written"
+    );
+    assert_eq!(whole[..], records[..whole.len()], "delivered in order");
+}
+
+/// A tmpfs of `size` mounted on a directory of this test's own; unmounted and removed on drop.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(tag: &str, size: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tt-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = SmallDisk { dir };
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&disk.dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", disk.dir.display());
+        disk
+    }
+
+    /// Fills what is left with `filler`.
+    fn fill(&self, filler: &Path) {
+        let mut f = std::fs::File::create(filler).unwrap();
+        let block = [b'x'; 4096];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(b"x").is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_full_disk_loses_no_line_uncounted_and_leaves_only_whole_lines() {
+    let ns = Netns::new("fulldisk");
+    let disk = SmallDisk::mount("fulldisk", "64k");
+    let path = disk.dir.join("tracer.ndjson");
+    let tracer = Tracer::start(&ns, &["--output", path.to_str().unwrap(), "--output", "-"]);
+    wait_until("the first stats in the file", WAIT, || {
+        (!read_lines(&path).is_empty()).then_some(())
+    });
+    let filler = disk.dir.join("filler");
+    disk.fill(&filler);
+    // About 150 KiB of failure lines into a full disk: the file's last page takes a part.
+    client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47", "--count", "200"],
+        WAIT,
+    );
+    tracer.wait_failures(200, WAIT, |_| true);
+    wait_until("the write error on stderr", WAIT, || {
+        tracer
+            .stderr()
+            .contains("No space left on device")
+            .then_some(())
+    });
+    std::fs::remove_file(&filler).unwrap();
+    tracer.signal(nix::sys::signal::Signal::SIGHUP);
+    let again = format!("writing to {} again", path.display());
+    wait_until("writing again", WAIT, || {
+        tracer.stderr().contains(&again).then_some(())
+    });
+    let (_, lines) = client_run(
+        &ns,
+        &["connect", "--addr", "127.0.0.1:47", "--count", "3"],
+        WAIT,
+    );
+    let after: BTreeSet<u64> = lines.iter().map(|l| sport_of(l)).collect();
+    wait_until("the records after the disk had room again", WAIT, || {
+        after.is_subset(&sports(&read_lines(&path))).then_some(())
+    });
+    let records = tracer.stop();
+    let in_file = read_lines(&path); // every line parses: none cut, none glued
+    let dropped = records.last().unwrap()["output_dropped"].as_u64().unwrap() as usize;
+    assert!(
+        dropped > 0,
+        "the disk was full: {}",
+        records.last().unwrap()
+    );
+    assert_eq!(
+        in_file.len() + dropped,
+        records.len(),
+        "lines in the file + output_dropped = lines written to stdout"
+    );
+    assert_eq!(
+        in_file.last(),
+        records.last(),
+        "the final stats in the file too"
+    );
+    schema::validate(&in_file);
 }
 
 /// With its sinks down (a TCP shipper and an OTLP Collector on closed ports of its own

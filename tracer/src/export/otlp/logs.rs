@@ -9,7 +9,7 @@
 //! or the Collector's `Retry-After`); meanwhile records wait. At most 16,384 records wait in
 //! all (`QUEUE_RECORDS`): past that a new record is dropped. A request the Collector rejects
 //! (any other status) is dropped, as are the records a 2xx answer says it rejected (partial
-//! success). At exit the task gets until a deadline (2 s) to deliver what it holds. Every
+//! success). At exit the task gets until the exit deadline (1.5 s after the signal) to deliver what it holds. Every
 //! record dropped, here or at exit, is counted in `dropped` (`stats.output_dropped`).
 use std::{
     io,
@@ -26,7 +26,7 @@ use prost::Message;
 use tokio::{
     sync::mpsc,
     task::JoinHandle,
-    time::{Instant, sleep_until, timeout_at},
+    time::{Instant, sleep_until},
 };
 
 use super::{
@@ -34,7 +34,7 @@ use super::{
     wire::{Envelope, LogEncoder},
 };
 use crate::{
-    export::output::{Closing, Sink},
+    export::output::{Closing, Sink, closing},
     export::record::Record,
 };
 
@@ -161,23 +161,23 @@ impl Sink for LogSink {
         format!("otlp {}", self.uri)
     }
 
+    fn takes_stats(&self) -> bool {
+        false
+    }
+
     fn close(&mut self, deadline: Instant) -> Option<Closing> {
         self.ship();
         self.tx = None; // the task sends what it holds at once, then ends
-        let mut task = self.task.take()?;
+        let task = self.task.take()?;
         let shared = self.shared.clone();
-        Some(Box::pin(async move {
-            if timeout_at(deadline, &mut task).await.is_err() {
-                // On this single-threaded runtime the task does not run again once aborted:
-                // what it still holds is lost, and counted.
-                task.abort();
-                let left = shared.queued.swap(0, Ordering::Relaxed);
-                shared.dropped.fetch_add(left as u64, Ordering::Relaxed);
-                if left > 0 {
-                    log::warn!(
-                        "otlp logs: {left} records not delivered by the exit deadline (counted in stats.output_dropped)"
-                    );
-                }
+        Some(closing(task, deadline, move || {
+            // What the task still holds is lost, and counted.
+            let left = shared.queued.swap(0, Ordering::Relaxed);
+            shared.dropped.fetch_add(left as u64, Ordering::Relaxed);
+            if left > 0 {
+                log::warn!(
+                    "otlp logs: {left} records not delivered by the exit deadline (counted in stats.output_dropped)"
+                );
             }
         }))
     }

@@ -1,11 +1,13 @@
 //! Where records go: one or more NDJSON sinks (`--output`) and the OTLP exporter
 //! (`--otlp-endpoint`, `crate::export::otlp`), each record serialized once.
 //!
-//! stdout and files are written in the event loop (buffered, flushed after each batch); socket
-//! sinks and the OTLP exporter hand what they get to their own task through a bounded queue and
-//! never block the loop: what they cannot hold or deliver is dropped and counted
-//! (`Output::dropped`, `stats.output_dropped`). A write error of stdout or a file sticks:
-//! `Output` writes nothing after it and keeps it for the caller to end on (`Output::error`).
+//! Files are written in the event loop (buffered, written after each batch). stdout, socket
+//! sinks and the OTLP exporter hand what they get to a thread or task of their own through a
+//! bounded queue and never block the loop: a reader or peer that stops reading costs lines, not
+//! the loop. What a sink cannot hold, write or deliver is dropped and counted
+//! (`Output::dropped`, `stats.output_dropped`); at exit each gets until a deadline, and what it
+//! still holds then is counted too (`Output::close`). A write error of stdout sticks: `Output`
+//! writes nothing after it and keeps it for the caller to end on (`Output::error`).
 pub mod file;
 pub mod socket;
 pub mod stdout;
@@ -23,6 +25,22 @@ use crate::export::record::Record;
 /// What a sink's `close` returns: it completes when the sink has delivered what it held, or
 /// gave up at the deadline (counting the rest as dropped).
 pub type Closing = Pin<Box<dyn Future<Output = ()>>>;
+
+/// `Sink::close` of a sink whose task delivers what it holds and then ends: waits for `task`
+/// until `deadline`; past it, aborts it (on this single-threaded runtime it does not run again)
+/// and calls `held`, which counts what the task still held as dropped.
+pub fn closing(
+    mut task: tokio::task::JoinHandle<()>,
+    deadline: tokio::time::Instant,
+    held: impl FnOnce() + 'static,
+) -> Closing {
+    Box::pin(async move {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+            held();
+        }
+    })
+}
 
 /// One destination for records: NDJSON lines, or (OTLP) the records themselves.
 pub trait Sink {
@@ -44,6 +62,11 @@ pub trait Sink {
     }
     /// What it writes to, for messages.
     fn describe(&self) -> String;
+    /// Whether the `stats` records go to this sink. One that takes none (OTLP) is closed before
+    /// the final `stats` is written, so that it counts what that sink could not deliver.
+    fn takes_stats(&self) -> bool {
+        true
+    }
     /// At exit: stop taking records and deliver those held until `deadline` at the latest
     /// (what is not delivered by then is counted in `dropped`). `None`: nothing to wait for.
     fn close(&mut self, _deadline: tokio::time::Instant) -> Option<Closing> {
@@ -134,19 +157,45 @@ impl Output {
         self.sinks.iter().map(|s| s.dropped()).sum()
     }
 
-    /// At exit, after the last record: flushes, then waits until every sink that delivers on
-    /// its own (OTLP) has delivered what it holds, or `deadline`. What is still undelivered
-    /// then is counted in `dropped`.
-    pub async fn close(&mut self, deadline: tokio::time::Instant) {
+    /// At exit, after the last record and before the final `stats`: flushes, then waits until
+    /// every sink that takes no `stats` (OTLP) has delivered what it holds, or `deadline`. What
+    /// is still undelivered then is counted in `dropped`, and so in the final `stats`.
+    pub async fn close_records(&mut self, deadline: tokio::time::Instant) {
         self.flush();
-        let closing: Vec<Closing> = self
-            .sinks
-            .iter_mut()
-            .filter_map(|s| s.close(deadline))
-            .collect();
-        for c in closing {
-            c.await;
+        close(self.sinks.iter_mut().filter(|s| !s.takes_stats()), deadline).await;
+    }
+
+    /// At exit, after the final `stats`: flushes, then waits until every other sink has
+    /// delivered what it holds, or `deadline`. What one could not deliver from then on is
+    /// counted in `dropped` and, since the final `stats` is already written, said on stderr
+    /// with its count.
+    pub async fn close(&mut self, deadline: tokio::time::Instant) {
+        let counted: Vec<u64> = self.sinks.iter().map(|s| s.dropped()).collect();
+        self.flush();
+        close(self.sinks.iter_mut().filter(|s| s.takes_stats()), deadline).await;
+        // After a stdout error the output has ended, and the caller says why.
+        let ended = self.error.is_some();
+        for (s, before) in self.sinks.iter().zip(counted).filter(|_| !ended) {
+            let late = s.dropped().saturating_sub(before);
+            if late > 0 {
+                log::warn!(
+                    "output {}: {late} lines not delivered at exit (the final stats record, \
+                     written before, does not count them)",
+                    s.describe()
+                );
+            }
         }
+    }
+}
+
+/// Closes `sinks`, all against the one `deadline`.
+async fn close<'a>(
+    sinks: impl Iterator<Item = &'a mut Box<dyn Sink>>,
+    deadline: tokio::time::Instant,
+) {
+    let closing: Vec<Closing> = sinks.filter_map(|s| s.close(deadline)).collect();
+    for c in closing {
+        c.await;
     }
 }
 

@@ -49,7 +49,7 @@ impl Target {
 
     pub fn open(&self) -> io::Result<Box<dyn Sink>> {
         Ok(match self {
-            Target::Stdout => Box::new(StdoutSink::new()),
+            Target::Stdout => Box::new(StdoutSink::start()?),
             Target::File(p) => Box::new(FileSink::open(p.clone())?),
             Target::Socket(e) => Box::new(SocketSink::start(e.clone())),
         })
