@@ -135,17 +135,9 @@ fn transition<C: EbpfContext>(
         return None;
     }
     // Only TCP sockets are tracked.
-    let Some(state) = tracked(skaddr) else {
-        if new == tcp_state::CLOSE && old == tcp_state::SYN_SENT {
-            // Every SYN_SENT socket was inserted at connect(): this one was evicted (or its
-            // netns is filtered out, which `on_connect` never inserts — those never reach here
-            // unless the map was full).
-            if facts.is_tcp(sk) && netns_wanted(sk) {
-                count(Counter::Evicted);
-            }
-        }
-        return None;
-    };
+    // Untracked: filtered out, begun before the tracer attached, the tracer's own, or not
+    // inserted because the map was full (counted then, in `insert_errors`). Nothing is evicted.
+    let state = tracked(skaddr)?;
     state.old_state = old;
     state.new_state = new;
     if state.sport == 0 {
@@ -238,12 +230,6 @@ pub(crate) fn submit_closed(skaddr: u64, state: &mut RawEvent) {
     }
     state.kind = KIND_CLOSED;
     submit(state);
-}
-
-#[inline(always)]
-fn netns_wanted(sk: *const u8) -> bool {
-    let wanted: u32 = config!(netns);
-    wanted == 0 || sock_netns(sk) == wanted
 }
 
 /// CLOSE→SYN_SENT, in the task that called connect(): record who and where.
