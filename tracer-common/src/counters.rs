@@ -133,10 +133,14 @@ kernel_counters! {
         "untracked",
         "Outbound connects the kernel stopped tracking when they ended",
     ),
-    /// A socket closed from SYN_SENT without a state entry: it was evicted from the LRU map.
+    /// Tracked connections whose state entry was lost before they ended. `SOCKS` is a plain
+    /// hash that never evicts, so the kernel never increments it: it stays 0 (kept for the
+    /// `stats` contract and for a future sweep of entries whose close and free were both
+    /// unseen). A connect not tracked (filtered, the map full, begun before the tracer) never
+    /// moves it; a full map is `insert_errors`.
     Evicted = CounterSpec::stats(
         "evicted",
-        "Connections whose kernel state was evicted before they ended",
+        "Tracked connections whose kernel state was lost before they ended (the socket map never evicts: 0)",
     )
     .metric("tracer_evicted_sockets"),
     /// A kernel memory read (`bpf_probe_read_kernel`) failed.
@@ -147,7 +151,11 @@ kernel_counters! {
     /// Inserting a state entry failed.
     InsertErrors = CounterSpec::stats(
         "insert_errors",
-        "Outbound connects whose kernel state could not be created (not traced)",
+        "Outbound connects whose kernel state could not be created, e.g. --max-sockets connections already tracked (not traced)",
+    )
+    .loss(
+        "connects not traced",
+        Some("the socket map is full: raise --max-sockets"),
     ),
     /// Of the lost records, those that ended a connection (`KIND_CLOSED`): connections whose
     /// outcome userspace never learns.

@@ -1,7 +1,7 @@
 //! The tracer's eBPF programs: thin readers of kernel facts on stable tracepoints
 //! (ARCHITECTURE.md §2).
 //!
-//! They never decide a verdict. They keep one `RawEvent` per outbound connect in the `SOCKS` LRU
+//! They never decide a verdict. They keep one `RawEvent` per outbound connect in the `SOCKS` hash
 //! map (keyed by the socket's kernel address), fill it in as facts arrive, and submit it to the
 //! `EVENTS` ring buffer at ESTABLISHED and at CLOSE (except a clean close of an established connect,
 //! which has nothing to report). Every offset they use comes from the
@@ -27,7 +27,6 @@ mod set_state;
 mod state;
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -49,10 +48,13 @@ static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(256 << 10, 0);
 static DNS_QUERIES: LruHashMap<tracer_common::DnsKey, u64> =
     LruHashMap::with_max_entries(16_384, 0);
 
-/// Per-socket state of outbound connects, from connect() to CLOSE. The loader sets the size.
-/// Each CPU keeps its own LRU list (`BPF_F_NO_COMMON_LRU`): an insert takes no global lock.
+/// Per-socket state of outbound connects, from connect() to CLOSE. The loader sets the size
+/// (`--max-sockets`). A preallocated plain hash: its capacity is global (a per-CPU LRU gave each
+/// CPU max/CPUs entries and silently evicted live connections beyond that), and when it is
+/// full the insert at connect fails, counted exactly in `insert_errors`; nothing is ever
+/// evicted. An entry leaves at CLOSE or at the socket's free (`destroy.rs`).
 #[map]
-static SOCKS: LruHashMap<u64, RawEvent> = LruHashMap::with_max_entries(65_536, BPF_F_NO_COMMON_LRU);
+static SOCKS: HashMap<u64, RawEvent> = HashMap::with_max_entries(65_536, 0);
 
 /// The 4-tuples of recent error reports (`error_report.rs`), with when: an established
 /// connect that then closes without an error of its own is still submitted if one was reported

@@ -11,7 +11,6 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use aya_log_ebpf::warn;
 use tracer_common::{
     IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_BYTES, VALID_ERR_QUEUE,
     VALID_ICMP_FROM, VALID_ICSK_RETRANSMITS, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG,
@@ -135,17 +134,9 @@ fn transition<C: EbpfContext>(
         return None;
     }
     // Only TCP sockets are tracked.
-    let Some(state) = tracked(skaddr) else {
-        if new == tcp_state::CLOSE && old == tcp_state::SYN_SENT {
-            // Every SYN_SENT socket was inserted at connect(): this one was evicted (or its
-            // netns is filtered out, which `on_connect` never inserts — those never reach here
-            // unless the map was full).
-            if facts.is_tcp(sk) && netns_wanted(sk) {
-                count(Counter::Evicted);
-            }
-        }
-        return None;
-    };
+    // Untracked: filtered out, begun before the tracer attached, the tracer's own, or not
+    // inserted because the map was full (counted then, in `insert_errors`). Nothing is evicted.
+    let state = tracked(skaddr)?;
     state.old_state = old;
     state.new_state = new;
     if state.sport == 0 {
@@ -240,15 +231,9 @@ pub(crate) fn submit_closed(skaddr: u64, state: &mut RawEvent) {
     submit(state);
 }
 
-#[inline(always)]
-fn netns_wanted(sk: *const u8) -> bool {
-    let wanted: u32 = config!(netns);
-    wanted == 0 || sock_netns(sk) == wanted
-}
-
 /// CLOSE→SYN_SENT, in the task that called connect(): record who and where.
 #[inline(always)]
-fn on_connect<C: EbpfContext>(ctx: &C, facts: &impl Facts, skaddr: u64) -> Option<()> {
+fn on_connect<C: EbpfContext>(_ctx: &C, facts: &impl Facts, skaddr: u64) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // Where the call's exit finds the socket itself (`calls_at_exit`), no entry is kept.
     let at_exit: u8 = config!(calls_at_exit);
@@ -281,10 +266,9 @@ fn on_connect<C: EbpfContext>(ctx: &C, facts: &impl Facts, skaddr: u64) -> Optio
     let record: &RawEvent = ev;
     match SOCKS.insert(skaddr, record, 0) {
         Ok(()) => count(Counter::Tracked),
-        Err(err) => {
-            count(Counter::InsertErrors);
-            warn!(ctx, "SOCKS insert failed: error {}", err);
-        }
+        // Counted, not logged: a full map would log once per connect. The loss monitor says it
+        // on stderr while it grows (`insert_errors`).
+        Err(_) => count(Counter::InsertErrors),
     }
     Some(())
 }

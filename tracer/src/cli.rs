@@ -142,7 +142,9 @@ pub struct RunArgs {
     #[arg(long, env = "TRACER_STATS_INTERVAL", value_name = "SECONDS", default_value_t = 10,
           value_parser = crate::analysis::clock::parse_interval)]
     pub stats_interval: u64,
-    /// Connections tracked at once in the kernel (LRU map entries); evictions are counted.
+    /// Connections tracked at once in the kernel, across all CPUs (a preallocated hash: about
+    /// 400 bytes of kernel memory each). A connect beyond it is not traced, and counted in
+    /// stats.insert_errors; nothing tracked is ever evicted.
     #[arg(long, env = "TRACER_MAX_SOCKETS", value_name = "N", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub max_sockets: u32,

@@ -79,3 +79,67 @@ pub fn args(
     }
     a
 }
+
+/// Idle connections held open by `tt-load --hold` inside a namespace, for as long as this
+/// lives: a populated socket map under the benchmark's load. Two processes of half each (a
+/// process's descriptor limit may be 20,000); the first also parks the listener they connect to
+/// (never accepted: no descriptor on that side).
+pub struct Held {
+    children: Vec<std::process::Child>,
+    pub count: u64,
+}
+
+impl Held {
+    /// `count` connections to `addr` (a port nobody else uses), from `cpu` if given.
+    pub fn open(ns: &Netns, addr: &str, count: u64, cpu: Option<usize>) -> Result<Held> {
+        use std::io::{BufRead, BufReader};
+        // The accept queue holds them all.
+        ns.sysctl("net.core.somaxconn", "65535");
+        let mut held = Held {
+            children: Vec::new(),
+            count: 0,
+        };
+        let half = count / 2;
+        for (i, n) in [half, count - half].into_iter().enumerate() {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &ns.name]).arg(load_bin()).args([
+                "--addr",
+                addr,
+                "--hold",
+                &n.to_string(),
+            ]);
+            if i == 0 {
+                cmd.arg("--park");
+            }
+            if let Some(cpu) = cpu {
+                cmd.args(["--cpu", &cpu.to_string()]);
+            }
+            let mut child = cmd
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("cannot run tt-load --hold")?;
+            let mut line = String::new();
+            let out = child.stdout.take().context("piped")?;
+            held.children.push(child);
+            BufReader::new(out).read_line(&mut line)?;
+            let v: Value = serde_json::from_str(line.trim())
+                .with_context(|| format!("tt-load --hold printed {line:?}"))?;
+            held.count += v["held"].as_u64().unwrap_or(0);
+        }
+        if held.count != count {
+            bail!("held {} of {count} connections", held.count);
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The listener's holder last: closing stdin ends each one.
+        for mut c in self.children.drain(..).rev() {
+            drop(c.stdin.take());
+            let _ = c.wait();
+        }
+    }
+}

@@ -71,8 +71,8 @@ struct Args {
     /// Seconds per throughput run (default 5, or 1 with --short).
     #[arg(long)]
     seconds: Option<f64>,
-    /// Run only these parts (comma-separated): connect, refused, dns, programs, userspace,
-    /// capacity, overload, memory.
+    /// Run only these parts (comma-separated): connect, refused, dns, programs, populated,
+    /// userspace, capacity, overload, memory.
     #[arg(long, value_delimiter = ',', value_parser = PARTS)]
     only: Vec<String>,
     /// Where to write the JSON results.
@@ -80,11 +80,12 @@ struct Args {
     out: PathBuf,
 }
 
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 9] = [
     "connect",
     "refused",
     "dns",
     "programs",
+    "populated",
     "userspace",
     "capacity",
     "overload",
@@ -97,6 +98,8 @@ const LOAD_CPU: usize = 1;
 const LOAD_THREADS: usize = 2;
 /// Refusals in the overload check.
 const OVERLOAD: u64 = 20_000;
+/// Idle established connections held open (tracked) during the populated-map part.
+const HELD: u64 = 20_000;
 /// Where the DNS load's responder listens (port 53: the tracer captures answers from it).
 const DNS_ADDR: &str = "127.0.0.1:53";
 
@@ -222,6 +225,9 @@ fn main() -> Result<()> {
     }
     if want("programs") {
         record("program_cost", b.program_costs())?;
+    }
+    if want("populated") {
+        record("populated_map", b.populated())?;
     }
     if want("userspace") {
         record("userspace", b.userspace())?;
@@ -577,6 +583,124 @@ impl Bench {
             println!("    {kind}: {}", detail.join(", "));
         }
         Ok(Value::Object(result))
+    }
+
+    /// The connect and refused loads while 20,000 idle connections are held open, so that
+    /// the tracer's socket map (`SOCKS`) is populated, not empty, while it inserts and removes:
+    /// throughput without and with tracer (interleaved rounds), then the kernel time per
+    /// operation of tracer's programs (`kernel.bpf_stats_enabled` on for that run only).
+    fn populated(&self) -> Result<Value> {
+        let loads = [
+            ("127.0.0.1:5011", load::Mode::Serve, "connect_close"),
+            ("127.0.0.1:5012", load::Mode::Refused, "refused"),
+        ];
+        let held_addr = "127.0.0.1:5010";
+        let observers = [Observer::None, Observer::Tracer];
+        let mut spreads: [[Spread; 2]; 2] = Default::default();
+        let mut stats = Value::Null;
+        for round in 0..self.rounds {
+            for k in 0..observers.len() {
+                let i = (k + round) % observers.len();
+                let out = self.out_file(&format!("{}-populated.out", observers[i].key()));
+                let running = observer::start(observers[i], &self.ns, &out, &[])?;
+                let held = load::Held::open(&self.ns, held_addr, HELD, None)?;
+                for (l, (addr, mode, what)) in loads.iter().enumerate() {
+                    let r = load::run(
+                        &self.ns,
+                        &load::args(addr, self.seconds, LOAD_THREADS, *mode, Some(LOAD_CPU)),
+                    )?;
+                    ensure!(
+                        r.per_second > 0.0 && r.other == 0,
+                        "populated {what} load with {}: {r:?}",
+                        observers[i].name()
+                    );
+                    spreads[l][i].push(r.per_second);
+                }
+                drop(held);
+                let output = running.stop()?;
+                if observers[i] == Observer::Tracer {
+                    stats = output.tracer_counts(self.inode())?.stats;
+                }
+            }
+        }
+        // Kernel time per operation, tracer only, map populated likewise.
+        let _stats = programs::StatsEnabled::new()?;
+        let before = programs::loaded_ids()?;
+        let out = self.out_file("tracer-populated-cost.out");
+        let running = observer::start(Observer::Tracer, &self.ns, &out, &[])?;
+        let held = load::Held::open(&self.ns, held_addr, HELD, None)?;
+        let mut ns_per_op = serde_json::Map::new();
+        let mut spent = programs::loaded_since(&before)?
+            .iter()
+            .map(|c| c.run_time_ns)
+            .sum::<u64>();
+        for (addr, mode, what) in loads {
+            let r = load::run(
+                &self.ns,
+                &load::args(
+                    addr,
+                    self.seconds.min(2.0),
+                    LOAD_THREADS,
+                    mode,
+                    Some(LOAD_CPU),
+                ),
+            )?;
+            let now: u64 = programs::loaded_since(&before)?
+                .iter()
+                .map(|c| c.run_time_ns)
+                .sum();
+            ns_per_op.insert(
+                what.into(),
+                json!((now - spent) as f64 / r.attempts.max(1) as f64),
+            );
+            spent = now;
+        }
+        let costs = programs::loaded_since(&before)?;
+        drop(held);
+        running.stop()?;
+        let detail: Vec<String> = costs
+            .iter()
+            .filter(|c| c.runs > 0)
+            .map(|c| {
+                format!(
+                    "{} {:.0} ns × {}",
+                    c.name,
+                    c.ns_per_run(),
+                    human(c.runs as f64)
+                )
+            })
+            .collect();
+        for (l, label) in ["connect+close /s", "refused /s"].into_iter().enumerate() {
+            let base = spreads[l][0].median();
+            println!(
+                "{:<22} {:>24} {:>24}",
+                format!("{label}, {}k held", HELD / 1000),
+                fmt_spread(&spreads[l][0], None),
+                fmt_spread(&spreads[l][1], Some(base)),
+            );
+        }
+        for (what, label) in [
+            ("connect_close", "kernel ns / connect"),
+            ("refused", "kernel ns / refusal"),
+        ] {
+            println!(
+                "{:<22} {:>24} {:>24}",
+                format!("{label}, {}k held", HELD / 1000),
+                "-",
+                format!("{:.0}", ns_per_op[what].as_f64().unwrap_or(0.0))
+            );
+        }
+        println!("    tracer, {}k held: {}", HELD / 1000, detail.join(", "));
+        Ok(json!({
+            "held": HELD,
+            "tracer_programs": programs::json(&costs),
+            "connect_close_per_s": { "none": spreads[0][0].json(), "tracer": spreads[0][1].json(),
+                "tracer_change_pct": pct(spreads[0][1].median(), spreads[0][0].median()) },
+            "refused_per_s": { "none": spreads[1][0].json(), "tracer": spreads[1][1].json(),
+                "tracer_change_pct": pct(spreads[1][1].median(), spreads[1][0].median()) },
+            "tracer_kernel_ns_per_operation": ns_per_op,
+            "tracer_stats": stats,
+        }))
     }
 
     /// Synthetic records through the pipeline on one core.

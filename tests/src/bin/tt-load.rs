@@ -7,6 +7,10 @@
 //! `--addr`, answered by a responder of its own on that address (one A record), and counts as
 //! `connected` when the answer arrives.
 //!
+//! With `--hold N` it opens N connections to `--addr` instead and keeps them, idle, until its
+//! stdin closes (a populated socket map for the benchmark); `--park` also listens there with
+//! a backlog nobody accepts from, so that the held connections cost no descriptor on that side.
+//!
 //! Run it inside a namespace the caller made: it connects only where `--addr` points.
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -50,6 +54,14 @@ struct Args {
     /// DNS queries over UDP to `--addr` (which this process answers) instead of TCP connects.
     #[arg(long, conflicts_with_all = ["serve", "destinations"])]
     dns: bool,
+    /// Open this many connections to `--addr`, print `{"held": N}` and keep them open until
+    /// stdin closes.
+    #[arg(long, conflicts_with_all = ["serve", "dns", "count"])]
+    hold: Option<u64>,
+    /// Listen on `--addr` without ever accepting (backlog 65,535, capped by the namespace's
+    /// `net.core.somaxconn`): connections wait established in the accept queue.
+    #[arg(long, conflicts_with_all = ["serve", "dns"])]
+    park: bool,
 }
 
 #[derive(Default)]
@@ -152,6 +164,33 @@ fn connect_once(to: &SocketAddr, counts: &Counts) {
     .fetch_add(1, Ordering::Relaxed);
 }
 
+/// A listener nobody accepts from, for `--park`.
+fn park(addr: SocketAddrV4) -> Result<Socket> {
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    listener.set_reuse_address(true)?;
+    listener.bind(&SocketAddr::V4(addr).into())?;
+    listener.listen(65_535)?;
+    Ok(listener)
+}
+
+/// `--hold`: `n` connections to `addr`, kept until stdin closes.
+fn hold(addr: SocketAddrV4, n: u64) -> Result<()> {
+    let to: SocketAddr = SocketAddr::V4(addr);
+    let mut held = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        s.connect(&to.into())
+            .with_context(|| format!("held connection {i} of {n} to {addr}"))?;
+        held.push(s);
+    }
+    println!("{}", serde_json::json!({ "held": held.len() }));
+    use std::io::{Read, Write};
+    std::io::stdout().flush()?;
+    let mut sink = [0u8; 64];
+    while std::io::stdin().read(&mut sink).is_ok_and(|n| n > 0) {}
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.threads == 0 || args.destinations == 0 {
@@ -159,6 +198,10 @@ fn main() -> Result<()> {
     }
     if let Some(cpu) = args.cpu {
         pin(cpu)?;
+    }
+    let _parked = args.park.then(|| park(args.addr)).transpose()?;
+    if let Some(n) = args.hold {
+        return hold(args.addr, n);
     }
     if args.serve {
         serve(args.addr, args.cpu)?;
