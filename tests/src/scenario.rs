@@ -63,7 +63,8 @@ pub fn assert_process(r: &Value, pid: u32) {
     assert_eq!(r["process"]["uid"], 0, "{r}");
 }
 
-/// A plain HTTP/1.0 GET to a server on loopback; returns the body of a 200 response.
+/// A plain HTTP/1.0 GET to a server on loopback; returns the body of a 200 response (else the
+/// status line and the body, as the error).
 pub fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -80,7 +81,11 @@ pub fn http_get(addr: std::net::SocketAddr, path_and_query: &str) -> Result<Stri
         .map_err(|e| e.to_string())?;
     let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP header")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("HTTP error: {}", head.lines().next().unwrap_or("")));
+        return Err(format!(
+            "HTTP error: {}: {}",
+            head.lines().next().unwrap_or(""),
+            body.trim()
+        ));
     }
     Ok(body.to_string())
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tracer_tests::{
     Netns, Tracer,
     process::field,
-    scenario::{client_run, sport_of, table},
+    scenario::{client_run, http_get, sport_of, table},
     schema, wait_until,
 };
 
@@ -542,6 +542,8 @@ fn its_own_connections_are_not_the_hosts_failures() {
         "http://127.0.0.1:4318",
         "--summary-interval",
         "3600",
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]);
     ns.join_at_exec(&mut cmd);
     let tracer = Tracer::start_command(cmd);
@@ -558,6 +560,14 @@ fn its_own_connections_are_not_the_hosts_failures() {
     assert!(
         log.contains("output tcp:127.0.0.1:9: cannot connect") && log.contains("otlp logs"),
         "the sinks were down and said so: {log}"
+    );
+    // Their health is the tracer's readiness: /readyz names both.
+    let metrics = tracer.metrics_addr();
+    let ready = ns.within(|| http_get(metrics, "/readyz"));
+    let why = ready.expect_err("not ready while its outputs cannot deliver");
+    assert!(
+        why.contains("503") && why.contains("tcp:127.0.0.1:9") && why.contains("4318"),
+        "/readyz names the outputs that cannot deliver: {why}"
     );
     let pid = tracer.pid();
     let records = tracer.stop();

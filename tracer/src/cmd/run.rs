@@ -111,6 +111,7 @@ async fn run(args: RunArgs) -> Result<(), Exit> {
                     None => {}
                 }
                 health.checked(now, loss.last_loss_ns());
+                health.outputs(out.failing());
             }
             _ = tick(&mut stats_tick) => write_stats(&mut session, &mut out)?,
         }

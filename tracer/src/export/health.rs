@@ -6,7 +6,9 @@
 //! nothing, which a probe counts as a failure). `/readyz` answers 200 only when every program is
 //! attached, the event loop has read the ring buffer and checked the counters within
 //! `STALE_NS`, and no record was lost within `LOSS_HOLD_NS` (loss that goes on or recurs keeps
-//! the tracer not ready; a probe's `failureThreshold` decides how long is too long). Otherwise
+//! the tracer not ready; a probe's `failureThreshold` decides how long is too long), and every
+//! output delivers (a shipper or Collector that is down, a file that cannot be written: its
+//! records wait or are dropped). Otherwise
 //! 503 with the reason.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -23,6 +25,8 @@ pub struct Health {
     checked_ns: AtomicU64,
     /// Monotonic ns when loss was last found (0: never).
     lost_ns: AtomicU64,
+    /// The outputs that cannot deliver now (`Output::failing`), as of the last check.
+    outputs_failing: std::sync::Mutex<Vec<String>>,
 }
 
 impl Health {
@@ -36,6 +40,13 @@ impl Health {
         self.checked_ns.store(now_ns.max(1), Ordering::Relaxed);
         if let Some(t) = last_loss_ns {
             self.lost_ns.store(t.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The outputs that could not deliver at the loop's last check (none: an empty list).
+    pub fn outputs(&self, failing: Vec<String>) {
+        if let Ok(mut f) = self.outputs_failing.lock() {
+            *f = failing;
         }
     }
 
@@ -53,6 +64,15 @@ impl Health {
             return Err(format!(
                 "the event loop last read the kernel's counters {} s ago",
                 since / 1_000_000_000
+            ));
+        }
+        if let Ok(f) = self.outputs_failing.lock()
+            && !f.is_empty()
+        {
+            return Err(format!(
+                "cannot deliver to {}: records wait in its queue, and what it cannot hold is \
+                 dropped (stderr says why; stats.output_dropped counts them)",
+                f.join(", ")
             ));
         }
         let lost = self.lost_ns.load(Ordering::Relaxed);
@@ -93,5 +113,10 @@ mod tests {
         assert!(h.readiness(29 * S).is_err(), "still within the hold");
         h.checked(31 * S, None);
         assert_eq!(h.readiness(31 * S), Ok(()), "10 s after the last loss");
+        h.outputs(vec!["tcp:127.0.0.1:9".into()]);
+        let why = h.readiness(31 * S).unwrap_err();
+        assert!(why.contains("cannot deliver to tcp:127.0.0.1:9"), "{why}");
+        h.outputs(Vec::new());
+        assert_eq!(h.readiness(31 * S), Ok(()), "delivering again");
     }
 }

@@ -53,6 +53,8 @@ struct Shared {
     queued: AtomicUsize,
     /// Records dropped: queue full, rejected, or undelivered at exit.
     dropped: AtomicU64,
+    /// The last request was not answered, or answered "retry": from then until one is delivered.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -153,6 +155,10 @@ impl Sink for LogSink {
         Ok(())
     }
 
+    fn failing(&self) -> bool {
+        self.shared.down.load(Ordering::Relaxed)
+    }
+
     fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -250,6 +256,7 @@ async fn send<T: Transport>(
         let result = transport.post(uri, body.clone()).await;
         match judge(&result) {
             Verdict::Delivered => {
+                shared.down.store(false, Ordering::Relaxed);
                 reporter.delivered();
                 let rejected = result
                     .ok()
@@ -274,6 +281,7 @@ async fn send<T: Transport>(
                 return;
             }
             Verdict::Retry { after, why } => {
+                shared.down.store(true, Ordering::Relaxed);
                 reporter.retrying(
                     &why,
                     "retrying with backoff; records wait (up to 16384, then new ones are dropped and counted in stats.output_dropped)",

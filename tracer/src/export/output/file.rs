@@ -195,6 +195,10 @@ impl Sink for FileSink {
         }
     }
 
+    fn failing(&self) -> bool {
+        self.failing.is_some()
+    }
+
     fn dropped(&self) -> u64 {
         self.dropped
     }

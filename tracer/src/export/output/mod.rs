@@ -62,6 +62,11 @@ pub trait Sink {
     }
     /// What it writes to, for messages.
     fn describe(&self) -> String;
+    /// Whether it cannot deliver right now (its peer is down, its writes fail): records wait in
+    /// its queue or are dropped and counted. Said on stderr by the sink; `/readyz` names it.
+    fn failing(&self) -> bool {
+        false
+    }
     /// Whether the `stats` records go to this sink. One that takes none (OTLP) is closed before
     /// the final `stats` is written, so that it counts what that sink could not deliver.
     fn takes_stats(&self) -> bool {
@@ -150,6 +155,15 @@ impl Output {
         for s in &mut self.sinks {
             s.reopen();
         }
+    }
+
+    /// The sinks that cannot deliver right now, named (`Sink::failing`).
+    pub fn failing(&self) -> Vec<String> {
+        self.sinks
+            .iter()
+            .filter(|s| s.failing())
+            .map(|s| s.describe())
+            .collect()
     }
 
     /// Lines (OTLP: log records) dropped by all sinks together.

@@ -55,6 +55,8 @@ struct Shared {
     /// Lines queued and not delivered yet: in the channel, or held by the task.
     queued: AtomicUsize,
     dropped: AtomicU64,
+    /// Not connected: from the first failed connect or a lost connection to the next connect.
+    down: std::sync::atomic::AtomicBool,
 }
 
 pub struct SocketSink {
@@ -98,6 +100,10 @@ impl Sink for SocketSink {
         Ok(())
     }
 
+    fn failing(&self) -> bool {
+        self.shared.down.load(Ordering::Relaxed)
+    }
+
     fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -138,6 +144,7 @@ async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Bytes>, shared: Arc<S
         let stream = match connect(&addr).await {
             Ok(s) => s,
             Err(e) => {
+                shared.down.store(true, Ordering::Relaxed);
                 if !warned {
                     log::warn!(
                         "output {addr}: cannot connect ({e}); retrying, records queue up to {QUEUE_LINES}"
@@ -159,6 +166,7 @@ async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Bytes>, shared: Arc<S
                 continue;
             }
         };
+        shared.down.store(false, Ordering::Relaxed);
         if std::mem::take(&mut warned) {
             log::info!("output {addr}: connected");
         }
@@ -166,7 +174,10 @@ async fn deliver(addr: ShipperAddr, mut rx: mpsc::Receiver<Bytes>, shared: Arc<S
         let (reader, writer) = tokio::io::split(stream);
         match held.deliver(&mut rx, reader, writer, &shared).await {
             Ok(()) => return,
-            Err(e) => log::warn!("output {addr}: connection lost ({e}); reconnecting"),
+            Err(e) => {
+                shared.down.store(true, Ordering::Relaxed);
+                log::warn!("output {addr}: connection lost ({e}); reconnecting")
+            }
         }
     }
 }
