@@ -27,6 +27,23 @@ pub const KIND_CONNECT_FAILED: u8 = 5;
 /// record carries `warned_ns` too.
 pub const KIND_AT_RISK: u8 = 7;
 
+/// A connection this host translated (conntrack NAT) for a packet that no tracked socket of this
+/// host sent: traffic forwarded through it (a pod's SYN DNAT-ed in the node's namespace).
+/// `saddr_be`/`daddr_be`/`sport`/`dport` = the connection as its sender made it (conntrack's
+/// original tuple: for a pod, its socket's 4-tuple); `nat_*` = where the translation sends it;
+/// `netns` = the namespace of the device the packet was queued on; `ts_ns` = then. Seen on the
+/// packet's way out (`net:net_dev_queue`), once per conntrack entry.
+pub const KIND_NAT: u8 = 8;
+/// A new connection's packet (a SYN, conntrack `IP_CT_NEW`) that no tracked socket of this host
+/// sent, dropped by netfilter (`skb:kfree_skb` reason `NETFILTER_DROP`): as `KIND_NAT` (the
+/// tuple; `nat_*` with `VALID_NAT` if it was translated before the drop), plus
+/// `drop_reason_out`, `drop_flags_out` and `netns` (the device the packet came in on).
+pub const KIND_FORWARD_DROP: u8 = 9;
+
+/// `RawEvent::nat_status` bits: conntrack `IPS_DST_NAT` / `IPS_SRC_NAT` were set.
+pub const NAT_DST: u8 = 1 << 0;
+pub const NAT_SRC: u8 = 1 << 1;
+
 /// How many SYN retransmission times are kept for the evidence timeline.
 pub const SYN_RETRANSMIT_SLOTS: usize = 8;
 
@@ -61,6 +78,12 @@ pub const VALID_PORT_RANGE: u32 = 1 << 18;
 /// KIND_CLOSED: `icmp_from_be` holds the source address of the queued ICMP error (the host or
 /// router that sent it).
 pub const VALID_ICMP_FROM: u32 = 1 << 19;
+/// `nat_*` hold the connection's translation as conntrack made it on this host (the SYN's
+/// `skb->_nfct`: `IPS_DST_NAT`/`IPS_SRC_NAT`, reply tuple), for a tracked socket or `KIND_NAT`.
+pub const VALID_NAT: u32 = 1 << 20;
+/// `requested_*` hold the destination connect() was passed, which differs from the socket's
+/// (a `cgroup/connect4`/`connect6` program rewrote it inside the call: socket-level load balancing).
+pub const VALID_REQUESTED: u32 = 1 << 21;
 
 /// `rst_*_state` value when a RST happened but the socket state could not be read.
 pub const STATE_UNKNOWN: u8 = 0xff;
@@ -185,9 +208,24 @@ pub struct RawEvent {
     /// Source address of the queued ICMP error (`VALID_ICMP_FROM`), network order, IPv4 in the
     /// first 4 bytes.
     pub icmp_from_be: [u8; 16],
+    /// `VALID_NAT`: conntrack's reply tuple, reversed: `nat_daddr_be`/`nat_dport` = the address
+    /// the connection was sent to after translation (the backend, its reply's source), and
+    /// `nat_saddr_be`/`nat_sport` = the source the peer sees (the reply's destination: differs
+    /// from the socket's under SNAT/masquerade). Network order, IPv4 in the first 4 bytes.
+    pub nat_daddr_be: [u8; 16],
+    pub nat_saddr_be: [u8; 16],
+    pub nat_dport: u16,
+    pub nat_sport: u16,
+    /// `VALID_REQUESTED`: the port connect() was passed (host order).
+    pub requested_port: u16,
+    /// `NAT_DST`/`NAT_SRC` bits of the conntrack entry's status.
+    pub nat_status: u8,
+    pub _pad4: u8,
+    /// `VALID_REQUESTED`: the address connect() was passed, network order.
+    pub requested_be: [u8; 16],
 }
 
-pub const RAW_EVENT_SIZE: usize = 288;
+pub const RAW_EVENT_SIZE: usize = 344;
 const _: () = assert!(core::mem::size_of::<RawEvent>() == RAW_EVENT_SIZE);
 
 impl RawEvent {
