@@ -11,6 +11,7 @@ use crate::{
         Enricher,
         dns::DnsCache,
         listeners::causes::ListenerCauses,
+        service::{NoRulesets, Services},
         workload::{Workload, WorkloadFilter, Workloads},
     },
     export::counters::Totals,
@@ -61,6 +62,8 @@ pub struct Pipeline {
     pub listeners: Option<ListenerCauses>,
     /// The filters as they apply to a listener's overflow (the kernel filters everything else).
     pub overflow_filter: OverflowFilter,
+    /// Backends, Services and the rules that dropped SYNs (`enrich::service`).
+    pub services: Services,
     /// The latest kernel time seen in a record: the pipeline's clock.
     now_ns: u64,
     pub events: u64,
@@ -101,6 +104,7 @@ impl Pipeline {
             dst_filter: None,
             listeners: None,
             overflow_filter: OverflowFilter::default(),
+            services: Services::new(Box::new(NoRulesets), None, None, None),
             now_ns: 0,
             events: 0,
             decode_errors: 0,
@@ -134,6 +138,15 @@ impl Pipeline {
         };
         self.events += 1;
         self.now_ns = self.now_ns.max(ev.ts_ns);
+        if matches!(
+            ev.kind,
+            tracer_common::KIND_NAT | tracer_common::KIND_FORWARD_DROP
+        ) {
+            // A forwarded connection's translation or drop: joined to that connection's
+            // outcome later, by its original tuple.
+            self.services.observe(&ev);
+            return None;
+        }
         let outcome = self.classifier.observe(&ev)?;
         self.admit(outcome)
     }
@@ -209,6 +222,7 @@ impl Pipeline {
         if !wanted {
             return None;
         }
+        self.services.enrich(&mut outcome, now);
         self.count(&outcome);
         match self.listeners.as_mut() {
             Some(l) => l.admit(outcome, now),

@@ -177,6 +177,132 @@ pub struct Evidence {
     pub overflowed_listener: Option<ListenQueue>,
     /// The DNS answer the destination came from, in the client's namespace (none: no answer seen).
     pub dns: Option<Arc<Answer>>,
+    /// The connection's destination (or source) was translated on this host: what the
+    /// application asked for, and where the kernel sent it.
+    pub translation: Option<Translation>,
+    /// The Service behind the address asked for, as the rules that implement it name it.
+    pub service: Option<Service>,
+    /// The SYN was dropped or rejected by netfilter on this host, and the rule that did it.
+    pub netfilter_drop: Option<NetfilterDrop>,
+    /// A connect() refused inside the call with EPERM while connect programs are in effect for
+    /// the caller's cgroup: their names (a policy, or an older kernel's socket-LB).
+    pub connect_programs: Option<Vec<Arc<str>>>,
+}
+
+/// Who translated a connection's destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TranslatedBy {
+    /// Conntrack NAT (iptables/nftables DNAT, SNAT, masquerade; kube-proxy, IPVS): the socket
+    /// holds the address asked for, the packets go to the backend.
+    Conntrack,
+    /// A `cgroup/connect4`/`connect6` program rewrote the destination inside connect()
+    /// (socket-level load balancing, e.g. Cilium): the socket holds the backend.
+    SocketLb,
+}
+
+/// The address the application asked for and the one the connection went to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub requested: SocketAddr,
+    pub backend: SocketAddr,
+    /// The source the peer sees, when this host (or the node that forwarded it) rewrote it.
+    pub source_seen: Option<SocketAddr>,
+    pub by: TranslatedBy,
+    /// The namespace whose conntrack translated it (conntrack only).
+    pub netns: Option<u32>,
+    /// Translated in another namespace of this host that forwarded the packet (a node
+    /// namespace routing a pod's traffic), joined to the connection by its original tuple.
+    pub forwarded: bool,
+}
+
+/// What the rules that implement a Service say of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    HasEndpoints,
+    /// No ready endpoint anywhere: kube-proxy rejects the SYN (an immediate refusal).
+    NoEndpoints,
+    /// No endpoint on this node for a Service with `externalTrafficPolicy`/
+    /// `internalTrafficPolicy: Local`: kube-proxy drops the SYN (a timeout).
+    NoLocalEndpoints,
+    /// A socket-LB program refused connect() at once: no backend to choose.
+    NoBackends,
+}
+
+impl ServiceState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::HasEndpoints => "has_endpoints",
+            ServiceState::NoEndpoints => "no_endpoints",
+            ServiceState::NoLocalEndpoints => "no_local_endpoints",
+            ServiceState::NoBackends => "no_backends",
+        }
+    }
+}
+
+/// A Service, as named by kube-proxy's rules or told by a socket-LB program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// `namespace/name:port` (kube-proxy's own spelling), when known.
+    pub name: Option<Arc<str>>,
+    pub state: ServiceState,
+    /// Where the name and state were read: `kube-proxy nftables`, `kube-proxy iptables`,
+    /// `socket-lb`.
+    pub source: &'static str,
+    /// Socket-LB: the names of the connect programs in effect for the caller's cgroup.
+    pub programs: Vec<Arc<str>>,
+}
+
+/// A netfilter hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+impl Hook {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+        }
+    }
+}
+
+/// The rule that dropped or rejected a SYN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSeen {
+    /// `ip`, `ip6`, `inet`, …
+    pub family: &'static str,
+    pub table: Arc<str>,
+    pub chain: Arc<str>,
+    /// The rule's handle (0: the chain's policy).
+    pub handle: u64,
+    pub comment: Option<Arc<str>>,
+    /// `drop` or `reject`.
+    pub verdict: &'static str,
+    /// Every expression of the rules before it and of it could be evaluated for this SYN.
+    pub certain: bool,
+}
+
+/// Netfilter dropped the connection's SYN on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetfilterDrop {
+    /// The namespace where it was dropped.
+    pub netns: Option<u32>,
+    /// The hook whose chains dropped it (where the rule was found; else the path it took:
+    /// `output` for the socket's own namespace, `forward` for a forwarding one).
+    pub hook: Hook,
+    /// Dropped while forwarded through another namespace of this host (a node routing a pod's
+    /// traffic), joined to the connection by its original tuple.
+    pub forwarded: bool,
+    /// The rule, when the ruleset read from that namespace names one.
+    pub rule: Option<RuleSeen>,
 }
 
 /// The packets of one connection this host dropped, by direction.

@@ -3,6 +3,7 @@
 use std::{
     borrow::Cow,
     net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
 use serde::{Serialize, Serializer, ser::SerializeStruct};
@@ -11,7 +12,8 @@ use crate::{
     analysis::clock::Timestamp,
     analysis::outcome::Answer,
     analysis::outcome::{
-        Direction, GaveUp, Label, ListenQueue, Listening, LocalDrops, Outcome, Phase, Via,
+        Direction, GaveUp, Label, ListenQueue, Listening, LocalDrops, NetfilterDrop, Outcome,
+        Phase, Service, TranslatedBy, Translation, Via,
     },
     enrich::workload::{Workload, Workloads},
     export::counters::{self, Totals},
@@ -215,6 +217,10 @@ pub struct Failure<'a> {
     pub workload: Option<&'a Workload>,
     #[serialize_always]
     pub netns: Option<u32>,
+    /// The address asked for and the backend, when this host translated the connection.
+    pub translation: Option<TranslationOut>,
+    /// The Service behind the address asked for.
+    pub service: Option<ServiceOut<'a>>,
     /// Symbolic errno (`ECONNREFUSED`), or null when the socket had none.
     #[serialize_always]
     pub errno: Option<Cow<'static, str>>,
@@ -245,6 +251,10 @@ pub struct Connect<'a> {
     pub workload: Option<&'a Workload>,
     #[serialize_always]
     pub netns: Option<u32>,
+    /// The address asked for and the backend, when this host translated the connection.
+    pub translation: Option<TranslationOut>,
+    /// The Service behind the address asked for.
+    pub service: Option<ServiceOut<'a>>,
     /// From connect() to ESTABLISHED.
     pub latency_ms: f64,
     /// Non-zero: a lossy path, or SYN backlog drops at the server.
@@ -303,6 +313,104 @@ pub struct EvidenceOut<'a> {
     pub listeners: Option<ListenersOut<'a>>,
     /// The DNS answer the destination came from.
     pub dns: Option<DnsOut<'a>>,
+    /// Netfilter dropped or rejected the SYN on this host: where, and the rule.
+    pub netfilter_drop: Option<NetfilterDropOut<'a>>,
+    /// EPERM inside connect() while connect programs are in effect for the caller's cgroup.
+    pub connect_programs: Option<&'a [Arc<str>]>,
+}
+
+/// `translation`: what the application asked for and where the kernel sent it.
+#[serde_with::skip_serializing_none]
+#[derive(Serialize, Debug, PartialEq)]
+pub struct TranslationOut {
+    pub requested: Endpoint<'static>,
+    pub backend: Endpoint<'static>,
+    /// The source the server saw, when it was rewritten (SNAT, masquerade).
+    pub source_seen: Option<Endpoint<'static>>,
+    /// `conntrack` (NAT rules: kube-proxy, DNAT) or `socket_lb` (a connect program).
+    pub by: &'static str,
+    pub netns: Option<u32>,
+    /// Translated in another namespace of this host that forwarded the packet.
+    pub forwarded: bool,
+}
+
+impl From<&Translation> for TranslationOut {
+    fn from(t: &Translation) -> Self {
+        Self {
+            requested: t.requested.into(),
+            backend: t.backend.into(),
+            source_seen: t.source_seen.map(Into::into),
+            by: match t.by {
+                TranslatedBy::Conntrack => "conntrack",
+                TranslatedBy::SocketLb => "socket_lb",
+            },
+            netns: t.netns,
+            forwarded: t.forwarded,
+        }
+    }
+}
+
+/// `service`: the Service behind the address, as its rules name it.
+#[serde_with::skip_serializing_none]
+#[derive(Serialize, Debug, PartialEq)]
+pub struct ServiceOut<'a> {
+    #[serialize_always]
+    pub name: Option<&'a str>,
+    pub state: &'static str,
+    pub source: &'static str,
+    #[serde(skip_serializing_if = "<[Arc<str>]>::is_empty")]
+    pub programs: &'a [Arc<str>],
+}
+
+impl<'a> From<&'a Service> for ServiceOut<'a> {
+    fn from(s: &'a Service) -> Self {
+        Self {
+            name: s.name.as_deref(),
+            state: s.state.as_str(),
+            source: s.source,
+            programs: &s.programs,
+        }
+    }
+}
+
+/// `evidence.netfilter_drop`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct NetfilterDropOut<'a> {
+    pub netns: Option<u32>,
+    pub hook: &'static str,
+    pub forwarded: bool,
+    pub rule: Option<RuleOut<'a>>,
+}
+
+/// The rule that dropped or rejected a SYN.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct RuleOut<'a> {
+    pub family: &'static str,
+    pub table: &'a str,
+    pub chain: &'a str,
+    pub handle: u64,
+    pub comment: Option<&'a str>,
+    pub verdict: &'static str,
+    pub certain: bool,
+}
+
+impl<'a> From<&'a NetfilterDrop> for NetfilterDropOut<'a> {
+    fn from(d: &'a NetfilterDrop) -> Self {
+        Self {
+            netns: d.netns,
+            hook: d.hook.as_str(),
+            forwarded: d.forwarded,
+            rule: d.rule.as_ref().map(|r| RuleOut {
+                family: r.family,
+                table: &r.table,
+                chain: &r.chain,
+                handle: r.handle,
+                comment: r.comment.as_deref(),
+                verdict: r.verdict,
+                certain: r.certain,
+            }),
+        }
+    }
 }
 
 /// `evidence.dns` (and `dns` of `connect` and `summary` records).
@@ -497,6 +605,8 @@ impl<'a> Failure<'a> {
             cgroup_id: (!inbound).then_some(o.conn.cgroup_id),
             workload: workload.filter(|_| !inbound),
             netns: o.conn.netns,
+            translation: e.translation.as_ref().map(Into::into),
+            service: e.service.as_ref().map(Into::into),
             errno: o.errno.map(errno_name),
             evidence: EvidenceOut {
                 via: e.via.map(|v| match v {
@@ -547,6 +657,8 @@ impl<'a> Failure<'a> {
                 overflowed_listener: e.overflowed_listener.as_ref().map(ListenOut::from),
                 listeners: e.listeners.as_ref().map(ListenersOut),
                 dns: e.dns.as_deref().map(|a| DnsOut::new(a, o.at_ns)),
+                netfilter_drop: e.netfilter_drop.as_ref().map(Into::into),
+                connect_programs: e.connect_programs.as_deref(),
             },
             hint: hints::hint(o, reasons),
         }
@@ -563,6 +675,8 @@ impl<'a> Connect<'a> {
             cgroup_id: o.conn.cgroup_id,
             workload,
             netns: o.conn.netns,
+            translation: o.evidence.translation.as_ref().map(Into::into),
+            service: o.evidence.service.as_ref().map(Into::into),
             latency_ms: o.evidence.elapsed_ms,
             syn_retransmits: o.evidence.syn_retransmits,
             syn_retransmit_ms: &o.evidence.syn_retransmit_ms,

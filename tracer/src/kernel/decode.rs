@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
     AF_INET, AF_INET6, KIND_AT_RISK, KIND_CGROUP, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED,
-    KIND_DNS, KIND_DNS_QUERY, KIND_ERROR_REPORT, KIND_INBOUND_RESET, RAW_CGROUP_SIZE, RAW_DNS_SIZE,
-    RAW_EVENT_SIZE, RawCgroup, RawDns, RawEvent,
+    KIND_DNS, KIND_DNS_QUERY, KIND_ERROR_REPORT, KIND_FORWARD_DROP, KIND_INBOUND_RESET, KIND_NAT,
+    RAW_CGROUP_SIZE, RAW_DNS_SIZE, RAW_EVENT_SIZE, RawCgroup, RawDns, RawEvent,
 };
 
 /// What one ring-buffer record holds, told apart by its first byte (the kind).
@@ -63,6 +63,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
             | KIND_INBOUND_RESET
             | KIND_CONNECT_FAILED
             | KIND_AT_RISK
+            | KIND_NAT
+            | KIND_FORWARD_DROP
     ) {
         return Err(DecodeError::Kind(ev.kind));
     }
@@ -147,8 +149,8 @@ mod tests {
             decode_event(&[b.clone(), vec![0]].concat()),
             Err(length(RAW_EVENT_SIZE + 1))
         );
-        ev.kind = 9;
-        assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Kind(9)));
+        ev.kind = 99;
+        assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Kind(99)));
         ev.kind = KIND_CONNECTED;
         ev.family = 1;
         assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Family(1)));

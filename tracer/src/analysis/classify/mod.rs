@@ -10,7 +10,7 @@ use std::{
 
 use super::outcome::{
     Connection, Direction, DroppedSegments, Evidence, GaveUp, Label, LocalDrops, Outcome, Phase,
-    Via,
+    TranslatedBy, Translation, Via,
 };
 use crate::kernel::decode::ip;
 use libc::{
@@ -19,11 +19,11 @@ use libc::{
 };
 use tracer_common::{
     AF_INET, KIND_AT_RISK, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
-    KIND_INBOUND_RESET, RawEvent, SYN_RETRANSMIT_SLOTS, VALID_BYTES, VALID_CLOSE_UNSEEN,
-    VALID_ERR_QUEUE, VALID_ICMP_FROM, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG,
-    VALID_LOOPBACK, VALID_NOT_SENT, VALID_PORT_RANGE, VALID_PROBES_OUT, VALID_ROUTED,
-    VALID_RST_SENT_REASON, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS,
-    VALID_UNACKED, tcp_state,
+    KIND_INBOUND_RESET, NAT_DST, NAT_SRC, RawEvent, SYN_RETRANSMIT_SLOTS, VALID_BYTES,
+    VALID_CLOSE_UNSEEN, VALID_ERR_QUEUE, VALID_ICMP_FROM, VALID_IDLE, VALID_KEEPALIVE,
+    VALID_KEEPALIVE_CFG, VALID_LOOPBACK, VALID_NAT, VALID_NOT_SENT, VALID_PORT_RANGE,
+    VALID_PROBES_OUT, VALID_REQUESTED, VALID_ROUTED, VALID_RST_SENT_REASON, VALID_SK_ERR,
+    VALID_SK_ERR_SOFT, VALID_SRTT, VALID_TCP_FLAGS, VALID_UNACKED, tcp_state,
 };
 
 /// (family, src, dst) as the tracepoints report them: joins error reports to connections.
@@ -621,8 +621,45 @@ fn base_evidence(ev: &RawEvent) -> Evidence {
         rst_sent_reason: (ev.has(VALID_RST_SENT_REASON) && ev.rst_sent_state != 0)
             .then_some(ev.rst_sent_reason),
         close_unseen: ev.has(VALID_CLOSE_UNSEEN),
+        translation: translation(ev),
         ..Evidence::default()
     }
+}
+
+/// What this host's translation made of the connection: conntrack's NAT (the socket holds the
+/// address asked for; the reply tuple the backend and the source the peer sees), or a connect
+/// program's rewrite (the socket holds the backend; the call's sockaddr the address asked for).
+pub fn translation(ev: &RawEvent) -> Option<Translation> {
+    let socket_dst = SocketAddr::new(ip(ev.family, &ev.daddr_be), ev.dport);
+    let requested = ev
+        .has(VALID_REQUESTED)
+        .then(|| SocketAddr::new(ip(ev.family, &ev.requested_be), ev.requested_port))
+        .filter(|r| *r != socket_dst);
+    let nat = ev.has(VALID_NAT) && ev.nat_status & (NAT_DST | NAT_SRC) != 0;
+    if requested.is_none() && !nat {
+        return None;
+    }
+    let backend = if nat && ev.nat_status & NAT_DST != 0 {
+        SocketAddr::new(ip(ev.family, &ev.nat_daddr_be), ev.nat_dport)
+    } else {
+        socket_dst
+    };
+    let source = SocketAddr::new(ip(ev.family, &ev.saddr_be), ev.sport);
+    let source_seen = (nat && ev.nat_status & NAT_SRC != 0)
+        .then(|| SocketAddr::new(ip(ev.family, &ev.nat_saddr_be), ev.nat_sport))
+        .filter(|s| *s != source);
+    Some(Translation {
+        requested: requested.unwrap_or(socket_dst),
+        backend,
+        source_seen,
+        by: if requested.is_some() {
+            TranslatedBy::SocketLb
+        } else {
+            TranslatedBy::Conntrack
+        },
+        netns: (nat && ev.has(tracer_common::VALID_NETNS)).then_some(ev.netns),
+        forwarded: false,
+    })
 }
 
 /// The address family of a queued error's sender, from its origin.

@@ -8,7 +8,9 @@ use std::{borrow::Cow, fmt, net::SocketAddr};
 use serde::{Serialize, Serializer};
 
 use crate::{
-    analysis::outcome::{Direction, DroppedSegments, GaveUp, Label, Outcome, Phase, Via},
+    analysis::outcome::{
+        Direction, DroppedSegments, GaveUp, Label, Outcome, Phase, ServiceState, Via,
+    },
     export::names::ReasonNames,
 };
 
@@ -39,6 +41,15 @@ enum When {
     /// answer expired (`true`) or not by the time of the failure. A refusal by ICMP (a
     /// firewall's answer) and a SYN timeout that met an ICMP error have rules of their own.
     Dns(Label, /* expired */ bool),
+    /// This label, for a Service its rules say is in this state.
+    Service(Label, ServiceState),
+    /// This label, and netfilter on this host dropped or rejected the SYN by a rule it names,
+    /// in the socket's own namespace (`false`) or one that forwarded it (`true`).
+    NetfilterRule(Label, /* forwarded */ bool),
+    /// This label, and netfilter dropped the SYN while forwarding it, by no rule it could name.
+    ForwardedDrop(Label),
+    /// This label, of a connection this host translated to a backend.
+    Translated(Label),
 }
 
 struct Rule {
@@ -48,6 +59,103 @@ struct Rule {
 
 /// First match wins; `Label(..)` rules come after the more specific ones for that label.
 const RULES: &[Rule] = &[
+    Rule {
+        when: When::Service(Label::Refused, ServiceState::NoEndpoints),
+        template: "Service {service} has no ready endpoints: kube-proxy rejects every connection \
+                   to {requested} at once; check `kubectl -n {svc_ns} get endpointslices -l \
+                   kubernetes.io/service-name={svc_name}` and why its pods are not Ready \
+                   (`kubectl -n {svc_ns} get pods -o wide`, their readiness probes), or the \
+                   Service's selector",
+    },
+    Rule {
+        when: When::Service(Label::Unreachable, ServiceState::NoEndpoints),
+        template: "Service {service} has no ready endpoints: kube-proxy rejects every connection \
+                   to {requested} at once; check `kubectl -n {svc_ns} get endpointslices -l \
+                   kubernetes.io/service-name={svc_name}` and why its pods are not Ready",
+    },
+    Rule {
+        when: When::Service(Label::SynTimeout, ServiceState::NoLocalEndpoints),
+        template: "Service {service} has no endpoint on this node and a Local traffic policy: \
+                   kube-proxy drops the SYN to {requested} (a timeout, not a refusal); check \
+                   `kubectl -n {svc_ns} get endpointslices -l kubernetes.io/service-name={svc_name} \
+                   -o wide` for endpoints on this node, and the Service's \
+                   externalTrafficPolicy/internalTrafficPolicy",
+    },
+    Rule {
+        when: When::Service(Label::Unreachable, ServiceState::NoBackends),
+        template: "Service {service} has no backends: the socket-LB program {programs} refused \
+                   connect() to {requested} at once ({errno}); check the Service's endpoints \
+                   (`kubectl get endpointslices -A | grep {svc_name}`) and the load balancer's \
+                   table (`cilium service list` / `cilium-dbg service list`)",
+    },
+    Rule {
+        when: When::NetfilterRule(Label::SynTimeout, false),
+        template: "the SYN to {requested} never left this host: {rule_verdict} by its own firewall, \
+                   rule {rule}{rule_comment}; check it with `nsenter -t {pid} -n nft -a list chain \
+                   {rule_chain}` — a NetworkPolicy, firewalld or a hand-written rule",
+    },
+    Rule {
+        when: When::NetfilterRule(Label::Refused, false),
+        template: "the SYN to {requested} never left this host: {rule_verdict} by its own firewall, \
+                   rule {rule}{rule_comment}, which answered with {icmp_kind}; check it with \
+                   `nsenter -t {pid} -n nft -a list chain {rule_chain}`",
+    },
+    Rule {
+        when: When::NetfilterRule(Label::Unreachable, false),
+        template: "the SYN to {requested} never left this host: {rule_verdict} by its own firewall, \
+                   rule {rule}{rule_comment}, which answered with {icmp_kind}; check it with \
+                   `nsenter -t {pid} -n nft -a list chain {rule_chain}`",
+    },
+    Rule {
+        when: When::NetfilterRule(Label::SynTimeout, true),
+        template: "the SYN to {requested}{to_backend} was {rule_verdict} while this host forwarded \
+                   it (network namespace {drop_netns}, {drop_hook}): rule {rule}{rule_comment}; \
+                   check it there (`lsns -t net` finds the namespace; `nft -a list chain \
+                   {rule_chain}`) — a NetworkPolicy or firewall on the node",
+    },
+    Rule {
+        when: When::NetfilterRule(Label::Refused, true),
+        template: "the SYN to {requested}{to_backend} was {rule_verdict} while this host forwarded \
+                   it (network namespace {drop_netns}, {drop_hook}): rule {rule}{rule_comment}, \
+                   which answered with {icmp_kind}; check it there (`nft -a list chain \
+                   {rule_chain}`)",
+    },
+    Rule {
+        when: When::NetfilterRule(Label::Unreachable, true),
+        template: "the SYN to {requested}{to_backend} was {rule_verdict} while this host forwarded \
+                   it (network namespace {drop_netns}, {drop_hook}): rule {rule}{rule_comment}, \
+                   which answered with {icmp_kind}; check it there (`nft -a list chain \
+                   {rule_chain}`)",
+    },
+    Rule {
+        when: When::ForwardedDrop(Label::SynTimeout),
+        template: "the SYN to {requested}{to_backend} was dropped by netfilter while this host \
+                   forwarded it (network namespace {drop_netns}) — by no nftables rule the tracer \
+                   could name (legacy iptables, or a rule it cannot evaluate); check that \
+                   namespace's `nft list ruleset` and `iptables-legacy -L FORWARD -n -v`",
+    },
+    Rule {
+        when: When::Translated(Label::Refused),
+        template: "backend {dst}{of_service} refused: nothing listens there ({requested} was \
+                   translated to it); on {ip} run `ss -tlnp 'sport = :{port}'`, and check that the \
+                   endpoint is current (`kubectl get endpointslices -A -o wide | grep {ip}`, \
+                   `conntrack -L -d {requested_ip}`)",
+    },
+    Rule {
+        when: When::Translated(Label::SynTimeout),
+        template: "backend {dst}{of_service} never answered the SYN ({syn_retransmits} \
+                   retransmission(s); {requested} was translated to it): the backend is down or \
+                   gone, or a firewall between drops it; check that the endpoint is Ready and \
+                   current (`kubectl get endpointslices -A -o wide | grep {ip}`), `ping {ip}`, \
+                   and `conntrack -L -d {requested_ip}` for the translation",
+    },
+    Rule {
+        when: When::Translated(Label::Unreachable),
+        template: "backend {dst}{of_service} is unreachable ({errno}; {requested} was translated \
+                   to it): no route to it, or no ARP answer on its link; check `ip route get {ip}` \
+                   and that the endpoint is current (`kubectl get endpointslices -A -o wide | grep \
+                   {ip}`)",
+    },
     Rule {
         when: When::LocalDrop(Label::SynTimeout, true),
         template: "the SYN to {dst} never left this host: {drops_sent} {segments_sent} dropped here \
@@ -388,6 +496,26 @@ fn matches(when: When, o: &Outcome, names: &ReasonNames) -> bool {
                     .is_some_and(|l| l.on_port().next().is_some() == any)
         }
         When::OverflowedListener => o.label == Label::SynTimeout && e.overflowed_listener.is_some(),
+        When::Service(label, state) => {
+            o.label == label && e.service.as_ref().is_some_and(|s| s.state == state)
+        }
+        When::NetfilterRule(label, forwarded) => {
+            o.label == label
+                && e.netfilter_drop
+                    .as_ref()
+                    .is_some_and(|d| d.forwarded == forwarded && d.rule.is_some())
+        }
+        When::ForwardedDrop(label) => {
+            o.label == label
+                && e.netfilter_drop
+                    .as_ref()
+                    .is_some_and(|d| d.forwarded && d.rule.is_none())
+        }
+        When::Translated(label) => {
+            o.label == label
+                && e.phase.is_none()
+                && e.translation.is_some_and(|t| t.backend != t.requested)
+        }
         When::Dns(label, expired) => {
             o.label == label
                 && o.direction == Direction::Outbound
@@ -445,11 +573,87 @@ impl Hint<'_> {
     /// Writes the value of one `{field}` of the template.
     fn field(&self, key: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (o, e) = (self.o, &self.o.evidence);
-        let dst: SocketAddr = o.conn.dst;
+        // The peer the connection really went to: never a virtual address.
+        let dst: SocketAddr = e.translation.map_or(o.conn.dst, |t| t.backend);
+        let requested: SocketAddr = e.translation.map_or(o.conn.dst, |t| t.requested);
+        let service = e.service.as_ref();
+        let (svc_ns, svc_name) = service
+            .and_then(|s| s.name.as_deref())
+            .map_or(("<namespace>", "<service>"), split_service);
+        let rule = e.netfilter_drop.as_ref().and_then(|d| d.rule.as_ref());
         let errno =
             |n: Option<i32>| n.map_or(Cow::Borrowed("none"), crate::export::names::errno_name);
         match key {
             "{dst}" => write!(f, "{dst}"),
+            "{requested}" => write!(f, "{requested}"),
+            "{requested_ip}" => write!(f, "{}", requested.ip()),
+            "{to_backend}" => match e.translation {
+                Some(t) if t.backend != t.requested => write!(f, " (translated to {})", t.backend),
+                _ => Ok(()),
+            },
+            "{service}" => match service.and_then(|s| s.name.as_deref()) {
+                Some(name) => write!(f, "{}", crate::analysis::escape::Escaped(name)),
+                None => write!(f, "at {requested}"),
+            },
+            "{of_service}" => match service.and_then(|s| s.name.as_deref()) {
+                Some(name) => write!(f, " of Service {}", crate::analysis::escape::Escaped(name)),
+                None => Ok(()),
+            },
+            "{svc_ns}" => write!(f, "{}", crate::analysis::escape::Escaped(svc_ns)),
+            "{svc_name}" => write!(f, "{}", crate::analysis::escape::Escaped(svc_name)),
+            "{programs}" => {
+                let programs = service.map_or(&[][..], |s| &s.programs[..]);
+                for (i, p) in programs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "`{}`", crate::analysis::escape::Escaped(p))?;
+                }
+                Ok(())
+            }
+            "{rule}" => match rule {
+                Some(r) if r.handle == 0 => write!(
+                    f,
+                    "the policy of chain {} {} {}",
+                    r.family,
+                    crate::analysis::escape::Escaped(&r.table),
+                    crate::analysis::escape::Escaped(&r.chain)
+                ),
+                Some(r) => write!(
+                    f,
+                    "{} {} {} handle {}",
+                    r.family,
+                    crate::analysis::escape::Escaped(&r.table),
+                    crate::analysis::escape::Escaped(&r.chain),
+                    r.handle
+                ),
+                None => f.write_str("?"),
+            },
+            "{rule_chain}" => match rule {
+                Some(r) => write!(
+                    f,
+                    "{} {} {}",
+                    r.family,
+                    crate::analysis::escape::Escaped(&r.table),
+                    crate::analysis::escape::Escaped(&r.chain)
+                ),
+                None => f.write_str("?"),
+            },
+            "{rule_comment}" => match rule.and_then(|r| r.comment.as_deref()) {
+                Some(c) => write!(f, " (\"{}\")", crate::analysis::escape::Escaped(c)),
+                None => Ok(()),
+            },
+            "{rule_verdict}" => f.write_str(match rule.map(|r| r.verdict) {
+                Some("reject") => "rejected",
+                _ => "dropped",
+            }),
+            "{drop_netns}" => match e.netfilter_drop.as_ref().and_then(|d| d.netns) {
+                Some(n) => write!(f, "{n}"),
+                None => f.write_str("unknown"),
+            },
+            "{drop_hook}" => {
+                f.write_str(e.netfilter_drop.as_ref().map_or("?", |d| d.hook.as_str()))
+            }
             "{ip}" => write!(f, "{}", dst.ip()),
             "{port}" => write!(f, "{}", dst.port()),
             "{src_ip}" => write!(f, "{}", o.conn.src.ip()),
@@ -550,6 +754,12 @@ impl Hint<'_> {
             f.write_str(segments(side.tcp_flags))
         }
     }
+}
+
+/// `namespace/name:port` → (`namespace`, `name`); a name without a namespace is its own.
+fn split_service(name: &str) -> (&str, &str) {
+    let base = name.rsplit_once(':').map_or(name, |(b, _)| b);
+    base.split_once('/').unwrap_or(("<namespace>", base))
 }
 
 /// A duration for a reader: `under 1 ms`, `850 ms`, `3.2 s`, `40 min`, `5.5 h`.

@@ -522,3 +522,158 @@ fn a_named_destination_says_what_it_resolved_to_and_calls_out_an_expired_answer(
     let h = hint(&o).unwrap().to_string();
     assert!(h.starts_with("`orders-db.prod.svc` resolved to"), "{h}");
 }
+
+fn translated(label: Label, errno: Option<i32>, mut evidence: Evidence) -> String {
+    use crate::analysis::outcome::{TranslatedBy, Translation};
+    let mut o = outcome(label, Direction::Outbound, errno, Evidence::default());
+    o.conn.dst = "10.96.0.10:80".parse().unwrap();
+    evidence.translation = Some(Translation {
+        requested: "10.96.0.10:80".parse().unwrap(),
+        backend: "10.244.1.5:8080".parse().unwrap(),
+        source_seen: None,
+        by: TranslatedBy::Conntrack,
+        netns: Some(1),
+        forwarded: false,
+    });
+    o.evidence = evidence;
+    hint(&o).expect("a hint").to_string()
+}
+
+fn service(
+    state: crate::analysis::outcome::ServiceState,
+) -> Option<crate::analysis::outcome::Service> {
+    Some(crate::analysis::outcome::Service {
+        name: Some(std::sync::Arc::from("shop/web:http")),
+        state,
+        source: "kube-proxy nftables",
+        programs: Vec::new(),
+    })
+}
+
+#[test]
+fn a_translated_refusal_names_the_backend_and_never_sends_the_user_to_the_vip() {
+    use crate::analysis::outcome::ServiceState;
+    let h = translated(
+        Label::Refused,
+        Some(libc::ECONNREFUSED),
+        Evidence {
+            via: Some(Via::Rst),
+            service: service(ServiceState::HasEndpoints),
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.starts_with("backend 10.244.1.5:8080 of Service shop/web:http refused"),
+        "{h}"
+    );
+    assert!(
+        h.contains("on 10.244.1.5 run `ss -tlnp 'sport = :8080'`"),
+        "{h}"
+    );
+    assert!(!h.contains("on 10.96.0.10"), "{h}");
+
+    let h = translated(
+        Label::SynTimeout,
+        Some(libc::ETIMEDOUT),
+        Evidence {
+            gave_up: Some(GaveUp::Kernel),
+            syn_retransmits: 2,
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.starts_with("backend 10.244.1.5:8080 never answered the SYN (2"),
+        "{h}"
+    );
+    assert!(h.contains("ping 10.244.1.5"), "{h}");
+}
+
+#[test]
+fn a_service_without_endpoints_says_so_with_the_kubectl_command() {
+    use crate::analysis::outcome::ServiceState;
+    let h = out(
+        Label::Refused,
+        Some(libc::ECONNREFUSED),
+        Evidence {
+            via: Some(Via::Icmp),
+            service: service(ServiceState::NoEndpoints),
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.starts_with("Service shop/web:http has no ready endpoints"),
+        "{h}"
+    );
+    assert!(
+        h.contains("kubectl -n shop get endpointslices -l kubernetes.io/service-name=web"),
+        "{h}"
+    );
+    let h = out(
+        Label::SynTimeout,
+        Some(libc::ETIMEDOUT),
+        Evidence {
+            gave_up: Some(GaveUp::Kernel),
+            service: service(ServiceState::NoLocalEndpoints),
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.starts_with("Service shop/web:http has no endpoint on this node"),
+        "{h}"
+    );
+}
+
+#[test]
+fn a_netfilter_rule_is_named_with_its_comment_escaped() {
+    use crate::analysis::outcome::{Hook, NetfilterDrop, RuleSeen};
+    let drop = |forwarded| NetfilterDrop {
+        netns: Some(7),
+        hook: if forwarded {
+            Hook::Forward
+        } else {
+            Hook::Output
+        },
+        forwarded,
+        rule: Some(RuleSeen {
+            family: "inet",
+            table: std::sync::Arc::from("f"),
+            chain: std::sync::Arc::from("out"),
+            handle: 4,
+            comment: Some(std::sync::Arc::from("egress deny\n9999")),
+            verdict: "drop",
+            certain: true,
+        }),
+    };
+    let h = out(
+        Label::SynTimeout,
+        Some(libc::ETIMEDOUT),
+        Evidence {
+            gave_up: Some(GaveUp::Kernel),
+            netfilter_drop: Some(drop(false)),
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.contains(
+            "dropped by its own firewall, rule inet f out handle 4 (\"egress deny\\n9999\")"
+        ),
+        "{h}"
+    );
+    assert!(
+        h.contains("nsenter -t 1 -n nft -a list chain inet f out"),
+        "{h}"
+    );
+    let h = out(
+        Label::SynTimeout,
+        Some(libc::ETIMEDOUT),
+        Evidence {
+            gave_up: Some(GaveUp::Kernel),
+            netfilter_drop: Some(drop(true)),
+            ..Default::default()
+        },
+    );
+    assert!(
+        h.contains("while this host forwarded it (network namespace 7, forward)"),
+        "{h}"
+    );
+}
