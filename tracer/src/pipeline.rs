@@ -331,6 +331,7 @@ impl Pipeline {
             dns: self.dns.counts,
             http: self.http.as_ref().map(|h| h.counts()).unwrap_or_default(),
             listeners_unanswered: self.listeners.as_ref().map_or(0, |l| l.unanswered),
+            forwarded_evicted: self.services.counts.forwarded_evicted,
             output_dropped,
         }
     }

@@ -35,6 +35,8 @@ pub struct Totals {
     pub http: crate::export::http_server::ServerCounts,
     /// Refusals that went out without `listeners`: the listeners worker did not answer in time.
     pub listeners_unanswered: u64,
+    /// Forwarded connections' translations or drops pushed out unused (`enrich::service`).
+    pub forwarded_evicted: u64,
 }
 
 /// A counter userspace computes from the totals.
@@ -185,6 +187,13 @@ pub const DERIVED: &[Derived] = &[
             "Refusals that went out without listeners because the listeners worker did not answer within 200 ms (or its queue was full): their listeners unknown, not absent",
         ),
         value: |t| t.listeners_unanswered,
+    },
+    Derived {
+        spec: CounterSpec::stats(
+            "forwarded_evicted",
+            "Translations or drops of connections forwarded through a namespace of this host (a node routing a pod's traffic) pushed out of their table (16,384) before their connection ended: that connection's record lacks them",
+        ),
+        value: |t| t.forwarded_evicted,
     },
     Derived {
         spec: CounterSpec::stats(
