@@ -40,6 +40,10 @@ pub const KIND_NAT: u8 = 8;
 /// `drop_reason_out`, `drop_flags_out` and `netns` (the device the packet came in on).
 pub const KIND_FORWARD_DROP: u8 = 9;
 
+/// `KIND_FORWARD_DROP` records one CPU submits per second at most; the rest are counted
+/// (`forward_drops_limited`).
+pub const FORWARD_DROP_RATE: u32 = 1000;
+
 /// `RawEvent::nat_status` bits: conntrack `IPS_DST_NAT` / `IPS_SRC_NAT` were set.
 pub const NAT_DST: u8 = 1 << 0;
 pub const NAT_SRC: u8 = 1 << 1;

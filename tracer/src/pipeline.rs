@@ -127,6 +127,12 @@ impl Pipeline {
                 self.dns.observe(&raw);
                 return None;
             }
+            Ok(Raw::Translation(_raw)) => {
+                // integrator: join KIND_NAT / KIND_FORWARD_DROP to the connection by its
+                // original tuple (issue 27); counted as an event, dropped for now.
+                self.events += 1;
+                return None;
+            }
             Err(e) => {
                 self.undecodable(e);
                 return None;

@@ -133,6 +133,10 @@ fn skipped_programs(
         .map(|h| h.program)
         .collect();
     let m = &resolved.offsets.members;
+    // Without conntrack's members the per-packet hook would cost and see nothing.
+    if m.skb_nfct == MEMBER_MISSING {
+        skip.push("net_dev_queue");
+    }
     let no_socket =
         [m.task_files, m.files_fdt, m.fdt_fd, m.socket_sk, m.segs_out].contains(&MEMBER_MISSING);
     if no_connect_calls || no_socket {
