@@ -27,7 +27,7 @@ use tracer_common::{
 use crate::{
     FORWARD_DROP_WINDOW,
     emit::{Counter, count, now_ns, submit},
-    globals::offset,
+    globals::{config, offset},
     nat::{SEEN_DROP, Tuples, first_time, nat_status, packet_ct},
     read::{Bytes, Record, member, skb_netns},
     state::{SCRATCH_FORWARD_DROP, scratch, tracked},
@@ -99,6 +99,12 @@ fn forward_drop(skb: *const u8, protocol: u16, reason: u16) -> Option<()> {
     if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return None;
     }
+    // `--netns` applies to the namespace of the device the packet came by.
+    let netns = skb_netns(skb);
+    let wanted: u32 = config!(netns);
+    if wanted != 0 && netns != wanted {
+        return None;
+    }
     let ev = scratch(SCRATCH_FORWARD_DROP)?;
     seg.ends(ev);
     if let Some((ct, _)) = packet_ct(skb)
@@ -122,7 +128,6 @@ fn forward_drop(skb: *const u8, protocol: u16, reason: u16) -> Option<()> {
     ev.drops_out = 1;
     ev.valid |= VALID_TCP_FLAGS;
     ev.tcp_flags = flags;
-    let netns = skb_netns(skb);
     if netns != 0 {
         ev.netns = netns;
         ev.valid |= VALID_NETNS;

@@ -17,14 +17,13 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    AF_INET, AF_INET6, KIND_NAT, MEMBER_MISSING, NAT_DST, NAT_SRC, RawEvent, VALID_NAT,
-    VALID_NETNS,
+    AF_INET, AF_INET6, KIND_NAT, MEMBER_MISSING, NAT_DST, NAT_SRC, RawEvent, VALID_NAT, VALID_NETNS,
 };
 
 use crate::{
     CT_SEEN,
     emit::{Counter, count, now_ns, submit},
-    globals::offset,
+    globals::{config, offset},
     read::{Record, member, skb_netns},
     state::{SCRATCH_NAT, scratch, tracked},
 };
@@ -88,6 +87,12 @@ fn on_packet(skb: *const u8) -> Option<()> {
         }
         return Some(());
     }
+    // `--netns` applies to the namespace of the device the packet leaves by.
+    let netns = skb_netns(skb);
+    let wanted: u32 = config!(netns);
+    if wanted != 0 && netns != wanted {
+        return None;
+    }
     if !first_time(ct, &tuples, SEEN_NAT) {
         return None;
     }
@@ -95,7 +100,6 @@ fn on_packet(skb: *const u8) -> Option<()> {
     ev.kind = KIND_NAT;
     tuples.original(ev);
     tuples.translation(status, ev);
-    let netns = skb_netns(skb);
     if netns != 0 {
         ev.netns = netns;
         ev.valid |= VALID_NETNS;

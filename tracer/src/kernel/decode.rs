@@ -6,8 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tracer_common::{
     AF_INET, AF_INET6, KIND_AT_RISK, KIND_CGROUP, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED,
     KIND_DNS, KIND_DNS_QUERY, KIND_ERROR_REPORT, KIND_FORWARD_DROP, KIND_INBOUND_RESET, KIND_NAT,
-    RAW_CGROUP_SIZE, RAW_DNS_SIZE,
-    RAW_EVENT_SIZE, RawCgroup, RawDns, RawEvent,
+    RAW_CGROUP_SIZE, RAW_DNS_SIZE, RAW_EVENT_SIZE, RawCgroup, RawDns, RawEvent,
 };
 
 /// What one ring-buffer record holds, told apart by its first byte (the kind).
@@ -175,10 +174,7 @@ mod tests {
             ev.kind = kind;
             ev.family = AF_INET;
             ev.nat_dport = 8080;
-            assert_eq!(
-                decode(&bytes_of(&ev)),
-                Ok(Raw::Translation(Box::new(ev)))
-            );
+            assert_eq!(decode(&bytes_of(&ev)), Ok(Raw::Translation(Box::new(ev))));
         }
         let mut ev = RawEvent::zeroed();
         ev.kind = KIND_CLOSED;
