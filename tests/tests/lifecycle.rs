@@ -8,7 +8,7 @@ use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
 
 /// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes), the
 /// raw tracepoint variants included (attached instead of the classic ones where BTF allows).
-const PROGRAMS: [&str; 17] = [
+const PROGRAMS: [&str; 19] = [
     "inet_sock_set_state",
     "inet_sock_set_state_raw",
     "tcp_retransmit_skb",
