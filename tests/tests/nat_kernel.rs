@@ -7,8 +7,8 @@
 //!   integrator's tests'.
 //! - The same translation for a socket the tracer does not track is one `KIND_NAT`, however
 //!   often the SYN is retransmitted (`stats.nat_records`).
-//! - A SYN no socket of the namespace sent, dropped by netfilter, is one `KIND_FORWARD_DROP` per
-//!   conntrack entry (`stats.forward_drops`), and a flood of them without conntrack is cut at
+//! - A SYN no socket of the namespace sent, dropped by netfilter, is one `KIND_FORWARD_DROP`
+//!   across its retransmissions (`stats.forward_drops`), and a flood of them without conntrack is cut at
 //!   1,000 a second per CPU (`stats.forward_drops_limited`).
 use std::{process::Command, time::Duration};
 
@@ -153,10 +153,12 @@ fn an_untracked_sockets_translation_is_one_nat_record_whatever_the_retransmits()
     let stats = tracer.finish().stats;
     assert_eq!(stat(&stats, "nat_records"), 1, "{stats}");
     assert_eq!(stat(&stats, "forward_drops"), 0, "{stats}");
+    // The record reached userspace as what it is.
+    assert_eq!(stat(&stats, "decode_errors"), 0, "{stats}");
 }
 
 #[test]
-fn a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_per_conntrack_entry() {
+fn a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_whatever_the_retransmits() {
     require_kernel();
     let (client, backend) = setup("natk-fwd", &drop_rules(true));
     // In the backend's namespace, where the SYNs arrive without a socket.
@@ -167,6 +169,7 @@ fn a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_per_conntrack_entry(
     let stats = tracer.finish().stats;
     assert_eq!(stat(&stats, "forward_drops"), 1, "{stats}");
     assert_eq!(stat(&stats, "forward_drops_limited"), 0, "{stats}");
+    assert_eq!(stat(&stats, "decode_errors"), 0, "{stats}");
     // The backend translated nothing.
     assert_eq!(stat(&stats, "nat_records"), 0, "{stats}");
 }

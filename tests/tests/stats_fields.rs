@@ -684,7 +684,7 @@ const COVERED_ELSEWHERE: &[(&str, Kind, &str)] = &[
     (
         "forward_drops",
         Kind::Moves,
-        "tests/tests/nat_kernel.rs::a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_per_conntrack_entry",
+        "tests/tests/nat_kernel.rs::a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_whatever_the_retransmits",
     ),
     (
         "forward_drops",
@@ -699,7 +699,7 @@ const COVERED_ELSEWHERE: &[(&str, Kind, &str)] = &[
     (
         "forward_drops_limited",
         Kind::Still,
-        "tests/tests/nat_kernel.rs::a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_per_conntrack_entry",
+        "tests/tests/nat_kernel.rs::a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_whatever_the_retransmits",
     ),
     (
         "lost",

@@ -15,9 +15,9 @@
 //!
 //! A packet without an owning socket dropped by netfilter (`NETFILTER_DROP`: forwarded or
 //! prerouted traffic, or an inbound SYN to this host refused at INPUT) is reported only if it
-//! is a TCP SYN without ACK: one `KIND_FORWARD_DROP` per conntrack entry (`CT_SEEN`), the
-//! tuple from the entry's original tuple (else from the headers), at most `FORWARD_DROP_RATE`
-//! a second per CPU (the rest counted, `forward_drops_limited`).
+//! is a TCP SYN without ACK: one `KIND_FORWARD_DROP` per connection (`CT_SEEN`, by the
+//! conntrack entry's original tuple, else the headers'), at most `FORWARD_DROP_RATE` a second
+//! per CPU (the rest counted, `forward_drops_limited`).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
     AF_INET, AF_INET6, DROP_REASON_BITMAP_BYTES, FORWARD_DROP_RATE, KIND_FORWARD_DROP,
@@ -30,7 +30,7 @@ use crate::{
     globals::{config, offset},
     nat::{SEEN_DROP, Tuples, first_time, nat_status, packet_ct},
     read::{Bytes, Record, member, skb_netns},
-    state::{SCRATCH_FORWARD_DROP, scratch, tracked},
+    state::{SCRATCH_FORWARD_DROP, TupleKey, scratch, tracked},
 };
 
 const TCP_SYN: u8 = 0x02;
@@ -110,13 +110,13 @@ fn forward_drop(skb: *const u8, protocol: u16, reason: u16) -> Option<()> {
     if let Some((ct, _)) = packet_ct(skb)
         && let Some(tuples) = Tuples::read(ct)
     {
-        if !first_time(ct, &tuples, SEEN_DROP) {
-            return None;
-        }
         tuples.original(ev);
         if let Some(status) = nat_status(ct) {
             tuples.translation(status, ev);
         }
+    }
+    if !first_time(TupleKey::of(ev), SEEN_DROP) {
+        return None;
     }
     if !within_rate() {
         count(Counter::ForwardDropsLimited);

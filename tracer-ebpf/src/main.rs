@@ -86,13 +86,14 @@ static CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16_384, 0);
 #[map]
 static LAST_CGROUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The conntrack entries a translation (`KIND_NAT`, bit `nat::SEEN_NAT`) or a forwarded SYN's
-/// drop (`KIND_FORWARD_DROP`, `nat::SEEN_DROP`) was submitted for, keyed by the `nf_conn`
-/// address and the original tuple's ports (an address the slab reuses for another connection
-/// is another key): a retransmitted SYN is `IP_CT_NEW` again and must not submit again. An
-/// LRU of 8,192 entries (about 0.5 MiB): forgetting one only means a second record.
+/// The connections a translation (`KIND_NAT`, bit `nat::SEEN_NAT`) or a dropped SYN that no
+/// socket sent (`KIND_FORWARD_DROP`, `nat::SEEN_DROP`) was submitted for, by original tuple: a
+/// retransmitted SYN is `IP_CT_NEW` again (and, dropped unconfirmed, has a new conntrack entry
+/// each time) and must not submit again. An LRU of 8,192 entries (about 0.8 MiB): forgetting
+/// one only means a second record; a new connection on the very same 4-tuple while its
+/// predecessor is remembered is not reported.
 #[map]
-static CT_SEEN: LruHashMap<nat::SeenKey, u8> = LruHashMap::with_max_entries(8192, 0);
+static CT_SEEN: LruHashMap<state::TupleKey, u8> = LruHashMap::with_max_entries(8192, 0);
 
 /// Per CPU, the forwarded-drop rate limit's window: [start (ns), records submitted in it].
 #[map]

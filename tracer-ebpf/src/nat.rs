@@ -25,7 +25,7 @@ use crate::{
     emit::{Counter, count, now_ns, submit},
     globals::{config, offset},
     read::{Record, member, skb_netns},
-    state::{SCRATCH_NAT, scratch, tracked},
+    state::{SCRATCH_NAT, TupleKey, scratch, tracked},
 };
 
 /// `CT_SEEN` bits: a `KIND_NAT` / a `KIND_FORWARD_DROP` was submitted for the entry.
@@ -38,15 +38,6 @@ const IPS_DST_NAT: u64 = 1 << 5;
 /// The low bits of `_nfct` hold the `ip_conntrack_info` (`NFCT_INFOMASK`).
 const NFCT_INFOMASK: u64 = 7;
 const IPPROTO_TCP: u8 = 6;
-
-/// The key of `CT_SEEN`: the conntrack entry's address and its original tuple's ports.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SeenKey {
-    ct: u64,
-    ports: u32,
-    _pad: u32,
-}
 
 /// The raw tracepoint (`net_dev_queue(struct sk_buff *skb)`, checked against BTF at start-up).
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
@@ -93,12 +84,12 @@ fn on_packet(skb: *const u8) -> Option<()> {
     if wanted != 0 && netns != wanted {
         return None;
     }
-    if !first_time(ct, &tuples, SEEN_NAT) {
+    let ev = scratch(SCRATCH_NAT)?;
+    tuples.original(ev);
+    if !first_time(TupleKey::of(ev), SEEN_NAT) {
         return None;
     }
-    let ev = scratch(SCRATCH_NAT)?;
     ev.kind = KIND_NAT;
-    tuples.original(ev);
     tuples.translation(status, ev);
     if netns != 0 {
         ev.netns = netns;
@@ -199,13 +190,6 @@ impl Tuples {
         u16::from_be(be)
     }
 
-    /// The original tuple's ports, for `CT_SEEN`'s key.
-    #[inline(always)]
-    fn ports(&self) -> u32 {
-        u32::from(Self::port(self.original, offset!(members.tuple_src_port))) << 16
-            | u32::from(Self::port(self.original, offset!(members.tuple_dst_port)))
-    }
-
     /// The connection as its sender made it (the original tuple) into the 4-tuple of `ev`.
     #[inline(always)]
     pub fn original(&self, ev: &mut RawEvent) {
@@ -230,14 +214,11 @@ impl Tuples {
     }
 }
 
-/// Whether no record of kind `bit` was submitted yet for the conntrack entry `ct`; notes it.
+/// Whether no record of kind `bit` was submitted yet for the connection `key` (its original
+/// tuple: an unconfirmed conntrack entry, e.g. one whose SYN was dropped, is freed with the
+/// packet, and each retransmission gets a new one, often at another address); notes it.
 #[inline(always)]
-pub fn first_time(ct: *const u8, tuples: &Tuples, bit: u8) -> bool {
-    let key = SeenKey {
-        ct: ct as u64,
-        ports: tuples.ports(),
-        _pad: 0,
-    };
+pub fn first_time(key: TupleKey, bit: u8) -> bool {
     let seen = match CT_SEEN.get_ptr(key) {
         // SAFETY: a map value pointer, read at once while this program runs.
         Some(v) => unsafe { *v },

@@ -159,12 +159,34 @@ mod tests {
             decode_event(&[b.clone(), vec![0]].concat()),
             Err(length(RAW_EVENT_SIZE + 1))
         );
-        ev.kind = 10;
-        assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Kind(10)));
+        ev.kind = 12;
+        assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Kind(12)));
         ev.kind = KIND_CONNECTED;
         ev.family = 1;
         assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Family(1)));
         assert_eq!(decode_event(&[]), Err(length(0)));
+    }
+
+    #[test]
+    fn every_record_kind_is_told_apart_by_its_first_byte() {
+        let mut kinds = [
+            KIND_CONNECTED,
+            KIND_CLOSED,
+            KIND_ERROR_REPORT,
+            KIND_INBOUND_RESET,
+            KIND_CONNECT_FAILED,
+            KIND_CGROUP,
+            KIND_AT_RISK,
+            KIND_DNS,
+            KIND_DNS_QUERY,
+            KIND_NAT,
+            KIND_FORWARD_DROP,
+        ];
+        let n = kinds.len();
+        kinds.sort_unstable();
+        let mut unique = kinds.to_vec();
+        unique.dedup();
+        assert_eq!(unique.len(), n, "two kinds share a value: {kinds:?}");
     }
 
     #[test]
