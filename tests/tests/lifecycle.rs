@@ -8,7 +8,7 @@ use tracer_tests::{Netns, Tracer, require_kernel, wait_until};
 
 /// Our programs (bpftool shows the BTF name; the kernel's own is truncated to 15 bytes), the
 /// raw tracepoint variants included (attached instead of the classic ones where BTF allows).
-const PROGRAMS: [&str; 17] = [
+const PROGRAMS: [&str; 19] = [
     "inet_sock_set_state",
     "inet_sock_set_state_raw",
     "tcp_retransmit_skb",
@@ -23,6 +23,8 @@ const PROGRAMS: [&str; 17] = [
     "sys_enter_connect",
     "sys_exit_connect",
     "kfree_skb",
+    "net_dev_queue",
+    "net_dev_queue_raw",
     "dns_egress",
     "dns_ingress",
     // Test-run once at start-up and unloaded: never among the loaded ones.
@@ -31,7 +33,7 @@ const PROGRAMS: [&str; 17] = [
 
 /// How many a tracer attaches at most: one per hook, raw or classic (connect()'s entry only
 /// where its exit cannot read a failed call's arguments alone).
-const HOOKS: usize = 11;
+const HOOKS: usize = 12;
 
 fn bpftool(what: &str) -> Vec<Value> {
     let o = Command::new("bpftool")

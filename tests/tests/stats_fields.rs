@@ -671,6 +671,37 @@ enum Kind {
 /// Tests elsewhere that move a field or keep it still in a near miss: `(field, kind, test)`,
 /// the test as `PATH::fn` from the workspace root.
 const COVERED_ELSEWHERE: &[(&str, Kind, &str)] = &[
+    // Translations and forwarded drops (issue 27): the client's and the backend's namespaces.
+    (
+        "nat_records",
+        Kind::Moves,
+        "tests/tests/nat_kernel.rs::an_untracked_sockets_translation_is_one_nat_record_whatever_the_retransmits",
+    ),
+    (
+        "nat_records",
+        Kind::Still,
+        "tests/tests/nat_kernel.rs::a_tracked_connect_to_a_dnat_vip_holds_its_backend",
+    ),
+    (
+        "forward_drops",
+        Kind::Moves,
+        "tests/tests/nat_kernel.rs::a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_whatever_the_retransmits",
+    ),
+    (
+        "forward_drops",
+        Kind::Still,
+        "tests/tests/nat_kernel.rs::an_untracked_sockets_translation_is_one_nat_record_whatever_the_retransmits",
+    ),
+    (
+        "forward_drops_limited",
+        Kind::Moves,
+        "tests/tests/nat_kernel.rs::a_syn_flood_through_a_dropping_firewall_is_cut_at_the_rate_limit",
+    ),
+    (
+        "forward_drops_limited",
+        Kind::Still,
+        "tests/tests/nat_kernel.rs::a_syn_netfilter_drops_with_no_socket_is_one_forward_drop_whatever_the_retransmits",
+    ),
     (
         "forwarded_evicted",
         Kind::Moves,

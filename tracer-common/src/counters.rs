@@ -207,4 +207,23 @@ kernel_counters! {
         "clean_closes",
         "Established connections that ended cleanly, not submitted (nothing to report)",
     ),
+    /// Translations (`KIND_NAT`) submitted: a SYN conntrack translated on this host that no
+    /// tracked socket sent (forwarded traffic, an untracked socket), once per conntrack entry.
+    NatRecords = CounterSpec::stats(
+        "nat_records",
+        "Connections this host translated (conntrack NAT) for packets no traced connect sent, submitted once per conntrack entry",
+    ),
+    /// SYNs no socket of this host sent that netfilter dropped (`KIND_FORWARD_DROP`) submitted.
+    ForwardDrops = CounterSpec::stats(
+        "forward_drops",
+        "SYNs that no socket of this host sent (forwarded traffic) dropped by netfilter, submitted",
+    ),
+    /// Of those SYNs, the ones not submitted because a CPU had already submitted
+    /// `FORWARD_DROP_RATE` this second: a SYN flood through a dropping firewall cannot fill the
+    /// ring buffer.
+    ForwardDropsLimited = CounterSpec::stats(
+        "forward_drops_limited",
+        "Forwarded SYNs dropped by netfilter and not submitted: over the per-CPU rate limit",
+    )
+    .metric("tracer_forward_drops_limited"),
 }

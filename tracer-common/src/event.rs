@@ -33,12 +33,16 @@ pub const KIND_AT_RISK: u8 = 7;
 /// original tuple: for a pod, its socket's 4-tuple); `nat_*` = where the translation sends it;
 /// `netns` = the namespace of the device the packet was queued on; `ts_ns` = then. Seen on the
 /// packet's way out (`net:net_dev_queue`), once per conntrack entry.
-pub const KIND_NAT: u8 = 8;
+pub const KIND_NAT: u8 = 10;
 /// A new connection's packet (a SYN, conntrack `IP_CT_NEW`) that no tracked socket of this host
 /// sent, dropped by netfilter (`skb:kfree_skb` reason `NETFILTER_DROP`): as `KIND_NAT` (the
 /// tuple; `nat_*` with `VALID_NAT` if it was translated before the drop), plus
 /// `drop_reason_out`, `drop_flags_out` and `netns` (the device the packet came in on).
-pub const KIND_FORWARD_DROP: u8 = 9;
+pub const KIND_FORWARD_DROP: u8 = 11;
+
+/// `KIND_FORWARD_DROP` records one CPU submits per second at most; the rest are counted
+/// (`forward_drops_limited`).
+pub const FORWARD_DROP_RATE: u32 = 1000;
 
 /// `RawEvent::nat_status` bits: conntrack `IPS_DST_NAT` / `IPS_SRC_NAT` were set.
 pub const NAT_DST: u8 = 1 << 0;

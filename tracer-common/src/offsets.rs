@@ -252,8 +252,28 @@ pub struct MemberOffsets {
     pub regs_uservaddr: u32,
     pub regs_addrlen: u32,
     pub regs_syscall: u32,
+    /// Conntrack's translation of a packet (`net:net_dev_queue`, `skb:kfree_skb`):
+    /// `sk_buff._nfct` (unsigned long: the `nf_conn` address | `enum ip_conntrack_info`),
+    /// `nf_conn.status` (unsigned long, `IPS_*` bits), and the two tuples, as offsets from the
+    /// `nf_conn`: `tuplehash[0].tuple` (original) and `tuplehash[1].tuple` (reply).
+    pub skb_nfct: u32,
+    pub ct_status: u32,
+    pub ct_tuple_original: u32,
+    pub ct_tuple_reply: u32,
+    /// Inside a `struct nf_conntrack_tuple`: `src.u3` (16 bytes), `src.u.all` (network
+    /// order), `src.l3num` (u16 family), `dst.u3`, `dst.u.all`, `dst.protonum` (u8).
+    pub tuple_src_u3: u32,
+    pub tuple_src_port: u32,
+    pub tuple_l3num: u32,
+    pub tuple_dst_u3: u32,
+    pub tuple_dst_port: u32,
+    pub tuple_protonum: u32,
+    /// Value of `IP_CT_NEW` in `enum ip_conntrack_info` (the low 3 bits of `_nfct`).
+    pub ct_new: u32,
+    /// Value of `SKB_DROP_REASON_NETFILTER_DROP` in `enum skb_drop_reason`.
+    pub drop_reason_netfilter: u32,
 }
-const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 228);
+const _: () = assert!(core::mem::size_of::<MemberOffsets>() == 276);
 
 /// Everything the programs need to find their data on this kernel.
 #[repr(C)]
@@ -270,9 +290,12 @@ pub struct KernelOffsets {
     pub error_report: ErrorReportFields,
     pub connect_call: ConnectCallFields,
     pub drop: DropFields,
+    /// `skbaddr` of `net:net_dev_queue` (the classic program's only field).
+    pub dev_queue_skbaddr: u16,
+    pub _pad2: [u16; 3],
     pub members: MemberOffsets,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 356);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 412);
 
 impl KernelOffsets {
     /// Every offset missing: what the programs see if userspace sets nothing.
@@ -297,6 +320,8 @@ impl KernelOffsets {
         },
         connect_call: ConnectCallFields::MISSING,
         drop: DropFields::MISSING,
+        dev_queue_skbaddr: FIELD_MISSING,
+        _pad2: [0; 3],
         members: MemberOffsets {
             sk_err: MEMBER_MISSING,
             sk_err_soft: MEMBER_MISSING,
@@ -355,6 +380,18 @@ impl KernelOffsets {
             regs_uservaddr: MEMBER_MISSING,
             regs_addrlen: MEMBER_MISSING,
             regs_syscall: MEMBER_MISSING,
+            skb_nfct: MEMBER_MISSING,
+            ct_status: MEMBER_MISSING,
+            ct_tuple_original: MEMBER_MISSING,
+            ct_tuple_reply: MEMBER_MISSING,
+            tuple_src_u3: MEMBER_MISSING,
+            tuple_src_port: MEMBER_MISSING,
+            tuple_l3num: MEMBER_MISSING,
+            tuple_dst_u3: MEMBER_MISSING,
+            tuple_dst_port: MEMBER_MISSING,
+            tuple_protonum: MEMBER_MISSING,
+            ct_new: MEMBER_MISSING,
+            drop_reason_netfilter: MEMBER_MISSING,
         },
     };
 }

@@ -107,7 +107,7 @@ fn wanted_call(uservaddr: u64, addrlen: u64) -> Option<(u64, u8, [u8; 16], u16)>
 /// The destination of a connect() call: family, address (IPv4 in the first 4 bytes, network
 /// order) and port (host order), read from the caller's `sockaddr`; None for other families.
 #[inline(always)]
-fn destination(uservaddr: u64, addrlen: u64) -> Option<(u8, [u8; 16], u16)> {
+pub(crate) fn destination(uservaddr: u64, addrlen: u64) -> Option<(u8, [u8; 16], u16)> {
     if uservaddr == 0 || addrlen < 16 {
         return None;
     }

@@ -19,6 +19,7 @@ mod error_report;
 mod filter;
 mod globals;
 mod inbound;
+mod nat;
 mod own;
 mod read;
 mod reset;
@@ -66,7 +67,7 @@ static REPORTED: LruHashMap<state::TupleKey, u64> = LruHashMap::with_max_entries
 /// Per-CPU scratch space for building a record (too large for the 512-byte BPF stack), one slot
 /// per program that builds one (see `state::scratch`).
 #[map]
-static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(4, 0);
+static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(6, 0);
 
 /// The connect() calls in progress, by thread (`pid_tgid`): what each asked for, from the
 /// call's entry to its exit (`connect_call.rs`). A thread is in at most one call. A plain hash:
@@ -84,6 +85,19 @@ static CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16_384, 0);
 /// workload skips the `CGROUPS` lookup.
 #[map]
 static LAST_CGROUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The connections a translation (`KIND_NAT`, bit `nat::SEEN_NAT`) or a dropped SYN that no
+/// socket sent (`KIND_FORWARD_DROP`, `nat::SEEN_DROP`) was submitted for, by original tuple: a
+/// retransmitted SYN is `IP_CT_NEW` again (and, dropped unconfirmed, has a new conntrack entry
+/// each time) and must not submit again. An LRU of 8,192 entries (about 0.8 MiB): forgetting
+/// one only means a second record; a new connection on the very same 4-tuple while its
+/// predecessor is remembered is not reported.
+#[map]
+static CT_SEEN: LruHashMap<state::TupleKey, u8> = LruHashMap::with_max_entries(8192, 0);
+
+/// Per CPU, the forwarded-drop rate limit's window: [start (ns), records submitted in it].
+#[map]
+static FORWARD_DROP_WINDOW: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by `tracer_common::Counter`.
 #[map]

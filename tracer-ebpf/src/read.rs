@@ -224,3 +224,18 @@ pub fn sock_sport(sk: *const u8) -> u16 {
     member(sk, offset!(members.inet_sport), &mut sport);
     u16::from_be(sport)
 }
+
+/// The inode of the network namespace of a packet's device (`sk_buff.dev` →
+/// `net_device.nd_net.net` → `ns.inum`), 0 if unknown.
+#[inline(always)]
+pub fn skb_netns(skb: *const u8) -> u32 {
+    let mut dev: *const u8 = core::ptr::null();
+    let mut net: *const u8 = core::ptr::null();
+    let mut inum = 0u32;
+    if member(skb, offset!(members.skb_dev), &mut dev)
+        && member(dev, offset!(members.dev_nd_net), &mut net)
+    {
+        member(net, offset!(members.net_ns_inum), &mut inum);
+    }
+    inum
+}

@@ -14,8 +14,8 @@ use aya_ebpf::{
 use tracer_common::{
     IPPROTO_TCP, KIND_CLOSED, KIND_CONNECTED, RawEvent, VALID_BYTES, VALID_ERR_QUEUE,
     VALID_ICMP_FROM, VALID_ICSK_RETRANSMITS, VALID_IDLE, VALID_KEEPALIVE, VALID_KEEPALIVE_CFG,
-    VALID_NETNS, VALID_NOT_SENT, VALID_PROBES_OUT, VALID_SK_ERR, VALID_SK_ERR_SOFT, VALID_SRTT,
-    VALID_UNACKED, tcp_state,
+    VALID_NETNS, VALID_NOT_SENT, VALID_PROBES_OUT, VALID_REQUESTED, VALID_SK_ERR,
+    VALID_SK_ERR_SOFT, VALID_SRTT, VALID_UNACKED, tcp_state,
 };
 
 use crate::{
@@ -237,13 +237,17 @@ fn on_connect<C: EbpfContext>(_ctx: &C, facts: &impl Facts, skaddr: u64) -> Opti
     let pid_tgid = bpf_get_current_pid_tgid();
     // Where the call's exit finds the socket itself (`calls_at_exit`), no entry is kept.
     let at_exit: u8 = config!(calls_at_exit);
+    // What connect() was passed, if this runs inside the call: (family, address, port).
+    let mut requested: Option<(u8, [u8; 16], u16)> = None;
     if at_exit == 0
         && let Some(call) = CONNECTS.get_ptr_mut(pid_tgid)
     {
         // SAFETY: a map value pointer, valid while this program runs; the entry is this
         // thread's, and the thread is inside connect() right now. From here the socket path
         // reports this connect.
-        unsafe { (*call).sk = skaddr };
+        let call = unsafe { &mut *call };
+        call.sk = skaddr;
+        requested = Some((call.family, call.daddr, call.dport));
     }
     let sk = skaddr as *const u8;
     let netns = sock_netns(sk);
@@ -262,6 +266,17 @@ fn on_connect<C: EbpfContext>(_ctx: &C, facts: &impl Facts, skaddr: u64) -> Opti
     if !crate::filter::connect_wanted(ev) || !crate::cgroup::note(ev.cgroup_id) {
         return None;
     }
+    if at_exit != 0 {
+        requested = requested_at_exit();
+    }
+    if let Some((_family, daddr, dport)) = requested
+        && (daddr != ev.daddr_be || dport != ev.dport)
+    {
+        // A `cgroup/connect4`/`connect6` program rewrote the destination inside the call.
+        ev.requested_be = daddr;
+        ev.requested_port = dport;
+        ev.valid |= VALID_REQUESTED;
+    }
     // By reference: a copy of the record would not fit the BPF stack.
     let record: &RawEvent = ev;
     match SOCKS.insert(skaddr, record, 0) {
@@ -271,6 +286,24 @@ fn on_connect<C: EbpfContext>(_ctx: &C, facts: &impl Facts, skaddr: u64) -> Opti
         Err(_) => count(Counter::InsertErrors),
     }
     Some(())
+}
+
+/// The destination connect() was passed, read from the caller's `sockaddr` (pointer and length
+/// from the registers the task saved on entering the kernel), if the task is inside connect()
+/// (`Config::calls_at_exit` only).
+#[inline(always)]
+fn requested_at_exit() -> Option<(u8, [u8; 16], u16)> {
+    if !crate::read::in_connect_call() {
+        return None;
+    }
+    let regs = crate::read::current_regs();
+    let (mut uservaddr, mut addrlen) = (0u64, 0u64);
+    if !(member(regs, offset!(members.regs_uservaddr), &mut uservaddr)
+        && member(regs, offset!(members.regs_addrlen), &mut addrlen))
+    {
+        return None;
+    }
+    crate::connect_call::destination(uservaddr, addrlen)
 }
 
 /// Who is connecting (the task running now, inside connect()) and in which namespace.

@@ -42,6 +42,8 @@ pub const SCRATCH_CONNECT: u32 = 0;
 pub const SCRATCH_ERROR_REPORT: u32 = 1;
 pub const SCRATCH_INBOUND: u32 = 2;
 pub const SCRATCH_CONNECT_CALL: u32 = 3;
+pub const SCRATCH_NAT: u32 = 4;
+pub const SCRATCH_FORWARD_DROP: u32 = 5;
 
 /// A zeroed per-CPU record to build in place.
 #[inline(always)]

@@ -131,6 +131,14 @@ impl Pipeline {
                 self.dns.observe(&raw);
                 return None;
             }
+            Ok(Raw::Translation(raw)) => {
+                // A forwarded connection's translation or drop: joined to that connection's
+                // outcome later, by its original tuple.
+                self.events += 1;
+                self.now_ns = self.now_ns.max(raw.ts_ns);
+                self.services.observe(&raw);
+                return None;
+            }
             Err(e) => {
                 self.undecodable(e);
                 return None;
@@ -138,15 +146,6 @@ impl Pipeline {
         };
         self.events += 1;
         self.now_ns = self.now_ns.max(ev.ts_ns);
-        if matches!(
-            ev.kind,
-            tracer_common::KIND_NAT | tracer_common::KIND_FORWARD_DROP
-        ) {
-            // A forwarded connection's translation or drop: joined to that connection's
-            // outcome later, by its original tuple.
-            self.services.observe(&ev);
-            return None;
-        }
         let outcome = self.classifier.observe(&ev)?;
         self.admit(outcome)
     }

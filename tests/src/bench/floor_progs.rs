@@ -85,7 +85,7 @@ const _: () = assert!(size_of::<RawTracepointOpenAttr>() == 16);
 
 /// The tracepoints the tracer attaches to, other than the syscall ones (which stay classic in
 /// both floors: a raw `sys_enter` program would run for every system call).
-pub const RAW_TRACEPOINTS: [&str; 7] = [
+pub const RAW_TRACEPOINTS: [&str; 8] = [
     "inet_sock_set_state",
     "tcp_retransmit_skb",
     "tcp_receive_reset",
@@ -93,6 +93,7 @@ pub const RAW_TRACEPOINTS: [&str; 7] = [
     "inet_sk_error_report",
     "tcp_destroy_sock",
     "kfree_skb",
+    "net_dev_queue",
 ];
 
 /// Empty raw tracepoint programs on `RAW_TRACEPOINTS`, attached while this value lives.

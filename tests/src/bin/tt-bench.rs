@@ -473,6 +473,7 @@ impl Bench {
             // kernel time each operation costs, all programs together, phase by phase.
             let mut spent = 0u64;
             let mut egress_spent = (0u64, 0u64);
+            let mut queue_spent = (0u64, 0u64);
             let mut per_op = serde_json::Map::new();
             for (addr, mode, seconds, phase) in [
                 ("127.0.0.1:5003", load::Mode::Serve, 2.0, "connect_close"),
@@ -504,6 +505,16 @@ impl Bench {
                 egress_spent = egress;
                 per_op.insert(format!("{phase}_egress_runs"), json!(runs));
                 per_op.insert(format!("{phase}_egress_ns"), json!(time));
+                // `net:net_dev_queue` alone (the tracer's conntrack reader, raw or classic, or
+                // the floors' empty program): one run per packet transmitted.
+                let queue = costs
+                    .iter()
+                    .filter(|c| c.name.starts_with("net_dev_queue"))
+                    .fold((0, 0), |(runs, ns), c| (runs + c.runs, ns + c.run_time_ns));
+                let (runs, time) = (queue.0 - queue_spent.0, queue.1 - queue_spent.1);
+                queue_spent = queue;
+                per_op.insert(format!("{phase}_queue_runs"), json!(runs));
+                per_op.insert(format!("{phase}_queue_ns"), json!(time));
             }
             ns_per_op.push((kind, per_op.clone()));
             let costs = programs::loaded_since(&before)?;
@@ -544,16 +555,28 @@ impl Bench {
         // floors' empty program on the same hook (`floor_skb_out`). Under the TCP loads every
         // packet is one that is not DNS (a port check and out); under the DNS load half are
         // queries (captured whole) and half the responder's answers.
-        for (phases, label) in [
-            (&["connect_close", "refused"][..], "egress ns / TCP packet"),
-            (&["dns"][..], "egress ns / DNS packet"),
+        // `net:net_dev_queue` per packet transmitted: the tracer's program (an untranslated
+        // packet: no conntrack entry, or not a new connection's) against the floors' empty one
+        // on the same hook (`floor.bt`'s classic one, `floor_raw`'s raw one).
+        for (phases, hook, label) in [
+            (
+                &["connect_close", "refused"][..],
+                "egress",
+                "egress ns / TCP packet",
+            ),
+            (&["dns"][..], "egress", "egress ns / DNS packet"),
+            (
+                &["connect_close", "refused", "dns"][..],
+                "queue",
+                "dev_queue ns / packet",
+            ),
         ] {
             let mut row = String::new();
             for (_, per_op) in &ns_per_op {
                 let sum = |what: &str| -> u64 {
                     phases
                         .iter()
-                        .filter_map(|p| per_op.get(&format!("{p}_egress_{what}"))?.as_u64())
+                        .filter_map(|p| per_op.get(&format!("{p}_{hook}_{what}"))?.as_u64())
                         .sum()
                 };
                 let (runs, ns) = (sum("runs"), sum("ns"));

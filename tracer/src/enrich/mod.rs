@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod listeners;
 pub mod service;
+pub mod socklb;
 pub mod workload;
 
 use crate::analysis::outcome::Outcome;

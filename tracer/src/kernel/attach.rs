@@ -28,6 +28,8 @@ pub struct AttachRequest {
     pub classic_tracepoints: bool,
     /// `--no-connect-calls`.
     pub no_connect_calls: bool,
+    /// `--no-nat`: no `net_dev_queue`.
+    pub no_nat: bool,
     pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
     /// The cgroup v2 root for the DNS capture, if it runs.
@@ -103,7 +105,12 @@ pub fn attach(req: AttachRequest) -> Result<Attached, AttachError> {
         max_sockets: req.max_sockets,
         ring_buffer_bytes: req.ring_buffer_bytes,
         config,
-        skip: skipped_programs(req.no_connect_calls, &resolved, calls_at_exit.is_some()),
+        skip: skipped_programs(
+            req.no_connect_calls,
+            req.no_nat,
+            &resolved,
+            calls_at_exit.is_some(),
+        ),
         raw,
         dns: req.dns_root,
     };
@@ -123,6 +130,7 @@ pub fn attach(req: AttachRequest) -> Result<Attached, AttachError> {
 /// and its entry's when the exit reads the call's arguments itself (`calls_at_exit`).
 fn skipped_programs(
     no_connect_calls: bool,
+    no_nat: bool,
     resolved: &Resolved,
     calls_at_exit: bool,
 ) -> Vec<&'static str> {
@@ -133,6 +141,10 @@ fn skipped_programs(
         .map(|h| h.program)
         .collect();
     let m = &resolved.offsets.members;
+    // Without conntrack's members the per-packet hook would cost and see nothing.
+    if no_nat || m.skb_nfct == MEMBER_MISSING {
+        skip.push("net_dev_queue");
+    }
     let no_socket =
         [m.task_files, m.files_fdt, m.fdt_fd, m.socket_sk, m.segs_out].contains(&MEMBER_MISSING);
     if no_connect_calls || no_socket {

@@ -24,6 +24,10 @@ pub enum Raw {
     /// A DNS query a socket sent (`KIND_DNS_QUERY`) or an answer to one it received
     /// (`KIND_DNS`); boxed likewise.
     Dns(Box<RawDns>),
+    /// A translation or a drop of traffic no tracked socket of this host sent (`KIND_NAT`,
+    /// `KIND_FORWARD_DROP`: forwarded through this namespace); boxed: rare, and not a
+    /// connection's own event.
+    Translation(Box<RawEvent>),
 }
 
 /// Decodes one ring-buffer record of any kind.
@@ -31,7 +35,13 @@ pub fn decode(bytes: &[u8]) -> Result<Raw, DecodeError> {
     match bytes.first() {
         Some(&KIND_CGROUP) => decode_cgroup(bytes).map(|c| Raw::Cgroup(Box::new(c))),
         Some(&KIND_DNS | &KIND_DNS_QUERY) => decode_dns(bytes).map(|d| Raw::Dns(Box::new(d))),
-        _ => decode_event(bytes).map(Raw::Event),
+        _ => decode_event(bytes).map(|ev| {
+            if matches!(ev.kind, KIND_NAT | KIND_FORWARD_DROP) {
+                Raw::Translation(Box::new(ev))
+            } else {
+                Raw::Event(ev)
+            }
+        }),
     }
 }
 
@@ -45,7 +55,7 @@ pub enum DecodeError {
     Family(u8),
 }
 
-/// A connection's record (every kind but the cgroup and DNS ones).
+/// A connection's record (every kind but the cgroup and DNS ones), or a translation's.
 pub fn decode_event(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     let length = DecodeError::Length {
         got: bytes.len(),
@@ -149,12 +159,49 @@ mod tests {
             decode_event(&[b.clone(), vec![0]].concat()),
             Err(length(RAW_EVENT_SIZE + 1))
         );
-        ev.kind = 99;
-        assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Kind(99)));
+        ev.kind = 12;
+        assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Kind(12)));
         ev.kind = KIND_CONNECTED;
         ev.family = 1;
         assert_eq!(decode_event(&bytes_of(&ev)), Err(DecodeError::Family(1)));
         assert_eq!(decode_event(&[]), Err(length(0)));
+    }
+
+    #[test]
+    fn every_record_kind_is_told_apart_by_its_first_byte() {
+        let mut kinds = [
+            KIND_CONNECTED,
+            KIND_CLOSED,
+            KIND_ERROR_REPORT,
+            KIND_INBOUND_RESET,
+            KIND_CONNECT_FAILED,
+            KIND_CGROUP,
+            KIND_AT_RISK,
+            KIND_DNS,
+            KIND_DNS_QUERY,
+            KIND_NAT,
+            KIND_FORWARD_DROP,
+        ];
+        let n = kinds.len();
+        kinds.sort_unstable();
+        let mut unique = kinds.to_vec();
+        unique.dedup();
+        assert_eq!(unique.len(), n, "two kinds share a value: {kinds:?}");
+    }
+
+    #[test]
+    fn a_translation_is_its_own_raw_kind() {
+        for kind in [KIND_NAT, KIND_FORWARD_DROP] {
+            let mut ev = RawEvent::zeroed();
+            ev.kind = kind;
+            ev.family = AF_INET;
+            ev.nat_dport = 8080;
+            assert_eq!(decode(&bytes_of(&ev)), Ok(Raw::Translation(Box::new(ev))));
+        }
+        let mut ev = RawEvent::zeroed();
+        ev.kind = KIND_CLOSED;
+        ev.family = AF_INET;
+        assert_eq!(decode(&bytes_of(&ev)), Ok(Raw::Event(ev)));
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Cgroupfs {
         Some(format!("/{}", rel.to_string_lossy()).replace("//", "/"))
     }
 
-    fn open_by_id(&self, cgroup_id: u64) -> io::Result<OwnedFd> {
+    pub(crate) fn open_by_id(&self, cgroup_id: u64) -> io::Result<OwnedFd> {
         // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[8]; }
         let mut handle = [0u8; 16];
         handle[..4].copy_from_slice(&8u32.to_ne_bytes());

@@ -110,7 +110,7 @@ impl Hook {
 pub const CONNECT_CALL_PROGRAMS: [&str; 2] = ["sys_enter_connect", "sys_exit_connect"];
 
 /// The programs, the tracepoints they attach to, and the fields they read.
-pub const HOOKS: [Hook; 9] = [
+pub const HOOKS: [Hook; 10] = [
     Hook {
         program: "inet_sock_set_state",
         group: "sock",
@@ -230,7 +230,21 @@ pub const HOOKS: [Hook; 9] = [
         degrades: "packets this host dropped (its firewall, its neighbour table) are not joined to \
                    the connections they belonged to (kernels before 5.17 have no drop reason)",
     },
+    Hook {
+        program: "net_dev_queue",
+        group: "net",
+        tracepoint: "net_dev_queue",
+        fields: &[field("skbaddr", 8, |o| &mut o.dev_queue_skbaddr)],
+        tuple: None,
+        optional: &[],
+        required: false,
+        degrades: NO_NAT,
+    },
 ];
+
+/// What degrades without `net:net_dev_queue` or conntrack's members.
+pub const NO_NAT: &str = "connections this host translated (conntrack DNAT/SNAT: a Service's \
+     backend) are reported with the address the application asked for only";
 
 /// The 4-tuple fields that several tracepoints share (same names, own offsets).
 const TUPLE: [Field<TupleFields>; 7] = [
@@ -271,7 +285,7 @@ impl RawHook {
     }
 }
 
-pub const RAW_HOOKS: [RawHook; 5] = [
+pub const RAW_HOOKS: [RawHook; 6] = [
     RawHook {
         classic: "inet_sock_set_state",
         program: "inet_sock_set_state_raw",
@@ -320,6 +334,13 @@ pub const RAW_HOOKS: [RawHook; 5] = [
         tracepoint: "tcp_destroy_sock",
         params: &["struct sock *"],
         members: &[],
+    },
+    RawHook {
+        classic: "net_dev_queue",
+        program: "net_dev_queue_raw",
+        tracepoint: "net_dev_queue",
+        params: &["struct sk_buff *"],
+        members: &[|m| m.skb_nfct],
     },
 ];
 
@@ -962,6 +983,11 @@ fn resolve_members(m: &mut MemberOffsets, btf: Result<&KernelBtf, &str>, checks:
                 format!("{why}; {CGROUP_PATH_DEGRADES}"),
                 false,
             ));
+            checks.push(Check::missing(
+                CONNTRACK_CHECK,
+                format!("{why}; {NO_NAT}"),
+                false,
+            ));
             return;
         }
     };
@@ -994,6 +1020,7 @@ fn resolve_members(m: &mut MemberOffsets, btf: Result<&KernelBtf, &str>, checks:
     }
     resolve_error_queue(m, btf, checks);
     resolve_cgroup_path(m, btf, checks);
+    resolve_conntrack(m, btf, checks);
     match btf.enum_value("sock_flags", "SOCK_KEEPOPEN") {
         Ok(bit) if bit < 64 => {
             m.sock_keepopen_bit = bit as u32;
@@ -1083,6 +1110,104 @@ fn resolve_cgroup_path(m: &mut MemberOffsets, btf: &KernelBtf, checks: &mut Vec<
         Err(e) => checks.push(Check::missing(
             name,
             format!("{e}; {CGROUP_PATH_DEGRADES}"),
+            false,
+        )),
+    }
+}
+
+pub const CONNTRACK_CHECK: &str = "field sk_buff._nfct → nf_conn.status, tuplehash[].tuple";
+
+/// Conntrack's translation of a packet: `sk_buff._nfct` → `nf_conn.status` and
+/// `tuplehash[0..2].tuple` (`struct nf_conntrack_tuple`: `src.u3`, `src.u.all`, `src.l3num`,
+/// `dst.u3`, `dst.u.all`, `dst.protonum`), the values of `IP_CT_NEW` and
+/// `SKB_DROP_REASON_NETFILTER_DROP`: one check line, all or nothing (without it `net_dev_queue`
+/// is not attached and no drop carries a translation).
+fn resolve_conntrack(m: &mut MemberOffsets, btf: &KernelBtf, checks: &mut Vec<Check>) {
+    let sized = |strukt: &str, path: &[&str], size: usize| {
+        btf.member(strukt, path).and_then(|f| {
+            if f.size == size {
+                Ok(f.offset)
+            } else {
+                Err(format!(
+                    "{strukt}.{}: size {} where {size} was expected",
+                    path.join("."),
+                    f.size
+                ))
+            }
+        })
+    };
+    let found = (|| {
+        let nfct = sized("sk_buff", &["_nfct"], 8)?;
+        let status = sized("nf_conn", &["status"], 8)?;
+        let hash = btf.member("nf_conn", &["tuplehash"])?;
+        let tuple = btf.member("nf_conntrack_tuple_hash", &["tuple"])?;
+        let stride = (hash.size / 2) as u32;
+        if hash.size % 2 != 0 || tuple.offset as usize + tuple.size > stride as usize {
+            return Err(format!(
+                "nf_conn.tuplehash: {} bytes is not two nf_conntrack_tuple_hash",
+                hash.size
+            ));
+        }
+        let t = "nf_conntrack_tuple";
+        let inner = [
+            sized(t, &["src", "u3"], 16)?,
+            sized(t, &["src", "u", "all"], 2)?,
+            sized(t, &["src", "l3num"], 2)?,
+            sized(t, &["dst", "u3"], 16)?,
+            sized(t, &["dst", "u", "all"], 2)?,
+            sized(t, &["dst", "protonum"], 1)?,
+        ];
+        let ct_new = btf.enum_value("ip_conntrack_info", "IP_CT_NEW")?;
+        if ct_new > 7 {
+            return Err(format!("IP_CT_NEW is {ct_new}, beyond _nfct's 3 low bits"));
+        }
+        let netfilter = btf
+            .enum_value("skb_drop_reason", "SKB_DROP_REASON_NETFILTER_DROP")
+            .ok()
+            .and_then(|v| u32::try_from(v).ok());
+        Ok::<_, String>((
+            nfct,
+            status,
+            hash.offset + tuple.offset,
+            stride,
+            inner,
+            ct_new as u32,
+            netfilter,
+        ))
+    })();
+    match found {
+        Ok((nfct, status, original, stride, inner, ct_new, netfilter)) => {
+            m.skb_nfct = nfct;
+            m.ct_status = status;
+            m.ct_tuple_original = original;
+            m.ct_tuple_reply = original + stride;
+            [
+                m.tuple_src_u3,
+                m.tuple_src_port,
+                m.tuple_l3num,
+                m.tuple_dst_u3,
+                m.tuple_dst_port,
+                m.tuple_protonum,
+            ] = inner;
+            m.ct_new = ct_new;
+            m.drop_reason_netfilter = netfilter.unwrap_or(MEMBER_MISSING);
+            checks.push(Check::ok(
+                CONNTRACK_CHECK,
+                format!(
+                    "offsets {nfct}, {status}, {original} and {}; IP_CT_NEW {ct_new}; {}",
+                    original + stride,
+                    match netfilter {
+                        Some(v) => format!("NETFILTER_DROP {v}"),
+                        None => "no NETFILTER_DROP drop reason: forwarded SYNs' drops are not \
+                                 reported"
+                            .to_string(),
+                    },
+                ),
+            ));
+        }
+        Err(e) => checks.push(Check::missing(
+            CONNTRACK_CHECK,
+            format!("{e}; {NO_NAT}"),
             false,
         )),
     }

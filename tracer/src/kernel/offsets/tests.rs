@@ -129,6 +129,7 @@ fn full_kernel() -> Vec<Tp> {
                 ("reason", 4),
             ],
         ),
+        tp("net", "net_dev_queue", vec![("skbaddr", 8), ("len", 4)]),
     ]
 }
 
@@ -215,6 +216,7 @@ fn every_hook_field_lands_in_its_own_slot() {
         (o.drop.skbaddr, o.drop.protocol, o.drop.reason),
         (8, 32, 34)
     );
+    assert_eq!(o.dev_queue_skbaddr, 8);
     assert_eq!(o.members, KernelOffsets::MISSING.members);
     assert!(r.fatal().is_none());
     assert_eq!(
@@ -229,6 +231,7 @@ fn every_hook_field_lands_in_its_own_slot() {
             "ok tracepoint syscalls:sys_enter_connect: 3 fields",
             "ok tracepoint syscalls:sys_exit_connect: 1 fields",
             "ok tracepoint skb:kfree_skb: 3 fields",
+            "ok tracepoint net:net_dev_queue: 1 fields",
         ]
     );
 }
@@ -240,7 +243,7 @@ fn without_btf_every_member_says_why_and_what_degrades() {
     // Members, then the raw hooks, then the connect() arguments at exit.
     let raw_at = r.checks.len() - RAW_HOOKS.len() - 1;
     let members = lines(&r.checks[HOOKS.len()..raw_at]);
-    assert_eq!(members.len(), MEMBERS.len() + 2);
+    assert_eq!(members.len(), MEMBERS.len() + 3);
     // Without BTF nothing runs raw, and each raw hook says so.
     assert!(r.raw.is_empty());
     assert_eq!(
@@ -334,6 +337,18 @@ fn each_member_fills_its_own_slot() {
         sk_error_queue_next: MEMBER_MISSING,
         skb_exterr_ee: MEMBER_MISSING,
         rst_reason_no_socket: MEMBER_MISSING,
+        skb_nfct: MEMBER_MISSING,
+        ct_status: MEMBER_MISSING,
+        ct_tuple_original: MEMBER_MISSING,
+        ct_tuple_reply: MEMBER_MISSING,
+        tuple_src_u3: MEMBER_MISSING,
+        tuple_src_port: MEMBER_MISSING,
+        tuple_l3num: MEMBER_MISSING,
+        tuple_dst_u3: MEMBER_MISSING,
+        tuple_dst_port: MEMBER_MISSING,
+        tuple_protonum: MEMBER_MISSING,
+        ct_new: MEMBER_MISSING,
+        drop_reason_netfilter: MEMBER_MISSING,
     };
     assert_eq!(m, expected);
 }
@@ -406,6 +421,7 @@ fn every_hook_is_missing_without_tracefs() {
             "tracepoint syscalls:sys_enter_connect",
             "tracepoint syscalls:sys_exit_connect",
             "tracepoint skb:kfree_skb",
+            "tracepoint net:net_dev_queue",
         ]
     );
 }
