@@ -100,7 +100,18 @@ impl Session {
         let kernel = KernelParams {
             hz: crate::analysis::clock::kernel_hz(),
         };
+        let netfilter_drop = reasons
+            .drop
+            .iter()
+            .find(|(_, name)| name == "NETFILTER_DROP")
+            .and_then(|(value, _)| u16::try_from(*value).ok());
         let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
+        pipeline.services = crate::enrich::service::Services::new(
+            Box::new(crate::enrich::service::NoRulesets),
+            Some(Box::new(crate::enrich::socklb::SockLb::new())),
+            crate::enrich::listeners::netns::current(),
+            netfilter_drop,
+        );
         pipeline.set_workloads(Workloads::of_host(
             NonZeroUsize::new(args.max_workloads as usize).unwrap_or(NonZeroUsize::MIN),
             args.kubelet_log_root.clone(),

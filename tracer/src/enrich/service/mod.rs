@@ -76,6 +76,14 @@ impl Rulesets for NoRulesets {
     }
 }
 
+impl ConnectPrograms for crate::enrich::socklb::SockLb {
+    fn of(&mut self, cgroup_id: u64, _now_ns: u64) -> Vec<Arc<str>> {
+        self.programs(cgroup_id, std::time::Instant::now())
+            .map(|p| p.iter().map(|name| Arc::from(name.as_str())).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// What a forwarding namespace of this host did to a connection's first packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Forwarded {
