@@ -329,6 +329,7 @@ pub struct TranslationOut {
     pub source_seen: Option<Endpoint<'static>>,
     /// `conntrack` (NAT rules: kube-proxy, DNAT) or `socket_lb` (a connect program).
     pub by: &'static str,
+    #[serialize_always]
     pub netns: Option<u32>,
     /// Translated in another namespace of this host that forwarded the packet.
     pub forwarded: bool,
