@@ -7,6 +7,7 @@
 //! 200 ms, `listeners::causes`), so they take and give back the outcome instead.
 pub mod dns;
 pub mod listeners;
+pub mod netfilter;
 pub mod workload;
 
 use crate::analysis::outcome::Outcome;

@@ -24,7 +24,7 @@
 pub mod access;
 pub mod causes;
 mod diag;
-mod netns;
+pub(crate) mod netns;
 mod owner;
 mod worker;
 
