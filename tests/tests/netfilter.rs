@@ -419,6 +419,14 @@ fn measure_services() {
         let s = Services::index(&rs);
         let total = t.elapsed();
         let after = rss();
+        let t0 = rs.table(2, "kube-proxy").expect("table");
+        eprintln!(
+            "{} chains, {} rules, {} sets ({} with elements read)",
+            t0.chains.len(),
+            t0.chains.iter().map(|c| c.rules.len()).sum::<usize>(),
+            t0.sets.len(),
+            t0.sets.iter().filter(|s| s.elements_read).count()
+        );
         let svc = s.service(v4([10, 96, 0, 1]), 80).expect("first Service");
         assert_eq!(svc.name, "ns0/svc0:http");
         let p = syn([10, 97, 0, 1], 80);

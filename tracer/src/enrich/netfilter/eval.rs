@@ -478,7 +478,10 @@ fn eval_rule(t: &Table, rule: &Rule, view: &View, steps: &mut u32) -> RuleOut {
                 set,
                 invert,
             } => {
-                let Some(s) = t.set(set) else {
+                let Some(s) = t.set(set).filter(|s| s.elements_read) else {
+                    if *dreg == Some(0) {
+                        return RuleOut::Skip;
+                    }
                     certain = false;
                     continue;
                 };

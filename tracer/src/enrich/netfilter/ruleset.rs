@@ -173,6 +173,10 @@ pub struct Set {
     /// The byte length of each field of a concatenated key (`NFTA_SET_DESC_CONCAT`).
     pub fields: Vec<u32>,
     pub elements: Vec<Element>,
+    /// False for an anonymous set only looked up with a key no packet fact decides
+    /// (`numgen random mod N vmap { … }`, kube-proxy's endpoint choice): its elements are not
+    /// dumped (one request each, 10,000 of them for 10,000 Services).
+    pub elements_read: bool,
     /// Exact keys → element index (sets without intervals).
     pub(crate) exact: HashMap<Vec<u8>, usize>,
 }
@@ -495,8 +499,9 @@ fn xt_comment(exprs: &[Expr]) -> Option<String> {
 #[derive(Default)]
 pub struct Builder {
     rs: Ruleset,
-    /// Rules and elements whose table or chain was not dumped (yet).
     tables: HashMap<(u8, String), usize>,
+    /// Sets some rule looks up with a key written by an opaque expression (numgen, hash).
+    opaque_keyed: std::collections::HashSet<(u8, String, String)>,
 }
 
 impl Builder {
@@ -507,6 +512,7 @@ impl Builder {
                 ..Default::default()
             },
             tables: HashMap::new(),
+            opaque_keyed: Default::default(),
         }
     }
 
@@ -518,6 +524,7 @@ impl Builder {
             .flat_map(|t| {
                 t.sets
                     .iter()
+                    .filter(|s| s.elements_read)
                     .map(|s| (t.family, t.name.clone(), s.name.clone()))
             })
             .collect()
@@ -638,6 +645,23 @@ impl Builder {
         let comment = get(7)
             .and_then(userdata_comment)
             .or_else(|| xt_comment(&exprs));
+        // A lookup whose key register was last written by an opaque expression.
+        let mut opaque_regs: Vec<u32> = Vec::new();
+        for e in &exprs {
+            match e {
+                Expr::Opaque { dreg, .. } => opaque_regs.push(*dreg),
+                Expr::Lookup { sreg, set, .. } if opaque_regs.contains(sreg) => {
+                    self.opaque_keyed
+                        .insert((family, table.clone(), set.clone()));
+                }
+                Expr::Payload { dreg, .. }
+                | Expr::Meta { dreg, .. }
+                | Expr::Ct { dreg, .. }
+                | Expr::Bitwise { dreg, .. }
+                | Expr::Immediate { dreg, .. } => opaque_regs.retain(|r| r != dreg),
+                _ => {}
+            }
+        }
         let t = self.table_mut(family, &table)?;
         let &ci = t.chain_ix.get(&chain)?;
         t.chains[ci].rules.push(Rule {
@@ -666,9 +690,15 @@ impl Builder {
                 }
             }
         }
+        let flags = get(3).and_then(be32).unwrap_or(0);
+        let opaque = flags & NFT_SET_ANONYMOUS != 0
+            && self
+                .opaque_keyed
+                .contains(&(family, table.clone(), name.clone()));
         let set = Set {
             name: name.clone(),
-            flags: get(3).and_then(be32).unwrap_or(0),
+            elements_read: !opaque,
+            flags,
             key_type: get(4).and_then(be32).unwrap_or(0),
             key_len: get(5).and_then(be32).unwrap_or(0),
             data_type: get(6).and_then(be32),
