@@ -9,6 +9,7 @@ pub mod dns;
 pub mod listeners;
 pub mod service;
 pub mod socklb;
+pub mod netfilter;
 pub mod workload;
 
 use crate::analysis::outcome::Outcome;
