@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// measured by `cargo xtask bench`). A dropped SYN's translation is still read.
     #[arg(long, env = "TRACER_NO_NAT")]
     pub no_nat: bool,
+    /// Do not read the network namespaces' nftables rulesets (a thread of its own, over
+    /// netlink): no Service named from kube-proxy's rules, no rule named for a dropped SYN.
+    #[arg(long, env = "TRACER_NO_NETFILTER")]
+    pub no_netfilter: bool,
     /// Attach every program as a classic tracepoint, and keep each connect() call from its
     /// entry to its exit: what older kernels get. By default the socket state, RST-received,
     /// RST-sent, error-report and socket-freed hooks run as raw tracepoints where the kernel's

@@ -107,7 +107,7 @@ impl Session {
             .and_then(|(value, _)| u16::try_from(*value).ok());
         let mut pipeline = Pipeline::new(WallClock::sample(), kernel, reasons, select, aggregator);
         pipeline.services = crate::enrich::service::Services::new(
-            Box::new(crate::enrich::service::NoRulesets),
+            netfilter_rulesets(args),
             Some(Box::new(crate::enrich::socklb::SockLb::new())),
             crate::enrich::listeners::netns::current(),
             netfilter_drop,
@@ -366,5 +366,27 @@ async fn readable<T: std::os::fd::AsRawFd>(
     match fd {
         Some(fd) => Some(fd.readable_mut().await),
         None => std::future::pending().await,
+    }
+}
+
+/// The nftables rulesets of every namespace, read by their own thread (`--no-netfilter`: none).
+/// Waits up to 1 s for the first pass, so that a failure right after start finds its rules.
+fn netfilter_rulesets(args: &RunArgs) -> Box<dyn crate::enrich::service::Rulesets> {
+    if args.no_netfilter {
+        return Box::new(crate::enrich::service::NoRulesets);
+    }
+    match crate::enrich::netfilter::Netfilter::start(crate::enrich::netfilter::Limits::default()) {
+        Ok(nf) => {
+            if !nf.wait_ready(std::time::Duration::from_secs(1)) {
+                log::info!("netfilter: the first read of every namespace's ruleset goes on in the background");
+            }
+            Box::new(nf)
+        }
+        Err(e) => {
+            log::warn!(
+                "degraded: netfilter rulesets not read ({e}): no Service names from kube-proxy's rules, no rule named for a dropped SYN"
+            );
+            Box::new(crate::enrich::service::NoRulesets)
+        }
     }
 }

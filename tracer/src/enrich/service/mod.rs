@@ -362,5 +362,7 @@ impl Services {
     }
 }
 
+mod rulesets;
+
 #[cfg(test)]
 mod tests;
