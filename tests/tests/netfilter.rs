@@ -435,8 +435,10 @@ fn measure_services() {
         let eval = te.elapsed();
         assert_eq!(h.verdict, Action::Reject);
         eprintln!(
-            "round {round}: {n} Services: dump+parse {dumped:?}, +index {total:?}, {bytes} bytes, {} entries, RSS +{} KiB (ruleset+index held), one eval {eval:?}",
+            "round {round}: {n} Services: dump+parse {dumped:?}, +index {total:?}, {bytes} bytes, {} entries, heap {} KiB ruleset + {} KiB index (estimate), RSS +{} KiB, one eval {eval:?}",
             s.len(),
+            rs.heap_bytes() / 1024,
+            s.heap_bytes() / 1024,
             after.saturating_sub(before)
         );
         drop((rs, s));
