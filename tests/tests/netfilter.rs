@@ -348,6 +348,36 @@ fn reader_follows_namespaces_generations_and_bounds() {
     assert!(nf.counters().generations > 0);
     drop(nf);
 
+    // A ruleset that changes all the time is dumped at most once per `min_interval`.
+    let nf = Netfilter::start(Limits {
+        min_interval: Duration::from_millis(500),
+        poll: Duration::from_millis(50),
+        namespaces: usize::MAX,
+        ..Limits::default()
+    })
+    .expect("start");
+    assert!(nf.wait_ready(Duration::from_secs(10)));
+    let first = nf.rules(a.inode).expect("dumped").at;
+    let mut dumps_of_a = 0;
+    let mut last = first;
+    let churn = Instant::now();
+    for i in 0..40 {
+        a.nft(&format!("add rule ip t o tcp dport {} drop", 1000 + i));
+        std::thread::sleep(Duration::from_millis(50));
+        let at = nf.rules(a.inode).unwrap().at;
+        if at != last {
+            dumps_of_a += 1;
+            last = at;
+        }
+    }
+    let secs = churn.elapsed().as_secs_f64();
+    assert!(
+        f64::from(dumps_of_a) <= secs / 0.5 + 1.0,
+        "{dumps_of_a} dumps of a churning namespace in {secs:.1} s"
+    );
+    assert!(dumps_of_a >= 1, "the churn was never seen");
+    drop(nf);
+
     // A namespace over the byte bound names nothing and is counted.
     let nf = Netfilter::start(Limits {
         namespace_bytes: 64,
@@ -435,8 +465,10 @@ fn measure_services() {
         let eval = te.elapsed();
         assert_eq!(h.verdict, Action::Reject);
         eprintln!(
-            "round {round}: {n} Services: dump+parse {dumped:?}, +index {total:?}, {bytes} bytes, {} entries, RSS +{} KiB (ruleset+index held), one eval {eval:?}",
+            "round {round}: {n} Services: dump+parse {dumped:?}, +index {total:?}, {bytes} bytes, {} entries, heap {} KiB ruleset + {} KiB index (estimate), RSS +{} KiB, one eval {eval:?}",
             s.len(),
+            rs.heap_bytes() / 1024,
+            s.heap_bytes() / 1024,
             after.saturating_sub(before)
         );
         drop((rs, s));

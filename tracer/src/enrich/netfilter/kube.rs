@@ -72,6 +72,25 @@ impl Services {
         self.by_vip.is_empty() && self.by_nodeport.is_empty() && self.backends.is_empty()
     }
 
+    /// An estimate of the heap bytes it holds.
+    pub fn heap_bytes(&self) -> usize {
+        let hit = size_of::<((IpAddr, u16), ServiceHit)>() + 1;
+        self.by_vip.capacity() * hit
+            + self
+                .by_vip
+                .values()
+                .map(|h| h.name.capacity())
+                .sum::<usize>()
+            + self.by_nodeport.capacity() * (size_of::<(u16, ServiceHit)>() + 1)
+            + self
+                .by_nodeport
+                .values()
+                .map(|h| h.name.capacity())
+                .sum::<usize>()
+            + self.backends.capacity() * (size_of::<((IpAddr, u16), String)>() + 1)
+            + self.backends.values().map(String::capacity).sum::<usize>()
+    }
+
     pub fn len(&self) -> usize {
         self.by_vip.len() + self.by_nodeport.len() + self.backends.len()
     }

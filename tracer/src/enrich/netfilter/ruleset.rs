@@ -261,6 +261,57 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
+    /// An estimate of the heap bytes it holds (capacities, without the allocator's overhead
+    /// or the hash maps' control bytes).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let v = |d: &[u8]| d.len();
+        let data = |d: &Data| match d {
+            Data::Value(x) => x.capacity(),
+            Data::Verdict(x) => x.chain.as_ref().map_or(0, String::capacity),
+        };
+        let mut n = self.tables.capacity() * size_of::<Table>();
+        for t in &self.tables {
+            n += t.name.capacity() + t.chains.capacity() * size_of::<Chain>();
+            n += t.chain_ix.capacity() * (size_of::<(String, usize)>() + 1);
+            n += t.set_ix.capacity() * (size_of::<(String, usize)>() + 1);
+            for c in &t.chains {
+                n += 2 * c.name.capacity() + c.rules.capacity() * size_of::<Rule>();
+                n += c.base.as_ref().map_or(0, |b| b.kind.capacity());
+                for r in &c.rules {
+                    n += r.exprs.capacity() * size_of::<Expr>();
+                    n += r.comment.as_ref().map_or(0, String::capacity);
+                    for e in &r.exprs {
+                        n += match e {
+                            Expr::Cmp { data, .. } => v(data),
+                            Expr::Range { from, to, .. } => v(from) + v(to),
+                            Expr::Bitwise { mask, xor, .. } => v(mask) + v(xor),
+                            Expr::Lookup { set, .. } => set.capacity(),
+                            Expr::Immediate { data: d, .. } => data(d),
+                            Expr::XtMatch { name, info, .. }
+                            | Expr::XtTarget { name, info, .. } => {
+                                name.capacity() + info.capacity()
+                            }
+                            Expr::Unknown(s) => s.capacity(),
+                            _ => 0,
+                        };
+                    }
+                }
+            }
+            n += t.sets.capacity() * size_of::<Set>();
+            for s in &t.sets {
+                n += s.name.capacity() + s.elements.capacity() * size_of::<Element>();
+                n += s.exact.capacity() * (size_of::<(Vec<u8>, usize)>() + 1);
+                for e in &s.elements {
+                    n += 2 * e.key.capacity() + e.key_end.as_ref().map_or(0, Vec::capacity);
+                    n += e.data.as_ref().map_or(0, data);
+                    n += e.comment.as_ref().map_or(0, String::capacity);
+                }
+            }
+        }
+        n
+    }
+
     pub fn table(&self, family: u8, name: &str) -> Option<&Table> {
         self.tables
             .iter()
@@ -763,7 +814,20 @@ impl Builder {
         Some(())
     }
 
-    pub fn finish(self) -> Ruleset {
+    pub fn finish(mut self) -> Ruleset {
+        // Growth slack is a third of a large ruleset's memory.
+        for t in &mut self.rs.tables {
+            for c in &mut t.chains {
+                for r in &mut c.rules {
+                    r.exprs.shrink_to_fit();
+                }
+                c.rules.shrink_to_fit();
+            }
+            for s in &mut t.sets {
+                s.elements.shrink_to_fit();
+            }
+            t.chains.shrink_to_fit();
+        }
         self.rs
     }
 }
