@@ -60,8 +60,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             // 10,000 kube-proxy Services with one endpoint each dump 19.8 MB.
-            namespace_bytes: 64 << 20,
-            total_bytes: 128 << 20,
+            namespace_bytes: 32 << 20,
+            total_bytes: 48 << 20,
             namespaces: 1024,
             min_interval: Duration::from_secs(5),
             poll: Duration::from_secs(1),
