@@ -43,6 +43,7 @@ pub fn checks(args: &EnvArgs) -> Vec<Check> {
         ),
     });
     out.push(dns_check());
+    out.push(netfilter_check());
     out.push(own_check(
         &std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
     ));
@@ -92,6 +93,39 @@ fn listener_checks() -> [Check; 3] {
             )
         },
     ]
+}
+
+/// The nftables rulesets (Services from kube-proxy's rules, the rule that dropped a SYN): a
+/// `NETLINK_NETFILTER` socket and the ruleset generation, in the tracer's own namespace.
+fn netfilter_check() -> Check {
+    use crate::enrich::netfilter::dump;
+    let asked = dump::socket().map_err(|e| e.to_string()).and_then(|sock| {
+        dump::Session::new(&sock, 1 << 16)
+            .generation()
+            .map_err(|e| e.to_string())
+    });
+    match asked {
+        Ok(generation) => Check::ok(
+            "netfilter rulesets",
+            format!(
+                "nftables over NETLINK_NETFILTER (generation {generation}): kube-proxy's Services \
+                 (nftables and iptables-nft modes) and the rule that dropped a SYN{}",
+                if privileges::can_enter_namespaces() {
+                    ", in every network namespace"
+                } else {
+                    "; only the tracer's own network namespace (no CAP_SYS_ADMIN to enter others)"
+                }
+            ),
+        ),
+        Err(why) => Check::missing(
+            "netfilter rulesets",
+            format!(
+                "{why}: no Service is named from kube-proxy's rules and no rule for a dropped SYN \
+                 (grant CAP_NET_ADMIN and allow AF_NETLINK, or run with --no-netfilter)"
+            ),
+            false,
+        ),
+    }
 }
 
 /// The DNS capture: a cgroup_skb program (CAP_NET_ADMIN) on the cgroup v2 root.

@@ -378,7 +378,9 @@ fn netfilter_rulesets(args: &RunArgs) -> Box<dyn crate::enrich::service::Ruleset
     match crate::enrich::netfilter::Netfilter::start(crate::enrich::netfilter::Limits::default()) {
         Ok(nf) => {
             if !nf.wait_ready(std::time::Duration::from_secs(1)) {
-                log::info!("netfilter: the first read of every namespace's ruleset goes on in the background");
+                log::info!(
+                    "netfilter: the first read of every namespace's ruleset goes on in the background"
+                );
             }
             Box::new(nf)
         }

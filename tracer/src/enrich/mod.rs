@@ -7,9 +7,9 @@
 //! 200 ms, `listeners::causes`), so they take and give back the outcome instead.
 pub mod dns;
 pub mod listeners;
+pub mod netfilter;
 pub mod service;
 pub mod socklb;
-pub mod netfilter;
 pub mod workload;
 
 use crate::analysis::outcome::Outcome;
