@@ -201,3 +201,162 @@ fn a_syn_flood_through_a_dropping_firewall_is_cut_at_the_rate_limit() {
     assert!(cut >= 1, "{stats}");
     assert_eq!(sent + cut, 3000, "every SYN submitted or counted: {stats}");
 }
+
+/// A cgroup v2 child with a `cgroup/connect4` program that sends every IPv4 connect to `to`
+/// (socket-level load balancing, as Cilium's socket-LB does), linked by `BPF_LINK_CREATE`:
+/// dropping it kills what runs inside (the test's processes only: it made the cgroup), closes
+/// the link (which detaches the program) and removes the cgroup.
+struct RewriteCgroup {
+    path: std::path::PathBuf,
+    _link: std::os::fd::OwnedFd,
+    _prog: std::os::fd::OwnedFd,
+}
+
+/// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`, `BPF_CGROUP_INET4_CONNECT`.
+const SOCK_ADDR: u32 = 18;
+const INET4_CONNECT: u32 = 10;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `attr` is a bpf_attr of 128 bytes alive across the call; the pointers in it
+    // point at buffers the caller keeps alive across the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: BPF_PROG_LOAD and BPF_LINK_CREATE return a new fd nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}
+
+impl RewriteCgroup {
+    fn new(tag: &str, to: std::net::SocketAddrV4) -> Self {
+        use std::os::fd::AsRawFd;
+        let path =
+            tracer_tests::cgroup::cgroup2_mount().join(format!("tt-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&path).expect("create the cgroup");
+        let ip = i32::from_ne_bytes(to.ip().octets());
+        let port = i32::from(to.port().to_be());
+        // r2 = ip; ctx->user_ip4 = r2; r2 = port; ctx->user_port = r2; r0 = 1; exit.
+        let insn = |code: u8, regs: u8, off: i16, imm: i32| {
+            let mut b = [0u8; 8];
+            b[0] = code;
+            b[1] = regs;
+            b[2..4].copy_from_slice(&off.to_ne_bytes());
+            b[4..8].copy_from_slice(&imm.to_ne_bytes());
+            b
+        };
+        let insns: Vec<u8> = [
+            insn(0xb4, 0x02, 0, ip),
+            insn(0x63, 0x21, 4, 0),
+            insn(0xb4, 0x02, 0, port),
+            insn(0x63, 0x21, 24, 0),
+            insn(0xb7, 0x00, 0, 1),
+            insn(0x95, 0x00, 0, 0),
+        ]
+        .concat();
+        let license = b"GPL\0";
+        let name = b"tt_lb_connect4\0";
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&SOCK_ADDR.to_ne_bytes());
+        attr[4..8].copy_from_slice(&((insns.len() / 8) as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        attr[48..48 + name.len()].copy_from_slice(name);
+        attr[68..72].copy_from_slice(&INET4_CONNECT.to_ne_bytes());
+        let prog = match bpf(5, &mut attr) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                panic!("BPF_PROG_LOAD of the connect4 rewrite: {e}");
+            }
+        };
+        let dir = std::fs::File::open(&path).expect("open the cgroup");
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(dir.as_raw_fd() as u32).to_ne_bytes());
+        attr[8..12].copy_from_slice(&INET4_CONNECT.to_ne_bytes());
+        let link = match bpf(28, &mut attr) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&path);
+                panic!("BPF_LINK_CREATE of the connect4 rewrite: {e}");
+            }
+        };
+        Self {
+            path,
+            _link: link,
+            _prog: prog,
+        }
+    }
+
+    fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path)
+            .expect("stat the cgroup")
+            .ino()
+    }
+}
+
+impl Drop for RewriteCgroup {
+    fn drop(&mut self) {
+        let procs = self.path.join("cgroup.procs");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids: Vec<i32> = std::fs::read_to_string(&procs)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[test]
+fn a_connect_a_cgroup_program_rewrote_holds_what_the_application_asked_for() {
+    require_kernel();
+    // The backend drops SYNs (no conntrack, no DNAT in the client): the connect stays in
+    // SYN_SENT while its state is read.
+    let (client, _backend) = setup("natk-socklb", &drop_rules(false));
+    client.exec(&["nft", "flush", "ruleset"]);
+    let lb = RewriteCgroup::new("socklb", "10.244.1.5:8080".parse().unwrap());
+    let tracer = Tracer::start(&client, &["--stats-interval", "1"]);
+    let app = tracer_tests::cgroup::spawn_in_cgroup(
+        &lb.path,
+        &client,
+        &tracer_tests::client_bin(),
+        &["connect", "--addr", "10.96.0.20:80", "--give-up-ms", "3000"],
+    );
+    let entry = tracer_tests::wait_until("the rewritten connect's SOCKS entry", WAIT, || {
+        socks_of(tracer.pid()).into_iter().find(|b| {
+            let (daddr, dport, ..) = nat_of(b);
+            daddr == BACKEND && dport == 8080
+        })
+    });
+    let ev: tracer_common::RawEvent =
+        bytemuck::pod_read_unaligned(&entry[..tracer_common::RAW_EVENT_SIZE]);
+    assert!(ev.has(tracer_common::VALID_REQUESTED), "VALID_REQUESTED");
+    assert_eq!(
+        (&ev.requested_be[..4], ev.requested_port),
+        (&[10u8, 96, 0, 20][..], 80)
+    );
+    // No conntrack translation here: the socket holds the backend itself.
+    assert!(!ev.has(tracer_common::VALID_NAT));
+    // The program that did it, by name, for the application's cgroup.
+    assert_eq!(
+        tracer::enrich::socklb::connect_programs(lb.id()).expect("query the cgroup"),
+        ["tt_lb_connect4"]
+    );
+    app.wait(WAIT);
+    drop(tracer);
+}

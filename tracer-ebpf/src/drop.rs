@@ -28,7 +28,7 @@ use crate::{
     FORWARD_DROP_WINDOW,
     emit::{Counter, count, now_ns, submit},
     globals::{config, offset},
-    nat::{SEEN_DROP, Tuples, first_time, nat_status, packet_ct},
+    nat::{SEEN_DROP, Tuples, mark_seen, nat_status, packet_ct, unseen},
     read::{Bytes, Record, member, skb_netns},
     state::{SCRATCH_FORWARD_DROP, TupleKey, scratch, tracked},
 };
@@ -91,7 +91,7 @@ fn try_drop(ctx: &TracePointContext) -> Option<()> {
 }
 
 /// A SYN no socket of this host sent, dropped by netfilter: one `KIND_FORWARD_DROP` per
-/// conntrack entry, rate-limited per CPU.
+/// connection (original tuple), rate-limited per CPU.
 #[inline(always)]
 fn forward_drop(skb: *const u8, protocol: u16, reason: u16) -> Option<()> {
     let seg = tcp_header(skb, protocol)?;
@@ -115,13 +115,14 @@ fn forward_drop(skb: *const u8, protocol: u16, reason: u16) -> Option<()> {
             tuples.translation(status, ev);
         }
     }
-    if !first_time(TupleKey::of(ev), SEEN_DROP) {
-        return None;
-    }
+    let key = TupleKey::of(ev);
+    let bits = unseen(&key, SEEN_DROP)?;
     if !within_rate() {
+        // Not noted as seen: its retransmission may still be reported.
         count(Counter::ForwardDropsLimited);
         return None;
     }
+    mark_seen(&key, bits);
     ev.kind = KIND_FORWARD_DROP;
     ev.drop_reason_out = reason;
     ev.drop_flags_out = flags;

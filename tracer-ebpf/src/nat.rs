@@ -86,9 +86,8 @@ fn on_packet(skb: *const u8) -> Option<()> {
     }
     let ev = scratch(SCRATCH_NAT)?;
     tuples.original(ev);
-    if !first_time(TupleKey::of(ev), SEEN_NAT) {
-        return None;
-    }
+    let key = TupleKey::of(ev);
+    mark_seen(&key, unseen(&key, SEEN_NAT)?);
     ev.kind = KIND_NAT;
     tuples.translation(status, ev);
     if netns != 0 {
@@ -214,19 +213,21 @@ impl Tuples {
     }
 }
 
-/// Whether no record of kind `bit` was submitted yet for the connection `key` (its original
-/// tuple: an unconfirmed conntrack entry, e.g. one whose SYN was dropped, is freed with the
-/// packet, and each retransmission gets a new one, often at another address); notes it.
+/// The `CT_SEEN` bits of the connection `key` (its original tuple: an unconfirmed conntrack
+/// entry, e.g. one whose SYN was dropped, is freed with the packet, and each retransmission gets
+/// a new one, often at another address), None if a record of kind `bit` was submitted for it.
 #[inline(always)]
-pub fn first_time(key: TupleKey, bit: u8) -> bool {
+pub fn unseen(key: &TupleKey, bit: u8) -> Option<u8> {
     let seen = match CT_SEEN.get_ptr(key) {
         // SAFETY: a map value pointer, read at once while this program runs.
         Some(v) => unsafe { *v },
         None => 0,
     };
-    if seen & bit != 0 {
-        return false;
-    }
-    let _ = CT_SEEN.insert(key, seen | bit, 0);
-    true
+    (seen & bit == 0).then_some(seen | bit)
+}
+
+/// Notes that a record was submitted for `key` (`bits` from `unseen`).
+#[inline(always)]
+pub fn mark_seen(key: &TupleKey, bits: u8) {
+    let _ = CT_SEEN.insert(key, bits, 0);
 }

@@ -239,3 +239,58 @@ pub fn skb_netns(skb: *const u8) -> u32 {
     }
     inum
 }
+
+/// The destination of a connect() call: family, address (IPv4 in the first 4 bytes, network
+/// order) and port (host order), read from the caller's `sockaddr`; None for other families.
+#[inline(always)]
+pub fn destination(uservaddr: u64, addrlen: u64) -> Option<(u8, [u8; 16], u16)> {
+    if uservaddr == 0 || addrlen < 16 {
+        return None;
+    }
+    // One read of the longest prefix that can matter: family, port, and for IPv4 the address
+    // (sockaddr_in); for IPv6 flowinfo then the address at 8 (sockaddr_in6). Built without
+    // zero-filled byte arrays (each is a byte loop in BPF).
+    let base = uservaddr as *const u8;
+    let (head, v6_tail) = if addrlen >= 24 {
+        let sa: [u64; 3] = user_words(base)?;
+        (sa[0], Some((sa[1], sa[2])))
+    } else {
+        let sa: [u64; 2] = user_words(base)?;
+        (sa[0], None)
+    };
+    let bytes = head.to_ne_bytes();
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    let (lo, hi) = if family == u16::from(AF_INET) {
+        // The address is bytes 4..8 of the first word; the rest of `daddr` stays zero.
+        (head >> 32, 0)
+    } else if family == u16::from(AF_INET6)
+        && let Some(tail) = v6_tail
+    {
+        tail
+    } else {
+        return None;
+    };
+    let family = family as u8;
+    // SAFETY: two u64 are 16 bytes, in memory order (the address bytes as read).
+    let daddr = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([lo, hi]) };
+    let dport = u16::from_be_bytes([bytes[2], bytes[3]]);
+    Some((family, daddr, dport))
+}
+
+/// `N` words of the calling task's memory at `base`, or None if they cannot be read. Words,
+/// not bytes: the stack copy is then aligned and needs no zero-filling loop first.
+#[inline(always)]
+pub fn user_words<const N: usize>(base: *const u8) -> Option<[u64; N]> {
+    let mut words = core::mem::MaybeUninit::<[u64; N]>::uninit();
+    // SAFETY: the destination is exactly N words; bpf_probe_read_user checks the user address
+    // and writes all of them either way (zeroes when the read fails).
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            words.as_mut_ptr().cast::<core::ffi::c_void>(),
+            (N * 8) as u32,
+            base.cast::<core::ffi::c_void>(),
+        )
+    };
+    // SAFETY: every word was written by the helper above.
+    (ret == 0).then(|| unsafe { words.assume_init() })
+}

@@ -303,7 +303,7 @@ fn requested_at_exit() -> Option<(u8, [u8; 16], u16)> {
     {
         return None;
     }
-    crate::connect_call::destination(uservaddr, addrlen)
+    crate::read::destination(uservaddr, addrlen)
 }
 
 /// Who is connecting (the task running now, inside connect()) and in which namespace.
