@@ -117,7 +117,7 @@ fn nat_of(b: &[u8]) -> (String, u16, bool, String, u16, u8) {
 fn a_tracked_connect_to_a_dnat_vip_holds_its_backend() {
     require_kernel();
     let (client, _backend) = setup("natk-tracked", &drop_rules(false));
-    let tracer = Tracer::start(&client, &["--stats-interval", "1"]);
+    let tracer = Tracer::start(&client, &["--stats-interval", "1", "--nat"]);
     // Unanswered for 3 s (SYNs at 0 and 1 s): its state is read meanwhile.
     let load = client.client(&["connect", "--addr", VIP, "--give-up-ms", "3000"]);
     let entry = tracer_tests::wait_until("the connect's SOCKS entry", WAIT, || {
@@ -145,7 +145,7 @@ fn an_untracked_sockets_translation_is_one_nat_record_whatever_the_retransmits()
     require_kernel();
     let (client, _backend) = setup("natk-untracked", &drop_rules(false));
     // --port 9: the connect to the VIP is not tracked.
-    let tracer = Tracer::start(&client, &["--stats-interval", "1", "--port", "9"]);
+    let tracer = Tracer::start(&client, &["--stats-interval", "1", "--port", "9", "--nat"]);
     // SYNs at 0, 1 and 3 s: one conntrack entry.
     let load = client.client(&["connect", "--addr", VIP, "--give-up-ms", "3500"]);
     load.wait(WAIT);

@@ -153,13 +153,15 @@ pub struct RunArgs {
     /// the kernel's syscall-tracepoint path (about 20 ns each, measured by `cargo xtask bench`).
     #[arg(long, env = "TRACER_NO_CONNECT_CALLS")]
     pub no_connect_calls: bool,
-    /// Do not attach `net:net_dev_queue`, which reads conntrack's translation of a new
-    /// connection's first packet (a Service's backend behind its virtual IP): translated
-    /// connections then name only the address the application asked for, and every packet the
-    /// host transmits is spared the hook (about 36 ns each above an empty program on it,
-    /// measured by `cargo xtask bench`). A dropped SYN's translation is still read.
-    #[arg(long, env = "TRACER_NO_NAT")]
-    pub no_nat: bool,
+    /// Attach `net:net_dev_queue`, which reads conntrack's translation of a new connection's
+    /// first packet: the backend behind a Service's virtual IP (kube-proxy, DNAT) for a refused
+    /// or timed-out connect, the source after SNAT, a pod's translation by its node. Opt-in:
+    /// every packet the host transmits then pays the hook, about 36 ns above an empty program on
+    /// it (one kernel read; `cargo xtask bench`, row `dev_queue ns / packet`). Without it, a SYN
+    /// this host dropped still carries its translation, Services are still named by the address
+    /// asked for, and a connect program's rewrite (socket-LB) is still seen.
+    #[arg(long, env = "TRACER_NAT")]
+    pub nat: bool,
     /// Do not read the network namespaces' nftables rulesets (a thread of its own, over
     /// netlink): no Service named from kube-proxy's rules, no rule named for a dropped SYN.
     #[arg(long, env = "TRACER_NO_NETFILTER")]

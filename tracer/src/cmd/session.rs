@@ -306,7 +306,7 @@ fn attach(args: &RunArgs) -> Result<(Loaded, ReasonNames), Exit> {
         needs_netns: args.netns.is_some(),
         classic_tracepoints: args.classic_tracepoints,
         no_connect_calls: args.no_connect_calls,
-        no_nat: args.no_nat,
+        no_nat: !args.nat,
         max_sockets: args.max_sockets,
         ring_buffer_bytes: args.ring_buffer_kib * 1024,
         dns_root: dns_root(args),

@@ -28,7 +28,7 @@ pub struct AttachRequest {
     pub classic_tracepoints: bool,
     /// `--no-connect-calls`.
     pub no_connect_calls: bool,
-    /// `--no-nat`: no `net_dev_queue`.
+    /// Without `--nat`: no `net_dev_queue`.
     pub no_nat: bool,
     pub max_sockets: u32,
     pub ring_buffer_bytes: u32,
