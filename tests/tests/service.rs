@@ -317,6 +317,38 @@ fn a_pods_syn_dropped_in_the_nodes_forward_path_names_the_nodes_rule_and_the_bac
     drop(t.backend);
 }
 
+/// The node also masquerades the pod's connection to the backend (SNAT to its own address on
+/// the backend's link): the pod's refusal names the source the backend saw.
+#[test]
+fn a_pods_connect_masqueraded_by_the_node_names_the_source_the_backend_saw() {
+    let t = PodNodeBackend::new("snat");
+    t.node.nft(
+        "table ip masq {\n  chain post {\n    type nat hook postrouting priority 100; policy accept;\n    ip saddr 10.244.2.0/24 ip daddr 10.244.1.0/24 masquerade\n  }\n}\n",
+    );
+    let tracer = Tracer::start_unfiltered(&[]);
+    let pid = connect_fails(&t.pod, &format!("{WEB_VIP}:{VIP_PORT}"), "ECONNREFUSED");
+    let pod = t.pod.inode;
+    let r = tracer
+        .wait_failures(1, WAIT, move |r| {
+            r["netns"] == pod && for_dst(WEB_VIP, VIP_PORT)(r)
+        })
+        .remove(0);
+    assert_eq!(r["label"], "refused", "{r}");
+    assert_process(&r, pid);
+    let tr = &r["translation"];
+    assert_eq!(tr["requested"], endpoint(WEB_VIP, VIP_PORT), "{r}");
+    assert_eq!(tr["backend"], endpoint(BACKEND, BACKEND_PORT), "{r}");
+    assert_eq!(tr["by"], "conntrack", "{r}");
+    assert_eq!(tr["netns"], t.node.inode, "{r}");
+    assert_eq!(tr["forwarded"], true, "{r}");
+    // The node's address on the backend's link; the port is the node's choice.
+    assert_eq!(tr["source_seen"]["ip"], "10.244.1.1", "{r}");
+    assert!(tr["source_seen"]["port"].is_u64(), "{r}");
+    assert_eq!(r["dst"], endpoint(WEB_VIP, VIP_PORT), "{r}");
+    assert_hint_avoids(&r, WEB_VIP);
+    tracer.stop();
+}
+
 /// Cilium's socket-LB shape: a `cgroup/connect4` program of the client's cgroup rewrites
 /// `WEB_VIP:80` to the backend inside connect(), and refuses `EMPTY_VIP:80` (no backends) with
 /// EHOSTUNREACH.
