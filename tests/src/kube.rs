@@ -177,11 +177,24 @@ impl ClientBackend {
         ClientBackend { client, backend }
     }
 
-    /// The backend silently drops every SYN to `BACKEND_PORT` (its own input hook).
+    /// The backend silently drops every SYN to `BACKEND_PORT` (its own input hook), counting
+    /// them (`blackholed`).
     pub fn blackhole_backend(&self) {
         self.backend.nft(&format!(
-            "table inet bh {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {BACKEND_PORT} drop\n  }}\n}}\n"
+            "table inet bh {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {BACKEND_PORT} counter drop\n  }}\n}}\n"
         ));
+    }
+
+    /// The SYNs `blackhole_backend` dropped: they reached the backend, so they were translated.
+    pub fn blackholed(&self) -> u64 {
+        let listing = self
+            .backend
+            .exec(&["nft", "list", "chain", "inet", "bh", "in"]);
+        listing
+            .split("packets ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in the backend's blackhole:\n{listing}"))
     }
 }
 

@@ -164,6 +164,8 @@ fn kube_proxy_nftables_a_blackholed_backend_times_out_naming_the_backend() {
     n.blackhole_backend();
     let tracer = Tracer::start(&n.client, &[]);
     let pid = connect_fails(&n.client, &format!("{WEB_VIP}:{VIP_PORT}"), "ETIMEDOUT");
+    // The SYN and its retransmission reached the backend: they were translated.
+    assert_eq!(n.blackholed(), 2);
     let r = tracer
         .wait_failures(1, WAIT, for_dst(WEB_VIP, VIP_PORT))
         .remove(0);
