@@ -293,8 +293,6 @@ fn a_pods_syn_dropped_in_the_nodes_forward_path_names_the_nodes_rule_and_the_bac
     assert_eq!(r["label"], "syn_timeout", "{r}");
     assert_process(&r, pid);
     assert_dnat_to_backend(&r, t.node.inode, true);
-    // The node's kube-proxy serves the VIP: its rules name the Service.
-    assert_service(&r, "shop/web:http", "has_endpoints", "kube-proxy nftables");
     let d = netfilter_drop(&r);
     assert_eq!(d["netns"], t.node.inode, "{r}");
     assert_eq!(d["hook"], "forward", "{r}");
@@ -311,6 +309,8 @@ fn a_pods_syn_dropped_in_the_nodes_forward_path_names_the_nodes_rule_and_the_bac
         "{r}"
     );
     assert_hint_avoids(&r, WEB_VIP);
+    // The node's kube-proxy serves the VIP: its rules name the Service.
+    assert_service(&r, "shop/web:http", "has_endpoints", "kube-proxy nftables");
     let records = tracer.stop();
     let mine: Vec<&Value> = records
         .iter()
@@ -344,12 +344,12 @@ fn a_pods_connect_masqueraded_by_the_node_names_the_source_the_backend_saw() {
     assert_eq!(tr["by"], "conntrack", "{r}");
     assert_eq!(tr["netns"], t.node.inode, "{r}");
     assert_eq!(tr["forwarded"], true, "{r}");
-    assert_service(&r, "shop/web:http", "has_endpoints", "kube-proxy nftables");
     // The node's address on the backend's link; the port is the node's choice.
     assert_eq!(tr["source_seen"]["ip"], "10.244.1.1", "{r}");
     assert!(tr["source_seen"]["port"].is_u64(), "{r}");
     assert_eq!(r["dst"], endpoint(WEB_VIP, VIP_PORT), "{r}");
     assert_hint_avoids(&r, WEB_VIP);
+    assert_service(&r, "shop/web:http", "has_endpoints", "kube-proxy nftables");
     tracer.stop();
 }
 
