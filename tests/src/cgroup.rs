@@ -1,8 +1,9 @@
-//! A cgroup v2 child that denies every connect: BPF programs `r0 = 0; exit` of type
-//! BPF_PROG_TYPE_CGROUP_SOCK_ADDR attached at BPF_CGROUP_INET4_CONNECT and
-//! BPF_CGROUP_INET6_CONNECT, so connect() fails with EPERM before any route lookup. Loaded with
-//! raw bpf(2) (no libbpf); detached, closed and removed on drop, with any process left in it
-//! killed by pid first.
+//! A cgroup v2 child with cgroup `connect` programs (BPF_PROG_TYPE_CGROUP_SOCK_ADDR) attached:
+//! one that denies every connect (`r0 = 0; exit` at BPF_CGROUP_INET4_CONNECT and
+//! BPF_CGROUP_INET6_CONNECT, so connect() fails with EPERM before any route lookup), or a test's
+//! own instructions (e.g. a socket load balancer rewriting the destination, `kube::sock_lb`).
+//! Loaded with raw bpf(2) (no libbpf); detached, closed and removed on drop, with any process
+//! left in it killed by pid first.
 use std::{
     fs::{File, OpenOptions},
     io,
@@ -22,14 +23,14 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_DETACH: libc::c_long = 9;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
-const BPF_CGROUP_INET4_CONNECT: u32 = 10;
-const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 /// The bpf_attr size passed to bpf(2); the kernel requires the bytes it does not know to be 0.
 const ATTR_SIZE: usize = 128;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-pub struct DenyConnectCgroup {
+pub struct ConnectCgroup {
     path: PathBuf,
     dir: File,
     /// (program fd, attach type) of every program attached so far.
@@ -71,20 +72,35 @@ fn put_u64(attr: &mut [u8; ATTR_SIZE], at: usize, v: u64) {
     attr[at..at + 8].copy_from_slice(&v.to_ne_bytes());
 }
 
-/// Loads `r0 = 0; exit` as a cgroup sock_addr program for `attach_type`.
-fn load_deny(attach_type: u32) -> io::Result<OwnedFd> {
-    // BPF_MOV64_IMM(r0, 0): opcode 0xb7; BPF_EXIT_INSN: opcode 0x95.
-    let insns: [u64; 2] = [0xb7, 0x95];
+/// `r0 = 0; exit`: BPF_MOV64_IMM(r0, 0) (opcode 0xb7), BPF_EXIT_INSN (opcode 0x95).
+const DENY: [u64; 2] = [0xb7, 0x95];
+
+/// Loads `insns` as a cgroup sock_addr program named `name` (at most 15 bytes: the kernel's
+/// `prog_name`, what `bpftool cgroup tree` shows) for `attach_type`.
+fn load(name: &str, insns: &[u64], attach_type: u32) -> io::Result<OwnedFd> {
+    assert!(
+        name.len() < 16 && name.is_ascii(),
+        "a program name of at most 15 bytes"
+    );
     let license = b"GPL\0";
-    let name = b"tt_deny_connect\0";
+    let mut log = vec![0u8; 64 * 1024];
     let mut attr = [0u8; ATTR_SIZE];
     put_u32(&mut attr, 0, BPF_PROG_TYPE_CGROUP_SOCK_ADDR); // prog_type
     put_u32(&mut attr, 4, insns.len() as u32); // insn_cnt
     put_u64(&mut attr, 8, insns.as_ptr() as u64); // insns
     put_u64(&mut attr, 16, license.as_ptr() as u64); // license
-    attr[48..48 + name.len()].copy_from_slice(name); // prog_name[16]
+    put_u32(&mut attr, 24, 1); // log_level
+    put_u32(&mut attr, 28, log.len() as u32); // log_size
+    put_u64(&mut attr, 32, log.as_mut_ptr() as u64); // log_buf
+    attr[48..48 + name.len()].copy_from_slice(name.as_bytes()); // prog_name[16]
     put_u32(&mut attr, 68, attach_type); // expected_attach_type
-    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    let fd = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        io::Error::new(
+            e.kind(),
+            format!("{e}; verifier: {}", String::from_utf8_lossy(&log[..end])),
+        )
+    })?;
     // SAFETY: BPF_PROG_LOAD returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -97,10 +113,22 @@ fn attach_attr(cgroup: &File, prog: &OwnedFd, attach_type: u32) -> [u8; ATTR_SIZ
     attr
 }
 
-impl DenyConnectCgroup {
+impl ConnectCgroup {
     /// Creates the child cgroup `tt-<pid>-<n>-<tag>` under the cgroup v2 mount and attaches the
-    /// deny programs to it.
-    pub fn new(tag: &str) -> Self {
+    /// deny programs (`tt_deny_connect`) to it.
+    pub fn deny(tag: &str) -> Self {
+        Self::with_programs(
+            tag,
+            &[
+                ("tt_deny_connect", &DENY, BPF_CGROUP_INET4_CONNECT),
+                ("tt_deny_connect", &DENY, BPF_CGROUP_INET6_CONNECT),
+            ],
+        )
+    }
+
+    /// Creates the child cgroup `tt-<pid>-<n>-<tag>` and attaches each `(name, instructions,
+    /// attach type)` to it.
+    pub fn with_programs(tag: &str, programs: &[(&str, &[u64], u32)]) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = cgroup2_mount().join(format!("tt-{}-{n}-{tag}", std::process::id()));
         std::fs::create_dir(&path)
@@ -113,14 +141,15 @@ impl DenyConnectCgroup {
             }
         };
         // From here on Drop removes whatever was set up, also when an attach fails.
-        let mut cg = DenyConnectCgroup {
+        let mut cg = ConnectCgroup {
             path,
             dir,
             progs: Vec::new(),
         };
-        for attach_type in [BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT] {
-            let prog = load_deny(attach_type)
-                .unwrap_or_else(|e| panic!("BPF_PROG_LOAD (cgroup/connect {attach_type}): {e}"));
+        for &(name, insns, attach_type) in programs {
+            let prog = load(name, insns, attach_type).unwrap_or_else(|e| {
+                panic!("BPF_PROG_LOAD {name} (cgroup/connect {attach_type}): {e}")
+            });
             let mut attr = attach_attr(&cg.dir, &prog, attach_type);
             bpf(BPF_PROG_ATTACH, &mut attr).unwrap_or_else(|e| {
                 panic!(
@@ -258,7 +287,7 @@ impl Drop for WorkloadCgroup {
     }
 }
 
-impl Drop for DenyConnectCgroup {
+impl Drop for ConnectCgroup {
     fn drop(&mut self) {
         for (prog, attach_type) in self.progs.drain(..) {
             let mut attr = attach_attr(&self.dir, &prog, attach_type);

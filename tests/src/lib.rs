@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cgroup;
 pub mod deploy;
+pub mod kube;
 pub mod kubelet;
 pub mod netns;
 pub mod otlp;

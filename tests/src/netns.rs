@@ -83,24 +83,33 @@ impl Netns {
 
     /// Loads an nftables ruleset (nft -f syntax) into the namespace.
     pub fn nft(&self, ruleset: &str) {
+        self.exec_with_input(&["nft", "-f", "-"], ruleset);
+    }
+
+    /// Runs a command inside the namespace with `input` on its stdin and returns its stdout;
+    /// panics (with the input) if it fails.
+    pub fn exec_with_input(&self, argv: &[&str], input: &str) -> String {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .args(["netns", "exec", &self.name])
+            .args(argv)
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn nft");
+            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
         child
             .stdin
             .take()
             .unwrap()
-            .write_all(ruleset.as_bytes())
+            .write_all(input.as_bytes())
             .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "nft failed: {}\n{ruleset}",
+            "{argv:?} failed: {}\n{input}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Joins this namespace to `peer` with a veth pair: `local` (CIDR) on a new interface here,

@@ -12,7 +12,7 @@ use std::{collections::HashMap, path::Path, time::Duration};
 use serde_json::{Value, json};
 use tracer_tests::{
     Netns, Proc, Tracer,
-    cgroup::DenyConnectCgroup,
+    cgroup::ConnectCgroup,
     client_bin,
     process::field,
     scenario::{assert_process, client_run, for_port, sport_of, table},
@@ -396,7 +396,7 @@ fn udp_connect_without_route_is_not_reported() {
 fn cgroup_bpf_denial_is_blocked_locally() {
     let ns = Netns::new("cgdeny");
     // Declared before the clients: dropped after them, then detached and removed.
-    let cgroup = DenyConnectCgroup::new("deny");
+    let cgroup = ConnectCgroup::deny("deny");
     let tracer = Tracer::start(&ns, &[]);
     // Without the program these would be refused by a RST (nothing listens on 47).
     for (ip, addr) in [("127.0.0.1", "127.0.0.1:47"), ("::1", "[::1]:47")] {

@@ -8,15 +8,17 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker (matching the nightly's LLVM), and the tools the
-/// real-kernel tests drive (nftables, iproute2 for namespaces, util-linux for setpriv, a
+/// real-kernel tests drive (nftables, iptables for kube-proxy's iptables-nft rules, iproute2 for
+/// namespaces, util-linux for setpriv, a
 /// Prometheus server that scrapes the metrics endpoint, tmux to drive `tracer top`, bpftool to
 /// check that nothing stays attached, python3 for a non-blocking client the tests run, podman
 /// with buildah and runc to build the image and run containers, python3-venv for the venv of
 /// kubernetes-validate, systemd for `systemd-analyze verify` of the unit, logrotate to check its
 /// rotation config).
-const PACKAGES: [&str; 15] = [
+const PACKAGES: [&str; 16] = [
     "llvm-22-dev",
     "nftables",
+    "iptables",
     "iproute2",
     "util-linux",
     "prometheus",
