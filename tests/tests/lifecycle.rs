@@ -68,7 +68,8 @@ fn sigkill_twenty_times_mid_load_leaves_nothing_attached() {
     let baseline = counts();
     // Relative to what is loaded now: another tracer on the host keeps its own programs.
     for round in 0..20 {
-        let tracer = Tracer::start(&ns, &[]);
+        // --nat: every program, the opt-in per-packet hook too.
+        let tracer = Tracer::start(&ns, &["--nat"]);
         // "attached N programs (…)": one fewer where connect()'s exit reads failed calls alone.
         let attached: usize = tracer
             .startup_log()

@@ -70,6 +70,8 @@ fn netfilter_drop(r: &Value) -> &Value {
 }
 
 fn hint(r: &Value) -> &str {
+    // The record, for whoever reads the test's output (the README's examples are these).
+    println!("record: {r}");
     r["hint"].as_str().unwrap_or_default()
 }
 
@@ -137,7 +139,7 @@ fn kube_proxy_nftables_a_service_without_endpoints_is_refused_by_its_rule() {
 #[test]
 fn kube_proxy_nftables_dnat_to_a_closed_backend_names_the_backend_and_the_service() {
     let n = nftables_client("kpn-rst");
-    let tracer = Tracer::start(&n.client, &[]);
+    let tracer = Tracer::start(&n.client, &["--nat"]);
     let pid = connect_fails(&n.client, &format!("{WEB_VIP}:{VIP_PORT}"), "ECONNREFUSED");
     let r = tracer
         .wait_failures(1, WAIT, for_dst(WEB_VIP, VIP_PORT))
@@ -162,7 +164,7 @@ fn kube_proxy_nftables_dnat_to_a_closed_backend_names_the_backend_and_the_servic
 fn kube_proxy_nftables_a_blackholed_backend_times_out_naming_the_backend() {
     let n = nftables_client("kpn-bh");
     n.blackhole_backend();
-    let tracer = Tracer::start(&n.client, &[]);
+    let tracer = Tracer::start(&n.client, &["--nat"]);
     let pid = connect_fails(&n.client, &format!("{WEB_VIP}:{VIP_PORT}"), "ETIMEDOUT");
     // The SYN and its retransmission reached the backend: they were translated.
     assert_eq!(n.blackholed(), 2);
@@ -224,7 +226,7 @@ fn kube_proxy_iptables_nft_names_the_service_its_reject_rule_and_the_backend() {
     iptables_nft_restore(&n.client, &kube_proxy_iptables());
     let comment = "shop/empty:http has no endpoints";
     let handle = nft_rule_handle(&n.client, "ip", "filter", "KUBE-SERVICES", "reject");
-    let tracer = Tracer::start(&n.client, &[]);
+    let tracer = Tracer::start(&n.client, &["--nat"]);
 
     let empty = connect_fails(
         &n.client,
@@ -282,7 +284,7 @@ fn a_pods_syn_dropped_in_the_nodes_forward_path_names_the_nodes_rule_and_the_bac
         "table inet filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip saddr 10.244.2.0/24 ip daddr {BACKEND} tcp dport {BACKEND_PORT} drop comment \"{comment}\"\n  }}\n}}\n"
     ));
     let handle = nft_rule_handle(&t.node, "inet", "filter", "forward", comment);
-    let tracer = Tracer::start_unfiltered(&[]);
+    let tracer = Tracer::start_unfiltered(&["--nat"]);
     let pid = connect_fails(&t.pod, &format!("{WEB_VIP}:{VIP_PORT}"), "ETIMEDOUT");
     let pod = t.pod.inode;
     let r = tracer
@@ -328,7 +330,7 @@ fn a_pods_connect_masqueraded_by_the_node_names_the_source_the_backend_saw() {
     t.node.nft(
         "table ip masq {\n  chain post {\n    type nat hook postrouting priority 100; policy accept;\n    ip saddr 10.244.2.0/24 ip daddr 10.244.1.0/24 masquerade\n  }\n}\n",
     );
-    let tracer = Tracer::start_unfiltered(&[]);
+    let tracer = Tracer::start_unfiltered(&["--nat"]);
     let pid = connect_fails(&t.pod, &format!("{WEB_VIP}:{VIP_PORT}"), "ECONNREFUSED");
     let pod = t.pod.inode;
     let r = tracer
@@ -488,7 +490,7 @@ fn a_translated_successful_connect_carries_its_translation() {
         .backend
         .client(&["listen", "--addr", &format!("{BACKEND}:{BACKEND_PORT}")]);
     listener.wait_line("listening", WAIT);
-    let tracer = Tracer::start(&n.client, &["--successes"]);
+    let tracer = Tracer::start(&n.client, &["--successes", "--nat"]);
     for addr in [
         format!("{WEB_VIP}:{VIP_PORT}"),
         format!("{BACKEND}:{BACKEND_PORT}"),
