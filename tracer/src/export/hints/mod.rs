@@ -62,7 +62,7 @@ const RULES: &[Rule] = &[
     Rule {
         when: When::Service(Label::Refused, ServiceState::NoEndpoints),
         template: "Service {service} has no ready endpoints: kube-proxy rejects every connection \
-                   to {requested} at once; check `kubectl -n {svc_ns} get endpointslices -l \
+                   to {requested} with an ICMP port-unreachable, a refusal; check `kubectl -n {svc_ns} get endpointslices -l \
                    kubernetes.io/service-name={svc_name}` and why its pods are not Ready \
                    (`kubectl -n {svc_ns} get pods -o wide`, their readiness probes), or the \
                    Service's selector",
@@ -70,7 +70,7 @@ const RULES: &[Rule] = &[
     Rule {
         when: When::Service(Label::Unreachable, ServiceState::NoEndpoints),
         template: "Service {service} has no ready endpoints: kube-proxy rejects every connection \
-                   to {requested} at once; check `kubectl -n {svc_ns} get endpointslices -l \
+                   to {requested} with an ICMP port-unreachable, a refusal; check `kubectl -n {svc_ns} get endpointslices -l \
                    kubernetes.io/service-name={svc_name}` and why its pods are not Ready",
     },
     Rule {
