@@ -253,7 +253,7 @@ pub struct Service {
 }
 
 /// A netfilter hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hook {
     Prerouting,
     Input,

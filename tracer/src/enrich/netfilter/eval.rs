@@ -16,18 +16,16 @@ use super::ruleset::{
     NFT_CONTINUE, NFT_GOTO, NFT_JUMP, NFT_RETURN, Rule, Ruleset, Table, Verdict,
 };
 
-/// Netfilter hooks of the IP families (`NF_INET_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Hook {
-    Prerouting,
-    Input,
-    Forward,
-    Output,
-    Postrouting,
+/// Netfilter hooks of the IP families (`NF_INET_*`): the outcome model's.
+pub use crate::analysis::outcome::Hook;
+
+/// The kernel's number of a hook (`NF_INET_*`).
+pub trait HookNumber {
+    fn number(self) -> u32;
 }
 
-impl Hook {
-    pub fn number(self) -> u32 {
+impl HookNumber for Hook {
+    fn number(self) -> u32 {
         match self {
             Hook::Prerouting => 0,
             Hook::Input => 1,

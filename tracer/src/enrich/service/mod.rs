@@ -226,8 +226,16 @@ impl Services {
             .find_map(|netns| self.rulesets.service_of_backend(netns, backend))
     }
 
-    /// The rule that dropped the SYN in namespace `netns`, walking `hooks` in order.
-    fn rule(&self, netns: Option<u32>, hooks: &[Hook], syn: &Syn) -> (Hook, Option<RuleSeen>) {
+    /// The rule that dropped the SYN in namespace `netns`, walking `hooks` in order; without
+    /// one, the hook the path is told by (`path`: where a socket's SYN leaves, or where a
+    /// forwarded one is filtered), not a guess at where the drop was.
+    fn rule(
+        &self,
+        netns: Option<u32>,
+        hooks: &[Hook],
+        path: Hook,
+        syn: &Syn,
+    ) -> (Hook, Option<RuleSeen>) {
         if let Some(netns) = netns {
             for &hook in hooks {
                 if let Some(rule) = self.rulesets.dropping_rule(netns, hook, syn) {
@@ -235,7 +243,7 @@ impl Services {
                 }
             }
         }
-        (hooks[hooks.len() - 1], None)
+        (path, None)
     }
 }
 
@@ -302,7 +310,12 @@ impl Enricher for Services {
             .and_then(|d| d.sent)
             .is_some_and(|d| self.netfilter_drop.is_some_and(|r| r == d.reason));
         if dropped_here {
-            let (hook, rule) = self.rule(o.conn.netns, &[Hook::Output, Hook::Postrouting], &syn);
+            let (hook, rule) = self.rule(
+                o.conn.netns,
+                &[Hook::Output, Hook::Postrouting],
+                Hook::Output,
+                &syn,
+            );
             o.evidence.netfilter_drop = Some(NetfilterDrop {
                 netns: o.conn.netns,
                 hook,
@@ -315,7 +328,12 @@ impl Enricher for Services {
                 translated_dst: f.nat.map(|(b, _)| b).filter(|b| *b != syn.dst),
                 ..syn
             };
-            let (hook, rule) = self.rule(f.netns, &[Hook::Prerouting, Hook::Forward], &syn);
+            let (hook, rule) = self.rule(
+                f.netns,
+                &[Hook::Prerouting, Hook::Forward],
+                Hook::Forward,
+                &syn,
+            );
             o.evidence.netfilter_drop = Some(NetfilterDrop {
                 netns: f.netns,
                 hook,

@@ -16,16 +16,6 @@ fn state(s: netfilter::ServiceState) -> ServiceState {
     }
 }
 
-fn hook(h: Hook) -> netfilter::Hook {
-    match h {
-        Hook::Prerouting => netfilter::Hook::Prerouting,
-        Hook::Input => netfilter::Hook::Input,
-        Hook::Forward => netfilter::Hook::Forward,
-        Hook::Output => netfilter::Hook::Output,
-        Hook::Postrouting => netfilter::Hook::Postrouting,
-    }
-}
-
 impl Rulesets for Netfilter {
     fn service(&self, netns: u32, addr: SocketAddr) -> Option<Service> {
         let rules = self.rules(netns)?;
@@ -64,7 +54,7 @@ impl Rulesets for Netfilter {
             translated_dport: syn.translated_dst.map(|d| d.port()),
             uid: syn.uid,
         };
-        let hit = netfilter::dropping_rule(&rules.ruleset, hook(h), &packet)?;
+        let hit = netfilter::dropping_rule(&rules.ruleset, h, &packet)?;
         Some(RuleSeen {
             family: hit.family,
             table: Arc::from(hit.table.as_str()),

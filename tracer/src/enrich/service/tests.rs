@@ -224,6 +224,20 @@ fn a_syn_dropped_by_the_clients_own_firewall_names_the_rule() {
     assert_eq!((d.netns, d.hook), (Some(POD), Hook::Output));
     assert_eq!(d.rule.expect("named").chain.as_ref(), "output");
 
+    // No rule names it (legacy iptables, say): the drop is told, on the socket's own path.
+    let mut o = outcome(Label::SynTimeout, "10.0.0.1:40000", "10.0.0.2:9998", POD);
+    o.evidence.local_drops = Some(LocalDrops {
+        sent: Some(DroppedSegments {
+            packets: 1,
+            reason: NETFILTER_DROP,
+            tcp_flags: 0x02,
+        }),
+        ..LocalDrops::default()
+    });
+    s.enrich(&mut o, 0);
+    let d = o.evidence.netfilter_drop.expect("dropped here");
+    assert_eq!((d.hook, d.rule), (Hook::Output, None));
+
     // A drop for another reason (no ARP answer) is no netfilter drop.
     let mut o = outcome(Label::SynTimeout, "10.0.0.1:40000", "10.0.0.2:9999", POD);
     o.evidence.local_drops = Some(LocalDrops {
