@@ -375,11 +375,20 @@ fn netfilter_rulesets(args: &RunArgs) -> Box<dyn crate::enrich::service::Ruleset
     if args.no_netfilter {
         return Box::new(crate::enrich::service::NoRulesets);
     }
+    if !crate::kernel::privileges::can_enter_namespaces() {
+        log::warn!(
+            "degraded: netfilter rulesets: no CAP_SYS_ADMIN to enter other network namespaces, so only the tracer's own namespace's rules name Services and dropping rules (a pod's own rules are not read)"
+        );
+    }
     match crate::enrich::netfilter::Netfilter::start(crate::enrich::netfilter::Limits::default()) {
         Ok(nf) => {
             if !nf.wait_ready(std::time::Duration::from_secs(1)) {
                 log::info!(
                     "netfilter: the first read of every namespace's ruleset goes on in the background"
+                );
+            } else if nf.all().is_empty() && nf.counters().failures > 0 {
+                log::warn!(
+                    "degraded: netfilter rulesets could not be read (no CAP_NET_ADMIN, or AF_NETLINK denied): no Service names from kube-proxy's rules, no rule named for a dropped SYN (see `tracer check`)"
                 );
             }
             Box::new(nf)
