@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ev) = tracer::kernel::decode::decode_event(&record) {
         use tracer_common::{
             KIND_AT_RISK, KIND_CLOSED, KIND_CONNECT_FAILED, KIND_CONNECTED, KIND_ERROR_REPORT,
-            KIND_INBOUND_RESET,
+            KIND_FORWARD_DROP, KIND_INBOUND_RESET, KIND_NAT,
         };
         let known = [
             KIND_CONNECTED,
@@ -22,6 +22,8 @@ fuzz_target!(|data: &[u8]| {
             KIND_INBOUND_RESET,
             KIND_CONNECT_FAILED,
             KIND_AT_RISK,
+            KIND_NAT,
+            KIND_FORWARD_DROP,
         ];
         assert!(
             known.contains(&ev.kind),

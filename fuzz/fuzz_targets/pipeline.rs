@@ -107,8 +107,17 @@ fuzz_target!(|data: &[u8]| {
         if i % 2 == 0 {
             let cgroup = 1 + u64::from(record[2] % 4);
             record[CGROUP_ID_AT..CGROUP_ID_AT + 8].copy_from_slice(&cgroup.to_ne_bytes());
-            // A valid kind: 1..=5, or KIND_AT_RISK (7).
-            record[0] = [1, 2, 3, 4, 5, KIND_AT_RISK][usize::from(record[0] % 6)];
+            // A valid kind: 1..=5, KIND_AT_RISK (7), or a forwarded translation or drop.
+            record[0] = [
+                1,
+                2,
+                3,
+                4,
+                5,
+                KIND_AT_RISK,
+                tracer_common::KIND_NAT,
+                tracer_common::KIND_FORWARD_DROP,
+            ][usize::from(record[0] % 8)];
             record[1] = if record[1] % 2 == 0 {
                 AF_INET
             } else {
@@ -131,6 +140,7 @@ fuzz_target!(|data: &[u8]| {
             });
         }
         assert!(pipeline.destinations() <= 64);
+        assert!(pipeline.services.forwarded_len() <= tracer::enrich::service::FORWARDED_CAP);
         assert!(pipeline.pending_reports() <= 4096);
     }
     for o in pipeline.flush(u64::MAX) {
