@@ -281,10 +281,11 @@ impl Enricher for Services {
                     forwarded: true,
                 });
             }
-            if o.label != Label::Connected {
-                // Its end is this outcome: the entry served.
-                self.forwarded.remove(&key);
-            }
+            // The connection's first outcome (its connect, or its failure in the connect phase)
+            // takes the entry: a node forwarding thousands of pod connections a second keeps
+            // only those still connecting. A later failure of an established connection (a
+            // reset) has no forwarded translation.
+            self.forwarded.remove(&key);
         }
         if o.label.is_failure() || o.label.is_warning() || o.label == Label::Connected {
             o.evidence.service = self.name_service(o);
