@@ -38,11 +38,31 @@ fn unreachable_by_icmp_host_unreachable() {
     );
     // The REJECT is this host's own OUTPUT rule: the SYN never left.
     assert_eq!(r["evidence"]["local_drops"][0]["direction"], "sent", "{r}");
+    // The rule that rejected it, read from the namespace's ruleset, and named by the hint.
+    let rule = &r["evidence"]["netfilter_drop"]["rule"];
+    assert_eq!(
+        (
+            &rule["family"],
+            &rule["table"],
+            &rule["chain"],
+            &rule["verdict"]
+        ),
+        (
+            &json!("inet"),
+            &json!("tt"),
+            &json!("out"),
+            &json!("reject")
+        ),
+        "{r}"
+    );
     assert!(
         r["hint"].as_str().unwrap().starts_with(
-            "the SYN to 127.0.0.1:47 never left this host: its own firewall rejected it \
-             (NETFILTER_DROP) and answered with host-unreachable"
-        ),
+            "the SYN to 127.0.0.1:47 never left this host: rejected by its own firewall, rule \
+             inet tt out handle"
+        ) && r["hint"]
+            .as_str()
+            .unwrap()
+            .contains("answered with host-unreachable"),
         "{r}"
     );
     assert_process(&r, pid);
