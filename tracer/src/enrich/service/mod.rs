@@ -287,7 +287,12 @@ impl Enricher for Services {
             // reset) has no forwarded translation.
             self.forwarded.remove(&key);
         }
-        if o.label.is_failure() || o.label.is_warning() || o.label == Label::Connected {
+        // Every failure and warning is looked up; a successful connect (the hot path: every
+        // connect of the host) only when it was translated, the one case its record names one.
+        let wanted = o.label.is_failure()
+            || o.label.is_warning()
+            || (o.label == Label::Connected && o.evidence.translation.is_some());
+        if wanted {
             o.evidence.service = self.name_service(o);
         }
         if !connect_phase(o) {

@@ -300,3 +300,48 @@ fn inbound_outcomes_are_left_alone() {
     s.enrich(&mut o, 0);
     assert_eq!(o.evidence.service, None);
 }
+
+#[test]
+fn a_successful_connect_asks_the_rulesets_only_when_it_was_translated() {
+    let fake = std::rc::Rc::new(Fake {
+        asked: Cell::new(0),
+    });
+    struct Shared(std::rc::Rc<Fake>);
+    impl Rulesets for Shared {
+        fn service(&self, netns: u32, addr: SocketAddr) -> Option<Service> {
+            self.0.service(netns, addr)
+        }
+        fn service_of_backend(&self, netns: u32, addr: SocketAddr) -> Option<Service> {
+            self.0.service_of_backend(netns, addr)
+        }
+        fn dropping_rule(&self, netns: u32, hook: Hook, syn: &Syn) -> Option<RuleSeen> {
+            self.0.dropping_rule(netns, hook, syn)
+        }
+    }
+    let mut s = Services::new(Box::new(Shared(fake.clone())), None, Some(HOST), None);
+    let mut o = outcome(Label::Connected, "10.0.0.1:40000", "10.96.0.10:80", POD);
+    s.enrich(&mut o, 0);
+    assert_eq!(
+        fake.asked.get(),
+        0,
+        "an untranslated connect costs no lookup"
+    );
+    assert_eq!(o.evidence.service, None);
+
+    s.observe(&forwarded(
+        KIND_NAT,
+        "10.0.0.1:40000",
+        "10.96.0.10:80",
+        Some("10.244.1.5:8080"),
+        0,
+    ));
+    let mut o = outcome(Label::Connected, "10.0.0.1:40000", "10.96.0.10:80", POD);
+    s.enrich(&mut o, 0);
+    assert!(fake.asked.get() > 0);
+    assert_eq!(
+        o.evidence.service.expect("named").name.as_deref(),
+        Some("shop/web:http")
+    );
+    // Its first outcome took the forwarded entry.
+    assert_eq!(s.forwarded_len(), 0);
+}
