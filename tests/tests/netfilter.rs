@@ -327,8 +327,14 @@ fn reader_follows_namespaces_generations_and_bounds() {
     let h = dropping_rule(&rules.ruleset, Hook::Output, &syn([192, 0, 2, 1], 7)).expect("hit");
     assert_eq!(h.comment.as_deref(), Some("seven"));
     let dumps = nf.counters().dumps;
-    // Unchanged: generations asked, no dump.
-    std::thread::sleep(Duration::from_millis(400));
+    // Unchanged: generations asked (two more polls, waited for), no dump.
+    // (A poll asks every namespace followed: two polls ask at least twice as many.)
+    let asked = nf.counters().generations + 2 * nf.all().len().max(1) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nf.counters().generations < asked {
+        assert!(Instant::now() < deadline, "the reader stopped polling");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         std::ptr::eq(&*nf.rules(a.inode).unwrap(), &*rules),
         "republished unchanged"
