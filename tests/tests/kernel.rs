@@ -313,6 +313,23 @@ fn raw_and_classic_tracepoints_see_the_same() {
         assert_eq!(c["src"]["port"], sport_of(&ok[0]), "{flags:?}: {c}");
         assert!(c["latency_ms"].as_f64().is_some(), "{flags:?}: {c}");
         drop(server);
+        // The clean close is the client socket's CLOSE once the server's FIN came (it is then
+        // in TIME_WAIT): wait for it, not race the tracer's exit against it.
+        let sport = sport_of(&ok[0]).to_string();
+        tracer_tests::wait_until(
+            "the successful connection's clean close",
+            Duration::from_secs(5),
+            || {
+                // Done once the client's socket (local port `sport`) is gone or in TIME_WAIT.
+                let local = format!("127.0.0.1:{sport}");
+                let all = ns.exec(&["ss", "-Htan"]);
+                let open = all.lines().any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.get(3) == Some(&local.as_str()) && cols.first() != Some(&"TIME-WAIT")
+                });
+                (!open).then_some(())
+            },
+        );
         let stopped = tracer.finish_with(1);
         let r = &stopped.failures[0];
         assert_eq!(r["label"], "refused", "{flags:?}: {r}");
